@@ -1,0 +1,91 @@
+"""Audio in and out: any file soundfile (or ffmpeg, for mp3 it cannot read) knows, any rate,
+to float32 mono at the codec's rate in [-1, 1]; and back to 16-bit WAV with a clip count."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from telucodec.errors import AudioError
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
+MAX_INPUT_SAMPLE_RATE = 384_000
+MIN_INPUT_SAMPLE_RATE = 4_000
+MAX_INPUT_SECONDS = 4 * 3600  # refuse longer inputs by default (resource limit)
+
+
+def _read_with_ffmpeg(path: Path, sample_rate: int) -> np.ndarray:
+    if shutil.which("ffmpeg") is None:
+        raise AudioError(f"{path}: soundfile cannot read it and ffmpeg is not installed")
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-f", "f32le", "-ac", "1",
+           "-ar", str(sample_rate), "-"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=600)
+    except subprocess.TimeoutExpired as exc:
+        raise AudioError(f"{path}: ffmpeg timed out decoding it") from exc
+    if proc.returncode != 0:
+        msg = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise AudioError(f"{path}: not decodable audio ({msg[-1] if msg else 'ffmpeg failed'})")
+    return np.frombuffer(proc.stdout, dtype=np.float32).copy()
+
+
+def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
+    """Read `path` as float32 mono at `sample_rate`, clipped to [-1, 1]. Raises AudioError."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if not path.is_file():
+        raise AudioError(f"{path}: not a regular file")
+    try:
+        info = sf.info(str(path))
+    except PermissionError as exc:
+        raise AudioError(f"{path}: permission denied") from exc
+    except Exception:
+        info = None
+    if info is None:
+        if path.suffix.lower() in (".mp3", ".ogg", ".opus", ".m4a"):
+            wav = _read_with_ffmpeg(path, sample_rate)
+            return _finish(path, wav)
+        raise AudioError(f"{path}: not a readable audio file")
+    if not MIN_INPUT_SAMPLE_RATE <= info.samplerate <= MAX_INPUT_SAMPLE_RATE:
+        raise AudioError(f"{path}: sample rate {info.samplerate} Hz outside the accepted "
+                         f"{MIN_INPUT_SAMPLE_RATE}-{MAX_INPUT_SAMPLE_RATE} Hz")
+    if info.frames > MAX_INPUT_SECONDS * info.samplerate:
+        raise AudioError(f"{path}: {info.frames / info.samplerate:.0f} s is longer than the "
+                         f"{MAX_INPUT_SECONDS} s limit")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except PermissionError as exc:
+        raise AudioError(f"{path}: permission denied") from exc
+    except Exception as exc:  # libsndfile errors are plain RuntimeError/LibsndfileError
+        raise AudioError(f"{path}: truncated or corrupt audio ({exc})") from exc
+    wav = data.mean(axis=1)
+    if sr != sample_rate and wav.size:
+        wav = soxr.resample(wav, sr, sample_rate).astype(np.float32)
+    return _finish(path, wav)
+
+
+def _finish(path: Path, wav: np.ndarray) -> np.ndarray:
+    if wav.size == 0:
+        raise AudioError(f"{path}: no audio samples")
+    if not np.all(np.isfinite(wav)):
+        raise AudioError(f"{path}: contains NaN or infinite samples")
+    return np.clip(wav, -1.0, 1.0).astype(np.float32)
+
+
+def write_wav(path: str | Path, wav: np.ndarray, sample_rate: int = 16000) -> int:
+    """Write 16-bit PCM WAV; samples beyond [-1, 1] are clipped here and their count returned."""
+    wav = np.asarray(wav, dtype=np.float32).reshape(-1)
+    wav = np.nan_to_num(wav, nan=0.0, posinf=1.0, neginf=-1.0)
+    clipped = int(np.count_nonzero(np.abs(wav) > 1.0))
+    sf.write(str(path), np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16")
+    return clipped
+
+
+def rms(wav: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(wav, dtype=np.float64)))) if wav.size else 0.0

@@ -1,0 +1,95 @@
+"""`telucodec encode | decode | info`: files in, files out, one clear line on any problem."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from telucodec.api import load_model
+from telucodec.audio import load_audio, write_wav
+from telucodec.bitstream import describe, entropy_saving, read_bitstream, write_bitstream
+from telucodec.errors import TelucodecError
+
+
+def _check_output(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise TelucodecError(f"{path} exists; use --force to overwrite it")
+    if not path.parent.exists():
+        raise TelucodecError(f"{path.parent}: output folder does not exist")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def encode(args: argparse.Namespace) -> int:
+    src, dst = Path(args.input), Path(args.output)
+    _check_output(dst, args.force)
+    model = load_model(args.model)
+    wav = load_audio(src, model.sample_rate)
+    n_q = model.n_q_for_kbps(args.kbps)
+    if args.kbps is not None:
+        print(f"--kbps {args.kbps:g}: using n_q={n_q} ({n_q * model.kbps_per_codebook():g} kbps nominal)", file=sys.stderr)
+    codes = model.encode(wav, model.sample_rate, args.kbps)
+    data = write_bitstream(codes, entropy=args.entropy)
+    if args.entropy:
+        plain = len(write_bitstream(codes))
+        print(f"entropy coding: {len(data)} bytes vs {plain} plain ({100 * (1 - len(data) / plain):.1f}% saved; "
+              f"codes alone {100 * entropy_saving(codes):.1f}%)", file=sys.stderr)
+    _write_atomic(dst, data)
+    info = describe(data)
+    print(f"{dst}: {info['duration_s']:.2f} s, n_q {info['n_q']}, {info['kbps_nominal']:g} kbps nominal, "
+          f"{info['kbps_actual']:.3f} kbps actual, {len(data)} bytes")
+    return 0
+
+
+def decode(args: argparse.Namespace) -> int:
+    dst = Path(args.output)
+    _check_output(dst, args.force)
+    model = load_model(args.model)
+    if args.tokens:
+        if not args.id:
+            raise TelucodecError("--tokens needs --id UTTERANCE_ID")
+        from telucodec.tokens import codes_for
+        codes = codes_for(args.tokens, args.id, model)
+    else:
+        if not args.input:
+            raise TelucodecError("give IN.tcd (or --tokens DIR --id X)")
+        src = Path(args.input)
+        try:
+            data = src.read_bytes()
+        except OSError as exc:
+            raise TelucodecError(f"{src}: cannot read ({exc.strerror})") from exc
+        try:
+            codes = read_bitstream(data, expected_model_id=model.model_id)
+        except ValueError as exc:
+            raise TelucodecError(f"{src}: {exc}") from exc
+    wav = model.decode(codes).numpy()
+    tmp = dst.with_name(f".{dst.stem}.tmp.wav")
+    clipped = write_wav(tmp, wav, codes.sample_rate)
+    tmp.replace(dst)
+    note = f"; {clipped} samples clipped to [-1, 1]" if clipped else ""
+    print(f"{dst}: {len(wav) / codes.sample_rate:.2f} s at {codes.sample_rate} Hz{note}")
+    return 0
+
+
+def info(args: argparse.Namespace) -> int:
+    src = Path(args.input)
+    try:
+        data = src.read_bytes()
+    except OSError as exc:
+        raise TelucodecError(f"{src}: cannot read ({exc.strerror})") from exc
+    try:
+        d = describe(data)
+    except ValueError as exc:
+        raise TelucodecError(f"{src}: {exc}") from exc
+    if args.json:
+        print(json.dumps(d, indent=2))
+    else:
+        for key, value in d.items():
+            print(f"{key:16s} {value}")
+    return 0

@@ -1,0 +1,225 @@
+"""Configuration dataclasses, named presets and their JSON round trip.
+
+A config is saved inside every checkpoint and model folder, so a model can always be rebuilt
+from its own files. A preset is a named instance of `CodecConfig`, never a fork of the code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from telucodec.errors import TelucodecError
+
+CONFIG_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    sample_rate: int = 16000
+    channels: int = 16                      # encoder base width (SEANet `n_filters`)
+    ratios: tuple[int, ...] = (8, 5, 4, 2)  # product = hop = 320 samples -> 50 frames/s at 16 kHz
+    latent_dim: int = 64
+    decoder: str = "seanet"                 # "seanet" (waveform convs) | "spectral" (frame-rate + iSTFT)
+    decoder_hidden: int = 256               # width of the decoder's first layer (seed: 1024)
+    residual_layers: int = 1
+    lstm: bool = False                      # SEANet's optional LSTM at the bottleneck
+    causal: bool = False                    # causal padding everywhere (streaming)
+    spectral_layers: int = 8                # spectral decoder: ConvNeXt blocks at the frame rate
+    spectral_n_fft: int = 1280              # spectral decoder: iSTFT size (hop = frame hop)
+    amplitude: str = "none"                 # "none" | "rms" | "lufs"
+
+    @property
+    def hop_length(self) -> int:
+        hop = 1
+        for r in self.ratios:
+            hop *= r
+        return hop
+
+    @property
+    def frame_rate(self) -> int:
+        return self.sample_rate // self.hop_length
+
+
+@dataclass
+class QuantizerConfig:
+    n_q: int = 12
+    codebook_size: int = 1024
+    update: str = "ema"                     # "ema" (EMA k-means updates) | "loss" (codebook loss)
+    ema_decay: float = 0.99
+    kmeans_init: bool = True
+    kmeans_iters: int = 10
+    dead_code_steps: int = 50               # replace entries unused for this many steps (0 = never)
+    quantizer_dropout: bool = True          # random n_q per batch so one model serves every bitrate
+    min_n_q_dropout: int = 1
+
+    @property
+    def codebook_bits(self) -> int:
+        return max(1, (self.codebook_size - 1).bit_length())
+
+
+@dataclass
+class LossConfig:
+    """Weights of every loss term; a weight of 0 switches the term off (and skips its compute)."""
+
+    mse: float = 1.0                        # the seed's waveform MSE
+    rms: float = 15.0                       # the seed's 15 * MSE(RMS), per 20 ms frame
+    l1: float = 0.0                         # waveform L1 (EnCodec uses 0.1)
+    mel: float = 1.0                        # multi-resolution log-mel L1
+    stft: float = 1.0                       # multi-resolution spectral convergence + log magnitude
+    commitment: float = 1.0
+    codebook: float = 1.0                   # only with quantizer.update == "loss"
+    adversarial: float = 1.0                # generator's adversarial term (after adversarial_after)
+    feature_matching: float = 2.0
+    mel_windows: tuple[int, ...] = (256, 512, 1024, 2048)
+    n_mels: int = 64
+    stft_windows: tuple[int, ...] = (512, 1024, 2048)
+    rms_frame: int = 320
+    gan_loss: str = "hinge"                 # "hinge" | "lsgan"
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 16
+    learning_rate: float = 3e-4
+    num_epochs: int = 100
+    segment_seconds: float = 1.0
+    crops_per_second: float = 1.0           # crops drawn per second of training audio per epoch
+    steps_per_epoch: int = 0                # 0 = from data size and crops_per_second
+    optimizer: str = "adamw"
+    betas: tuple[float, float] = (0.8, 0.99)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    lr_schedule: str = "cosine"             # "cosine" | "exponential" | "constant"
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.1
+    adversarial_after: int = -1             # step at which discriminators switch on (-1 = never)
+    disc_learning_rate: float = 3e-4
+    val_fraction: float = 0.1
+    val_speakers: tuple[str, ...] = ()      # with a manifest: hold these speakers out
+    val_max_clips: int = 16
+    val_max_seconds: float = 6.0
+    pesq_every: int = 5                     # PESQ/STOI on a fixed validation subset every K epochs
+    pesq_clips: int = 4
+    samples_every: int = 5
+    seed: int = 1234
+    precision: str = "fp32"                 # "fp32" | "bf16" (CUDA only)
+    num_workers: int = 0
+    augment_gain_db: float = 0.0            # random gain of +/- this many dB per crop
+    augment_noise_snr_db: float = 0.0       # 0 = off; else add white noise at >= this SNR
+
+
+@dataclass
+class CodecConfig:
+    name: str = "small"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    version: int = CONFIG_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CodecConfig:
+        if not isinstance(data, dict):
+            raise TelucodecError("config: expected a JSON object")
+        version = data.get("version", CONFIG_VERSION)
+        if version > CONFIG_VERSION:
+            raise TelucodecError(f"config: version {version} is newer than this telucodec ({CONFIG_VERSION})")
+        return cls(
+            name=str(data.get("name", "custom")),
+            model=_build(ModelConfig, data.get("model", {}), "model"),
+            quantizer=_build(QuantizerConfig, data.get("quantizer", {}), "quantizer"),
+            loss=_build(LossConfig, data.get("loss", {}), "loss"),
+            train=_build(TrainConfig, data.get("train", {}), "train"),
+            version=CONFIG_VERSION,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> CodecConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise TelucodecError(f"{path}: not a readable JSON config ({exc})") from exc
+        return cls.from_dict(data)
+
+    def architecture(self) -> dict[str, Any]:
+        """The fields that decide tensor shapes: two configs with equal architecture share weights."""
+        arch = asdict(self.model)
+        arch.update({k: v for k, v in asdict(self.quantizer).items() if k in ("n_q", "codebook_size")})
+        return arch
+
+
+def _build(kind: type, data: dict[str, Any], section: str):
+    known = {f.name: f for f in fields(kind)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise TelucodecError(f"config: unknown {section} keys {unknown}")
+    values = {}
+    for key, value in data.items():
+        default = getattr(kind(), key)
+        values[key] = tuple(value) if isinstance(default, tuple) else value
+    return kind(**values)
+
+
+def _preset_tiny() -> CodecConfig:
+    return CodecConfig(
+        name="tiny",
+        model=ModelConfig(channels=8, latent_dim=32, decoder_hidden=64),
+        quantizer=QuantizerConfig(n_q=8, codebook_size=256, dead_code_steps=20),
+        train=TrainConfig(batch_size=8, learning_rate=1e-3, warmup_steps=20, pesq_every=2,
+                          samples_every=2, val_max_clips=4, pesq_clips=2),
+    )
+
+
+def _preset_small() -> CodecConfig:
+    return CodecConfig(name="small")
+
+
+def _preset_base() -> CodecConfig:
+    return CodecConfig(
+        name="base",
+        model=ModelConfig(channels=32, latent_dim=128, decoder_hidden=1024, lstm=True),
+        train=TrainConfig(adversarial_after=5000),
+    )
+
+
+def _preset_spectral() -> CodecConfig:
+    """SEANet encoder + frame-rate ConvNeXt decoder ending in an iSTFT; waveform L1 pins the phase."""
+    return CodecConfig(
+        name="spectral",
+        model=ModelConfig(channels=16, latent_dim=64, decoder="spectral", decoder_hidden=256,
+                          spectral_layers=6, amplitude="rms"),
+        loss=LossConfig(l1=1.0),
+        train=TrainConfig(learning_rate=1e-3, adversarial_after=4000, warmup_steps=500),
+    )
+
+
+PRESETS = {"tiny": _preset_tiny, "small": _preset_small, "base": _preset_base,
+           "spectral": _preset_spectral}
+
+
+def get_config(name_or_path: str) -> CodecConfig:
+    """A preset by name, or a JSON file written by `CodecConfig.save`."""
+    if name_or_path in PRESETS:
+        return PRESETS[name_or_path]()
+    path = Path(name_or_path)
+    if path.suffix == ".json" or path.exists():
+        return CodecConfig.load(path)
+    raise TelucodecError(f"--config {name_or_path}: not a preset ({', '.join(PRESETS)}) nor a JSON file")
+
+
+def with_overrides(config: CodecConfig, **train_overrides: Any) -> CodecConfig:
+    """A copy with some TrainConfig fields replaced (values of None are ignored)."""
+    changes = {k: v for k, v in train_overrides.items() if v is not None}
+    return replace(config, train=replace(config.train, **changes))

@@ -1,0 +1,113 @@
+"""Loss functions, free of weights: the weights live in `LossConfig` and the loop applies them.
+
+Shapes: x (output) and y (target) are wav [B, 1, T].
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch.nn import functional as F
+
+
+def waveform_mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(x, y)
+
+
+def waveform_l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(x, y)
+
+
+def frame_rms(wav: torch.Tensor, frame: int) -> torch.Tensor:
+    """wav [B, 1, T] -> RMS per non-overlapping frame [B, T // frame] (at least one frame)."""
+    t = wav.shape[-1]
+    usable = max(frame, (t // frame) * frame)
+    w = F.pad(wav, (0, max(0, usable - t)))[..., :usable]
+    return w.reshape(w.shape[0], -1, frame).pow(2).mean(-1).add(1e-12).sqrt()
+
+
+def rms_loss(x: torch.Tensor, y: torch.Tensor, frame: int = 320) -> torch.Tensor:
+    """The seed's MSE(RMS), per 20 ms frame so it also teaches the loudness contour."""
+    return F.mse_loss(frame_rms(x, frame), frame_rms(y, frame))
+
+
+@functools.lru_cache(maxsize=16)
+def _mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, device: str) -> torch.Tensor:
+    """HTK-style triangular mel filters [n_mels, n_fft // 2 + 1]."""
+    def hz_to_mel(f):
+        return 2595.0 * math.log10(1.0 + f / 700.0)
+
+    bins = n_fft // 2 + 1
+    mel_points = torch.linspace(hz_to_mel(0.0), hz_to_mel(sample_rate / 2), n_mels + 2, dtype=torch.float64)
+    hz = 700.0 * (10 ** (mel_points / 2595.0) - 1.0)
+    freqs = torch.linspace(0, sample_rate / 2, bins, dtype=torch.float64)
+    lower, center, upper = hz[:-2, None], hz[1:-1, None], hz[2:, None]
+    up = (freqs[None] - lower) / (center - lower).clamp_min(1e-9)
+    down = (upper - freqs[None]) / (upper - center).clamp_min(1e-9)
+    return torch.clamp(torch.minimum(up, down), min=0.0).float().to(device)
+
+
+def _magnitude(wav: torch.Tensor, n_fft: int) -> torch.Tensor:
+    window = torch.hann_window(n_fft, device=wav.device, dtype=wav.dtype)
+    spec = torch.stft(wav.reshape(-1, wav.shape[-1]), n_fft, hop_length=n_fft // 4, window=window,
+                      return_complex=True, center=True, pad_mode="reflect" if wav.shape[-1] > n_fft // 2 else "constant")
+    return spec.abs().clamp_min(1e-7)  # [B, bins, frames]
+
+
+def log_mel(wav: torch.Tensor, n_fft: int, n_mels: int, sample_rate: int) -> torch.Tensor:
+    mel = _mel_filterbank(n_fft, n_mels, sample_rate, str(wav.device)) @ _magnitude(wav, n_fft)
+    return torch.log(mel.clamp_min(1e-5))
+
+
+def mel_loss(x: torch.Tensor, y: torch.Tensor, windows: tuple[int, ...], n_mels: int, sample_rate: int) -> torch.Tensor:
+    """Multi-resolution log-mel L1, averaged over the windows."""
+    total = x.new_zeros(())
+    for n_fft in windows:
+        total = total + F.l1_loss(log_mel(x, n_fft, n_mels, sample_rate), log_mel(y, n_fft, n_mels, sample_rate))
+    return total / len(windows)
+
+
+def stft_loss(x: torch.Tensor, y: torch.Tensor, windows: tuple[int, ...]) -> torch.Tensor:
+    """Multi-resolution spectral convergence + log-magnitude L1.
+
+    Spectral convergence is a ratio of norms over the whole batch, not per item: per item, a
+    silent crop divides by ~0 and spikes the loss into the thousands.
+    """
+    total = x.new_zeros(())
+    for n_fft in windows:
+        mx, my = _magnitude(x, n_fft), _magnitude(y, n_fft)
+        sc = torch.linalg.vector_norm(my - mx) / torch.linalg.vector_norm(my).clamp_min(1e-5)
+        total = total + sc + F.l1_loss(torch.log(mx), torch.log(my))
+    return total / len(windows)
+
+
+# ---- adversarial (hifi-gan style free functions over lists of discriminator outputs) ----------
+
+def discriminator_loss(real: list[torch.Tensor], fake: list[torch.Tensor], kind: str = "hinge") -> torch.Tensor:
+    total = real[0].new_zeros(())
+    for r, f in zip(real, fake):
+        if kind == "hinge":
+            total = total + F.relu(1 - r).mean() + F.relu(1 + f).mean()
+        else:
+            total = total + (r - 1).pow(2).mean() + f.pow(2).mean()
+    return total / len(real)
+
+
+def generator_adversarial_loss(fake: list[torch.Tensor], kind: str = "hinge") -> torch.Tensor:
+    total = fake[0].new_zeros(())
+    for f in fake:
+        total = total + (F.relu(1 - f).mean() if kind == "hinge" else (f - 1).pow(2).mean())
+    return total / len(fake)
+
+
+def feature_matching_loss(real_feats: list[list[torch.Tensor]], fake_feats: list[list[torch.Tensor]]) -> torch.Tensor:
+    """Mean relative L1 between discriminator feature maps of real and generated audio."""
+    total, count = None, 0
+    for rs, fs in zip(real_feats, fake_feats):
+        for r, f in zip(rs, fs):
+            term = F.l1_loss(f, r.detach()) / r.detach().abs().mean().clamp_min(1e-5)
+            total = term if total is None else total + term
+            count += 1
+    return total / max(count, 1)

@@ -1,0 +1,222 @@
+"""`Codec`: encoder -> residual VQ -> decoder, with the amplitude strategy around them.
+
+Training calls `forward` on batches; users call `encode` / `decode` on whole clips (long clips
+are processed in overlapping chunks so memory stays flat and joins match the unchunked result),
+and `save_pretrained` / `from_pretrained` read and write a model folder (config.json +
+model.safetensors), the layout the Hugging Face Hub expects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+
+from telucodec.codes import Codes
+from telucodec.config import CodecConfig
+from telucodec.errors import ModelError
+from telucodec.model.amplitude import get_amplitude
+from telucodec.model.quantizer import QuantizerOutput, ResidualVQ
+from telucodec.model.seanet import SEANetDecoder, SEANetEncoder
+from telucodec.model.spectral import SpectralDecoder
+
+CHUNK_SECONDS = 20.0     # encode/decode long clips in chunks of this length ...
+CONTEXT_SECONDS = 2.0    # ... each with this much context on both sides (beyond the receptive field)
+
+
+@dataclass
+class CodecOutput:
+    wav: torch.Tensor                  # [B, 1, T] restored output, unbounded
+    wav_normalized: torch.Tensor       # [B, 1, T] decoder output before amplitude restore
+    input_normalized: torch.Tensor     # [B, 1, T] encoder input after amplitude normalize
+    quantizer: QuantizerOutput
+    n_q: int
+    side: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+
+
+class Codec(nn.Module):
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        self.config = config
+        mc = config.model
+        self.hop = mc.hop_length
+        self.sample_rate = mc.sample_rate
+        self.frame_rate = mc.frame_rate
+        self.encoder = SEANetEncoder(mc)
+        self.quantizer = ResidualVQ(mc.latent_dim, config.quantizer)
+        self.decoder = SpectralDecoder(mc) if mc.decoder == "spectral" else SEANetDecoder(mc)
+        self.amplitude = get_amplitude(mc.amplitude, mc.sample_rate)
+
+    # ---- facts ---------------------------------------------------------------------------
+    @property
+    def codebook_bits(self) -> int:
+        return self.config.quantizer.codebook_bits
+
+    @property
+    def max_n_q(self) -> int:
+        return self.config.quantizer.n_q
+
+    def kbps_per_codebook(self) -> float:
+        return self.codebook_bits * self.frame_rate / 1000.0
+
+    def n_q_for_kbps(self, kbps: float | None) -> int:
+        """The largest n_q whose nominal bitrate does not exceed `kbps` (None = all)."""
+        if kbps is None:
+            return self.max_n_q
+        n_q = int(math.floor(kbps / self.kbps_per_codebook() + 1e-9))
+        if n_q < 1:
+            raise ModelError(f"--kbps {kbps}: below one codebook ({self.kbps_per_codebook():g} kbps)")
+        return min(n_q, self.max_n_q)
+
+    @property
+    def model_id(self) -> str:
+        """16 hex chars: a hash of the architecture and every weight, so codes made by one model
+        are never silently decoded by another."""
+        h = hashlib.sha256(json.dumps(self.config.architecture(), sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    # ---- training ------------------------------------------------------------------------
+    def forward(self, wav: torch.Tensor, n_q: int | None = None) -> CodecOutput:
+        """wav [B, 1, T] -> CodecOutput with outputs of length T."""
+        length = wav.shape[-1]
+        pad = (-length) % self.hop
+        x = F.pad(wav, (0, pad))
+        x_norm, side = self.amplitude.normalize(x)
+        latent = self.encoder(x_norm)
+        q = self.quantizer(latent, n_q)
+        y_norm = self.decoder(q.quantized)
+        y = self.amplitude.restore(y_norm, side)
+        return CodecOutput(y[..., :length], y_norm[..., :length], x_norm[..., :length], q,
+                           q.codes.shape[1], side)
+
+    # ---- inference -----------------------------------------------------------------------
+    def _as_mono_tensor(self, wav: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
+        if sample_rate != self.sample_rate:
+            import soxr
+
+            wav = soxr.resample(np.asarray(wav, dtype=np.float32).reshape(-1), sample_rate, self.sample_rate)
+        t = torch.as_tensor(np.asarray(wav, dtype=np.float32)).reshape(-1)
+        if not torch.isfinite(t).all():
+            raise ModelError("input audio contains NaN or infinite samples")
+        return t.clamp(-1.0, 1.0)
+
+    def _chunk_bounds(self, total: int, unit: int):
+        """(start, end, keep_start, keep_end) windows in `unit` steps covering [0, total)."""
+        chunk = int(CHUNK_SECONDS * self.frame_rate)
+        ctx = int(CONTEXT_SECONDS * self.frame_rate)
+        start = 0
+        while start < total:
+            end = min(start + chunk, total)
+            yield max(0, start - ctx), min(total, end + ctx), start, end
+            start = end
+
+    @torch.no_grad()
+    def encode(self, wav: np.ndarray | torch.Tensor, sample_rate: int = 16000, kbps: float | None = None) -> Codes:
+        """Mono audio (any rate; resampled) -> Codes with n_q picked from `kbps`."""
+        n_q = self.n_q_for_kbps(kbps)
+        x = self._as_mono_tensor(wav, sample_rate)
+        num_samples = x.shape[0]
+        if num_samples == 0:
+            raise ModelError("input audio is empty")
+        param = next(self.parameters())
+        x = F.pad(x, (0, (-num_samples) % self.hop)).view(1, 1, -1).to(param.device)
+        x_norm, side = self.amplitude.normalize(x)
+        frames = x.shape[-1] // self.hop
+        pieces = []
+        for lo, hi, keep_lo, keep_hi in self._chunk_bounds(frames, 1):
+            latent = self.encoder(x_norm[..., lo * self.hop: hi * self.hop])
+            codes = self.quantizer(latent, n_q).codes
+            pieces.append(codes[..., keep_lo - lo: keep_hi - lo])
+        codes = torch.cat(pieces, dim=-1)[0].cpu()
+        side_ints = [int(v) for v in side[0].round().long().tolist()] if side.numel() else []
+        return Codes(codes=codes, num_samples=num_samples, model_id=self.model_id,
+                     sample_rate=self.sample_rate, frame_rate=self.frame_rate,
+                     codebook_bits=self.codebook_bits, side_kind=self.amplitude.kind, side=side_ints)
+
+    @torch.no_grad()
+    def decode(self, codes: Codes, check_model: bool = True) -> torch.Tensor:
+        """Codes -> wav [num_samples] float32 at `self.sample_rate`, unbounded (clip when writing)."""
+        if check_model and codes.model_id != self.model_id:
+            raise ModelError(f"codes were made by model {codes.model_id}, this model is {self.model_id}")
+        if codes.side_kind != self.amplitude.kind:
+            raise ModelError(f"codes carry '{codes.side_kind}' amplitude side info, the model uses '{self.amplitude.kind}'")
+        if codes.n_q > self.max_n_q or codes.n_q < 1:
+            raise ModelError(f"codes have n_q={codes.n_q}, the model supports 1..{self.max_n_q}")
+        param = next(self.parameters())
+        c = codes.codes.to(param.device).long().unsqueeze(0)
+        frames = c.shape[-1]
+        pieces = []
+        for lo, hi, keep_lo, keep_hi in self._chunk_bounds(frames, 1):
+            y = self.decoder(self.quantizer.decode(c[..., lo:hi]))
+            pieces.append(y[..., (keep_lo - lo) * self.hop: (keep_hi - lo) * self.hop])
+        y = torch.cat(pieces, dim=-1)
+        side = torch.tensor([codes.side], dtype=torch.float32, device=y.device).view(1, -1)
+        y = self.amplitude.restore(y, side)
+        return y[0, 0, : codes.num_samples].cpu()
+
+    # ---- files ---------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+        """Write config.json + model.safetensors. fp16 halves the size; loading casts back to fp32."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in tensors.items()}
+        tmp = directory / "model.safetensors.tmp"
+        save_file(tensors, str(tmp), metadata={"format": "telucodec", "config_version": str(self.config.version)})
+        tmp.replace(directory / "model.safetensors")
+        cfg_tmp = directory / "config.json.tmp"
+        cfg_tmp.write_text(self.config.to_json() + "\n")
+        cfg_tmp.replace(directory / "config.json")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> Codec:
+        directory = Path(directory)
+        cfg_path, weights = directory / "config.json", directory / "model.safetensors"
+        if not cfg_path.is_file() or not weights.is_file():
+            raise ModelError(f"{directory}: not a model folder (needs config.json and model.safetensors)")
+        model = cls(CodecConfig.load(cfg_path))
+        try:
+            state = load_file(str(weights))
+        except Exception as exc:
+            raise ModelError(f"{weights}: not a valid safetensors file ({exc})") from exc
+        load_matching_state(model, state, strict=True, source=str(weights))
+        return model.eval()
+
+
+def load_matching_state(model: nn.Module, state: dict[str, torch.Tensor], strict: bool, source: str) -> list[str]:
+    """Load `state` into `model`. strict: any missing, unexpected or mis-shaped key is a one-line
+    ModelError naming them; otherwise load what matches and return the names that did not."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shape_mismatch = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    problems = []
+    if unexpected:
+        problems.append(f"unexpected keys {_names(unexpected)}")
+    if missing:
+        problems.append(f"missing keys {_names(missing)}")
+    if shape_mismatch:
+        problems.append(f"mismatched shapes {_names(shape_mismatch)}")
+    if strict and problems:
+        raise ModelError(f"{source}: a different architecture ({'; '.join(problems)})")
+    good = {k: v.to(own[k].dtype) for k, v in state.items() if k in own and own[k].shape == v.shape}
+    own.update(good)
+    model.load_state_dict(own)
+    return missing + shape_mismatch
+
+
+def _names(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")

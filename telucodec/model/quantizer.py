@@ -1,0 +1,179 @@
+"""Residual vector quantizer.
+
+Each stage is a 1024-entry (configurable) codebook. Entries are initialised by k-means on the
+first batch and then either follow EMA k-means updates ("ema") or learn from a codebook loss
+("loss"); entries unused for `dead_code_steps` steps are replaced by random current inputs, which
+keeps usage high (without it the first codebook collapses to a handful of codes). The
+commitment loss is computed before the straight-through estimator, which then lets gradients
+pass from decoder to encoder as if quantization were the identity.
+
+Under DDP the EMA statistics are all-reduced and replacements broadcast from rank 0, so every
+process keeps identical codebooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional as F
+
+from telucodec.config import QuantizerConfig
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    if _distributed():
+        dist.all_reduce(t)
+        t /= dist.get_world_size()
+    return t
+
+
+def _broadcast(t: torch.Tensor) -> None:
+    if _distributed():
+        dist.broadcast(t, src=0)
+
+
+def kmeans(samples: torch.Tensor, k: int, iters: int) -> torch.Tensor:
+    """Plain k-means on samples [N, D] -> centroids [k, D] (sampled with replacement if N < k)."""
+    n = samples.shape[0]
+    idx = torch.randperm(n, device=samples.device)[:k] if n >= k else torch.randint(0, n, (k,), device=samples.device)
+    centroids = samples[idx].clone()
+    for _ in range(iters):
+        assign = torch.cdist(samples, centroids).argmin(dim=1)
+        counts = torch.bincount(assign, minlength=k).to(samples.dtype)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, samples)
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
+    if n < k:  # duplicates would never separate: jitter them
+        centroids += 1e-3 * samples.std() * torch.randn_like(centroids)
+    return centroids
+
+
+@dataclass
+class QuantizerOutput:
+    quantized: torch.Tensor          # [B, D, F], straight-through (gradients reach the encoder)
+    codes: torch.Tensor              # [B, n_q_used, F] int64
+    commitment_loss: torch.Tensor    # scalar, summed over stages
+    codebook_loss: torch.Tensor      # scalar (0 with EMA updates)
+    usage: list[float] = field(default_factory=list)        # fraction of entries used this batch, per stage
+    perplexity: list[float] = field(default_factory=list)   # exp(entropy) of this batch's code distribution
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(self, dim: int, cfg: QuantizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        size = cfg.codebook_size
+        self.codebook = nn.Parameter(torch.randn(size, dim) * 0.1, requires_grad=cfg.update == "loss")
+        self.register_buffer("initialized", torch.tensor(False))
+        self.register_buffer("cluster_size", torch.ones(size))
+        self.register_buffer("embed_sum", self.codebook.detach().clone())
+        self.register_buffer("steps_unused", torch.zeros(size))
+
+    def nearest(self, x: torch.Tensor) -> torch.Tensor:
+        """x [N, D] -> indices [N] of the closest entries."""
+        e = self.codebook
+        dist2 = x.pow(2).sum(1, keepdim=True) - 2 * x @ e.t() + e.pow(2).sum(1)[None]
+        return dist2.argmin(dim=1)
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, F] -> vectors [B, D, F]."""
+        return F.embedding(codes, self.codebook).transpose(1, 2)
+
+    @torch.no_grad()
+    def _init_from(self, x: torch.Tensor) -> None:
+        centroids = kmeans(x, self.cfg.codebook_size, self.cfg.kmeans_iters)
+        _broadcast(centroids)
+        self.codebook.data.copy_(centroids)
+        self.embed_sum.copy_(centroids)
+        self.cluster_size.fill_(1.0)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _update(self, x: torch.Tensor, codes: torch.Tensor) -> None:
+        counts = torch.bincount(codes, minlength=self.cfg.codebook_size).to(x.dtype)
+        sums = torch.zeros_like(self.codebook).index_add_(0, codes, x)
+        counts, sums = _all_reduce_mean(counts), _all_reduce_mean(sums)
+        if self.cfg.update == "ema":
+            d = self.cfg.ema_decay
+            self.cluster_size.mul_(d).add_(counts, alpha=1 - d)
+            self.embed_sum.mul_(d).add_(sums, alpha=1 - d)
+            total = self.cluster_size.sum()
+            smoothed = (self.cluster_size + 1e-5) / (total + self.cfg.codebook_size * 1e-5) * total
+            self.codebook.data.copy_(self.embed_sum / smoothed[:, None])
+        self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
+        if self.cfg.dead_code_steps > 0:
+            dead = self.steps_unused >= self.cfg.dead_code_steps
+            n_dead = int(dead.sum())
+            if n_dead:
+                pick = x[torch.randint(0, x.shape[0], (n_dead,), device=x.device)]
+                replacement = self.codebook.data.clone()
+                replacement[dead] = pick
+                _broadcast(replacement)
+                self.codebook.data.copy_(replacement)
+                self.embed_sum[dead] = replacement[dead]
+                self.cluster_size[dead] = 1.0
+                self.steps_unused[dead] = 0
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, D, F] -> (quantized [B, D, F] not yet straight-through, codes [B, F], commitment, codebook)."""
+        b, d, f = x.shape
+        flat = x.detach().transpose(1, 2).reshape(-1, d)
+        if self.training and self.cfg.kmeans_init and not bool(self.initialized):
+            self._init_from(flat)
+        codes = self.nearest(flat)
+        quantized = self.lookup(codes.view(b, f))
+        commitment = F.mse_loss(x, quantized.detach())
+        codebook = F.mse_loss(quantized, x.detach()) if self.cfg.update == "loss" else x.new_zeros(())
+        if self.training:
+            self._update(flat, codes)
+        return quantized, codes.view(b, f), commitment, codebook
+
+
+class ResidualVQ(nn.Module):
+    def __init__(self, dim: int, cfg: QuantizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.layers = nn.ModuleList([VectorQuantizer(dim, cfg) for _ in range(cfg.n_q)])
+
+    def forward(self, x: torch.Tensor, n_q: int | None = None) -> QuantizerOutput:
+        n_q = n_q or self.cfg.n_q
+        residual = x
+        quantized_sum = torch.zeros_like(x)
+        codes, usage, perplexity = [], [], []
+        commitment = x.new_zeros(())
+        codebook = x.new_zeros(())
+        for layer in self.layers[:n_q]:
+            q, c, commit, cb = layer(residual)
+            residual = residual - q.detach()
+            quantized_sum = quantized_sum + q
+            commitment = commitment + commit
+            codebook = codebook + cb
+            codes.append(c)
+            counts = torch.bincount(c.flatten(), minlength=self.cfg.codebook_size).float()
+            probs = counts / counts.sum()
+            usage.append(float((counts > 0).float().mean()))
+            perplexity.append(float(torch.exp(-(probs * torch.log(probs.clamp_min(1e-12))).sum())))
+        # straight-through: forward value is the quantized sum, gradient is identity to x
+        quantized = x + (quantized_sum - x).detach()
+        return QuantizerOutput(quantized, torch.stack(codes, dim=1), commitment, codebook, usage, perplexity)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, n_q, F] -> latent [B, D, F] (any n_q up to the configured one)."""
+        out = self.layers[0].lookup(codes[:, 0])
+        for i in range(1, codes.shape[1]):
+            out = out + self.layers[i].lookup(codes[:, i])
+        return out
+
+    def sample_n_q(self, generator: torch.Generator | None = None) -> int:
+        """Quantizer dropout: half the batches use every stage, the rest a random prefix."""
+        if not self.cfg.quantizer_dropout or torch.rand((), generator=generator) < 0.5:
+            return self.cfg.n_q
+        lo = max(1, self.cfg.min_n_q_dropout)
+        return int(torch.randint(lo, self.cfg.n_q + 1, (), generator=generator))

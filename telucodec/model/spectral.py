@@ -1,0 +1,94 @@
+"""A frame-rate decoder ending in an inverse STFT (the Vocos / WavTokenizer idea).
+
+All the network's work happens at 50 frames/s instead of 16,000 samples/s, so a step costs a
+fraction of the waveform decoder's. The head predicts log-magnitude and phase per frame; the
+inverse STFT is written as matrix products and a transposed convolution (overlap-add), which
+exports to ONNX and streams. Shapes: latent [B, D, F] -> wav [B, 1, F * hop].
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from telucodec.config import ModelConfig
+from telucodec.model.seanet import PaddedConv1d
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, dim: int, causal: bool):
+        super().__init__()
+        self.dwconv = PaddedConv1d(dim, dim, 7, causal=causal, norm=False, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pw1 = nn.Linear(dim, 3 * dim)
+        self.pw2 = nn.Linear(3 * dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), 0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dwconv(x).transpose(1, 2)
+        y = self.pw2(F.gelu(self.pw1(self.norm(y))))
+        return x + (self.gamma * y).transpose(1, 2)
+
+
+class InverseSTFT(nn.Module):
+    """iSTFT with a Hann window, hop `hop`, size `n_fft`; output length exactly F * hop.
+
+    Frame f is centred on sample f * hop + hop / 2 (so frames line up with the encoder's
+    frames), and the overlap-add is normalised by the summed squared window.
+    """
+
+    def __init__(self, n_fft: int, hop: int):
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        bins = n_fft // 2 + 1
+        n = torch.arange(n_fft, dtype=torch.float64)
+        k = torch.arange(bins, dtype=torch.float64)
+        angle = 2 * math.pi * n[:, None] * k[None, :] / n_fft
+        scale = torch.full((bins,), 2.0, dtype=torch.float64)
+        scale[0] = 1.0
+        if n_fft % 2 == 0:
+            scale[-1] = 1.0
+        window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
+        # frames = window * irfft(spec): [n_fft, bins] bases for the real and imaginary parts
+        self.register_buffer("cos_basis", (window[:, None] * torch.cos(angle) * scale / n_fft).float())
+        self.register_buffer("sin_basis", (-window[:, None] * torch.sin(angle) * scale / n_fft).float())
+        self.register_buffer("window_sq", (window ** 2).float().view(1, n_fft, 1))
+
+    def forward(self, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
+        # real, imag [B, bins, F] -> frames [B, n_fft, F]
+        frames = torch.einsum("nk,bkf->bnf", self.cos_basis, real) + torch.einsum("nk,bkf->bnf", self.sin_basis, imag)
+        num_frames = frames.shape[-1]
+        wav = self._overlap_add(frames)  # [B, 1, (F-1)*hop + n_fft]
+        env = self._overlap_add(self.window_sq.expand(1, self.n_fft, num_frames))
+        start = (self.n_fft - self.hop) // 2
+        end = start + num_frames * self.hop
+        return wav[..., start:end] / env[..., start:end].clamp_min(1e-3)
+
+    def _overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
+        length = (frames.shape[-1] - 1) * self.hop + self.n_fft
+        out = F.fold(frames, output_size=(1, length), kernel_size=(1, self.n_fft), stride=(1, self.hop))
+        return out.view(frames.shape[0], 1, length)
+
+
+class SpectralDecoder(nn.Module):
+    """latent [B, D, F] -> ConvNeXt blocks at the frame rate -> (log-magnitude, phase) -> iSTFT."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        dim = cfg.decoder_hidden
+        self.input = PaddedConv1d(cfg.latent_dim, dim, 7, causal=cfg.causal)
+        self.blocks = nn.Sequential(*[ConvNeXtBlock(dim, cfg.causal) for _ in range(cfg.spectral_layers)])
+        self.norm = nn.LayerNorm(dim)
+        self.bins = cfg.spectral_n_fft // 2 + 1
+        self.head = nn.Linear(dim, 2 * self.bins)
+        self.istft = InverseSTFT(cfg.spectral_n_fft, cfg.hop_length)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.input(latent))
+        x = self.head(self.norm(x.transpose(1, 2))).transpose(1, 2)  # [B, 2*bins, F]
+        log_mag, phase = x[:, : self.bins], x[:, self.bins:]
+        mag = torch.exp(log_mag.clamp(max=6.0))
+        return self.istft(mag * torch.cos(phase), mag * torch.sin(phase))

@@ -1,0 +1,443 @@
+"""The training job, top to bottom: config, data, model, optimizer, loop, validation, checkpoint.
+
+One process by default; under `torchrun` every process trains on its own crops (DDP) and rank 0
+alone writes files. Work is never lost: checkpoints are atomic, `--resume` continues from the
+last one (also mid-epoch, after `--max_minutes`), an existing experiment is never replaced
+without `--overwrite`, and NaN/Inf stops the run at once with the last good checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from telucodec import losses as L
+from telucodec.config import CodecConfig, get_config, with_overrides
+from telucodec.data import CropDataset, load_dataset, write_skipped
+from telucodec.discriminators import Discriminators
+from telucodec.errors import TelucodecError
+from telucodec.model.codec import Codec, CodecOutput, load_matching_state
+from telucodec.train import monitor
+from telucodec.train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    atomic_torch_save,
+    checkpoint_config,
+    load_checkpoint,
+)
+
+
+class TrainingHalted(TelucodecError):
+    """Training stopped by a health check (NaN/Inf); the last good checkpoint is intact."""
+
+
+# ---- small pieces ----------------------------------------------------------------------------
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TelucodecError("--device cuda: no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and dist.is_initialized():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device(name)
+
+
+def setup_distributed(device_name: str) -> tuple[int, int]:
+    """Initialise DDP when launched by torchrun (RANK/WORLD_SIZE set); returns (rank, world)."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def reconstruction_losses(out: CodecOutput, target: torch.Tensor, cfg: CodecConfig) -> dict[str, torch.Tensor]:
+    """Every weighted reconstruction term by name (weight 0 = not computed)."""
+    lc, sr = cfg.loss, cfg.model.sample_rate
+    y = out.wav
+    terms: dict[str, torch.Tensor] = {}
+    if lc.mse:
+        terms["mse"] = L.waveform_mse(y, target)
+    if lc.rms:
+        terms["rms"] = L.rms_loss(y, target, lc.rms_frame)
+    if lc.l1:
+        terms["l1"] = L.waveform_l1(y, target)
+    if lc.mel:
+        terms["mel"] = L.mel_loss(y, target, lc.mel_windows, lc.n_mels, sr)
+    if lc.stft:
+        terms["stft"] = L.stft_loss(y, target, lc.stft_windows)
+    terms["commitment"] = out.quantizer.commitment_loss
+    if cfg.quantizer.update == "loss":
+        terms["codebook"] = out.quantizer.codebook_loss
+    return terms
+
+
+def weighted_total(terms: dict[str, torch.Tensor], cfg: CodecConfig) -> torch.Tensor:
+    return sum(getattr(cfg.loss, name) * value for name, value in terms.items())
+
+
+def lr_factor(step: int, total_steps: int, tc) -> float:
+    if tc.warmup_steps and step < tc.warmup_steps:
+        return (step + 1) / tc.warmup_steps
+    if tc.lr_schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - tc.warmup_steps) / max(1, total_steps - tc.warmup_steps))
+    if tc.lr_schedule == "exponential":
+        return tc.min_lr_ratio ** progress
+    return tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def first_nonfinite_grad(model: torch.nn.Module) -> str | None:
+    for name, p in model.named_parameters():
+        if p.grad is not None and not torch.isfinite(p.grad).all():
+            return name
+    return None
+
+
+# ---- the experiment folder -------------------------------------------------------------------
+
+def prepare_experiment(root: Path, resume: bool, overwrite: bool, rank: int) -> Path | None:
+    """Return the checkpoint to resume from (or None), after checking the folder is ours to use."""
+    last = root / "checkpoints" / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise TelucodecError(f"{root}: --resume but no checkpoint at {last}")
+        return last
+    if root.exists() and any(root.iterdir()):
+        if not overwrite:
+            raise TelucodecError(f"{root} already exists; use --resume to continue it or --overwrite to replace it")
+        if rank == 0:
+            shutil.rmtree(root)
+    return None
+
+
+# ---- the loop --------------------------------------------------------------------------------
+
+class Trainer:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.rank, self.world = setup_distributed(args.device)
+        self.is_main = self.rank == 0
+        self.device = pick_device(args.device)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        self.root = Path(args.checkpoint_dir) / args.experiment_name
+        self.resume_from = prepare_experiment(self.root, args.resume, args.overwrite, self.rank)
+        self._barrier()
+        self.state = load_checkpoint(self.resume_from) if self.resume_from else None
+        self.config = self._build_config()
+        if self.is_main:
+            for sub in ("checkpoints", "samples", "tensorboard"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            self.config.save(self.root / "config.json")
+        self._barrier()
+
+    def log(self, msg: str) -> None:
+        if self.is_main:
+            print(msg, flush=True)
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def _build_config(self) -> CodecConfig:
+        a = self.args
+        if self.state is not None:
+            cfg = checkpoint_config(self.state, str(self.resume_from))
+            return with_overrides(cfg, num_epochs=a.num_epochs)
+        cfg = get_config(a.config)
+        cfg = with_overrides(cfg, batch_size=a.batch_size, learning_rate=a.learning_rate, num_epochs=a.num_epochs,
+                             adversarial_after=a.adversarial_after, precision=a.precision, seed=a.seed,
+                             steps_per_epoch=a.steps_per_epoch,
+                             val_speakers=tuple(a.val_speakers.split(",")) if a.val_speakers else None)
+        if a.amplitude:
+            cfg = replace(cfg, model=replace(cfg.model, amplitude=a.amplitude))
+        if cfg.train.precision == "bf16" and self.device.type != "cuda":
+            self.log("note: bf16 is for CUDA; training in fp32 on this device")
+            cfg = with_overrides(cfg, precision="fp32")
+        return cfg
+
+    # -- set-up ----------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg, tc = self.config, self.config.train
+        torch.manual_seed(tc.seed + self.rank)
+        self.data = load_dataset(self.args.data_dir, cfg.model.sample_rate, tc.val_fraction, tc.val_speakers, self.log)
+        if self.is_main:
+            write_skipped(self.root / "skipped.tsv", self.data.skipped)
+        segment = int(tc.segment_seconds * cfg.model.sample_rate)
+        train_seconds = self.data.train_seconds(cfg.model.sample_rate)
+        self.steps_per_epoch = tc.steps_per_epoch or max(
+            1, int(train_seconds * tc.crops_per_second / tc.segment_seconds / (tc.batch_size * self.world)))
+        self.dataset = CropDataset(self.data.train, segment, self.steps_per_epoch * tc.batch_size * self.world,
+                                   tc.seed, tc.augment_gain_db, tc.augment_noise_snr_db)
+        self.model = Codec(cfg).to(self.device)
+        self.discs = Discriminators().to(self.device) if tc.adversarial_after >= 0 else None
+        self.opt = self._optimizer(self.model.parameters(), tc.learning_rate)
+        self.opt_d = self._optimizer(self.discs.parameters(), tc.disc_learning_rate) if self.discs else None
+        self.total_steps = self.steps_per_epoch * tc.num_epochs
+        self.step, self.epoch, self.step_in_epoch = 0, 0, 0
+        self.best_val = math.inf
+        self.dropout_gen = torch.Generator().manual_seed(tc.seed)  # same on every rank: same n_q
+        if self.state is not None:
+            self._restore(self.state)
+        elif self.args.init_from:
+            self._init_from(self.args.init_from)
+        self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                                            find_unused_parameters=cfg.quantizer.update == "loss")
+                    if self.world > 1 else self.model)
+        self.monitor = monitor.HealthMonitor()
+        self.writer = None
+        if self.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(self.root / "tensorboard"))
+        self._print_summary(train_seconds)
+
+    def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
+        tc = self.config.train
+        params = [p for p in params if p.requires_grad]
+        if tc.optimizer == "adam":
+            return torch.optim.Adam(params, lr=lr, betas=tc.betas)
+        return torch.optim.AdamW(params, lr=lr, betas=tc.betas, weight_decay=tc.weight_decay)
+
+    def _init_from(self, source: str) -> None:
+        from telucodec.api import read_weights
+        state = read_weights(source)
+        skipped = load_matching_state(self.model, state, strict=False, source=source)
+        self.log(f"init_from {source}: loaded {len(state) - len(skipped)} tensors"
+                 + (f"; not loaded (missing or mis-shaped): {', '.join(skipped[:8])}" if skipped else ""))
+
+    def _restore(self, s: dict) -> None:
+        load_matching_state(self.model, s["model"], strict=True, source=str(self.resume_from))
+        self.opt.load_state_dict(s["optimizer"])
+        if self.discs is not None and "discriminators" in s:
+            self.discs.load_state_dict(s["discriminators"])
+            self.opt_d.load_state_dict(s["optimizer_d"])
+        self.step, self.epoch, self.step_in_epoch = s["step"], s["epoch"], s["step_in_epoch"]
+        self.best_val = s["best_val"]
+        torch.set_rng_state(s["rng_cpu"])
+        self.dropout_gen.set_state(s["rng_dropout"])
+        if self.device.type == "cuda" and s.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(s["rng_cuda"])
+        self.log(f"resumed {self.resume_from} at epoch {self.epoch + 1}, step {self.step}")
+
+    def _print_summary(self, train_seconds: float) -> None:
+        cfg, m = self.config, self.model
+        params = sum(p.numel() for p in m.parameters())
+        kbps = m.max_n_q * m.kbps_per_codebook()
+        self.log(f"telucodec train: {self.root}  preset {cfg.name}  device {self.device}"
+                 + (f"  DDP x{self.world}" if self.world > 1 else ""))
+        self.log(f"model: {params / 1e6:.2f} M parameters ({cfg.model.decoder} decoder, amplitude {cfg.model.amplitude}); "
+                 f"{m.frame_rate} frames/s; {m.kbps_per_codebook():g} kbps per codebook x {m.max_n_q} = {kbps:g} kbps")
+        self.log(f"data: {len(self.data.train)} train clips ({train_seconds / 60:.1f} min), {len(self.data.val)} validation "
+                 f"clips, {len(self.data.skipped)} skipped; {self.steps_per_epoch} steps/epoch x {cfg.train.num_epochs} epochs, "
+                 f"batch {cfg.train.batch_size}")
+        advice = monitor.learning_rate_advice(cfg.train.learning_rate, cfg.train.optimizer)
+        self.start_warnings = [advice] if advice else []
+        for note in ([f"WARNING: {advice}"] if advice else []) + monitor.expectation_notes(kbps):
+            self.log(note)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def save(self, name: str) -> None:
+        if not self.is_main:
+            return
+        s = {
+            "format": CHECKPOINT_FORMAT, "config": self.config.to_dict(),
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+            "step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+            "best_val": self.best_val, "rng_cpu": torch.get_rng_state(), "rng_dropout": self.dropout_gen.get_state(),
+            "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+        }
+        if self.discs is not None:
+            s["discriminators"] = self.discs.state_dict()
+            s["optimizer_d"] = self.opt_d.state_dict()
+        atomic_torch_save(s, self.root / "checkpoints" / f"{name}.pt")
+
+    # -- one step --------------------------------------------------------------------------
+    def train_step(self, batch: torch.Tensor) -> tuple[dict[str, float], float]:
+        cfg, tc = self.config, self.config.train
+        n_q = self.model.quantizer.sample_n_q(self.dropout_gen)
+        use_bf16 = tc.precision == "bf16" and self.device.type == "cuda"
+        adversarial = self.discs is not None and self.step >= tc.adversarial_after
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            out = self.ddp(batch, n_q)
+            terms = reconstruction_losses(out, batch, cfg)
+            if adversarial:
+                logits_fake, feats_fake = self.discs(out.wav)
+                with torch.no_grad():
+                    _, feats_real = self.discs(batch)
+                terms["adversarial"] = L.generator_adversarial_loss(logits_fake, cfg.loss.gan_loss)
+                terms["feature_matching"] = L.feature_matching_loss(feats_real, feats_fake)
+            total = weighted_total(terms, cfg)
+        if not torch.isfinite(total):
+            bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+            raise TrainingHalted(f"step {self.step}: loss is {float(total)} (non-finite terms: {', '.join(bad) or 'total'})")
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip))
+        if not math.isfinite(grad_norm):
+            name = first_nonfinite_grad(self.model)
+            raise TrainingHalted(f"step {self.step}: non-finite gradient in {name or 'a parameter'}")
+        self.opt.step()
+        if adversarial:
+            logits_real, _ = self.discs(batch)
+            logits_fake, _ = self.discs(out.wav.detach())
+            d_loss = L.discriminator_loss(logits_real, logits_fake, cfg.loss.gan_loss)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.discs.parameters(), tc.grad_clip)
+            self.opt_d.step()
+            terms["discriminator"] = d_loss
+        logged = {k: float(v.detach()) for k, v in terms.items()}
+        logged["total"] = float(total.detach())
+        return logged, grad_norm
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> int:
+        tc = self.config.train
+        start = time.monotonic()
+        deadline = start + self.args.max_minutes * 60 if self.args.max_minutes else math.inf
+        stopped_early = False
+        from tqdm import tqdm
+        while self.epoch < tc.num_epochs:
+            epoch_start = time.monotonic()
+            self.dataset.set_epoch(self.epoch)
+            indices = list(range(self.rank, len(self.dataset), self.world))
+            sums: dict[str, float] = {}
+            grad_norms = []
+            bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{tc.num_epochs}",
+                       disable=not self.is_main or self.args.quiet, leave=False, dynamic_ncols=True)
+            while self.step_in_epoch < self.steps_per_epoch:
+                i = self.step_in_epoch
+                batch = torch.stack([self.dataset[j] for j in indices[i * tc.batch_size:(i + 1) * tc.batch_size]]).to(self.device)
+                for group in self.opt.param_groups:
+                    group["lr"] = tc.learning_rate * lr_factor(self.step, self.total_steps, tc)
+                logged, grad_norm = self.train_step(batch)
+                for k, v in logged.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                grad_norms.append(grad_norm)
+                self.step += 1
+                self.step_in_epoch += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{logged['total']:.3f}")
+                if self.writer and self.step % 10 == 0:
+                    for k, v in logged.items():
+                        self.writer.add_scalar(f"loss/{k}", v, self.step)
+                    self.writer.add_scalar("other/grad_norm", grad_norm, self.step)
+                if time.monotonic() > deadline or (self.args.max_steps and self.step >= self.args.max_steps):
+                    stopped_early = True
+                    break
+            bar.close()
+            if stopped_early and self.step_in_epoch < self.steps_per_epoch:
+                self.save("last")
+                self.log(f"stopped at the time/step budget at epoch {self.epoch + 1}, step {self.step}; "
+                         f"--resume continues from {self.root / 'checkpoints' / 'last.pt'}")
+                break
+            n = max(1, len(grad_norms))
+            self.end_epoch({k: v / n for k, v in sums.items()}, float(np.mean(grad_norms)) if grad_norms else 0.0,
+                           time.monotonic() - epoch_start)
+            if stopped_early:
+                self.log(f"stopped at the time/step budget after epoch {self.epoch}; --resume continues")
+                break
+        self._finish()
+        return 0
+
+    def end_epoch(self, mean_terms: dict[str, float], grad_norm: float, seconds: float) -> None:
+        cfg, tc = self.config, self.config.train
+        self.epoch += 1
+        self.step_in_epoch = 0
+        with_pesq = tc.pesq_every > 0 and (self.epoch % tc.pesq_every == 0 or self.epoch == tc.num_epochs)
+        row = None
+        if self.is_main:
+            v = monitor.validate(self.model, self.data.val[: tc.val_max_clips], self.device,
+                                 lambda out, x: (weighted_total(reconstruction_losses(out, x, cfg), cfg),),
+                                 tc.val_max_seconds, with_pesq, tc.pesq_clips)
+            warnings = (self.start_warnings if self.epoch == 1 else []) + self.monitor.check(
+                self.epoch, mean_terms.get("total", math.nan), v, cfg.model.amplitude)
+            row = {
+                "epoch": self.epoch, "step": self.step, "train_loss": mean_terms.get("total"), "val_loss": v.val_loss,
+                "output_min": v.output_min, "output_max": v.output_max, "rms_ratio": v.rms_ratio,
+                "rms_ratio_normalized": v.rms_ratio_normalized, "snr_db": v.snr_db, "si_sdr_db": v.si_sdr_db,
+                "mel_distance": v.mel_distance, "clip_fraction": v.clip_fraction,
+                "codebook_usage": v.codebook_usage, "codebook_perplexity": v.codebook_perplexity,
+                "pesq_wb": v.pesq_wb, "stoi": v.stoi, "grad_norm": grad_norm,
+                "lr": self.opt.param_groups[0]["lr"], "seconds": seconds, "warnings": warnings,
+            }
+            row.update({f"loss/{k}": val for k, val in mean_terms.items()})
+            with open(self.root / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            self.log(monitor.format_table(row))
+            for w in warnings:
+                self.log(f"WARNING: {w}")
+            self._tensorboard(row, v)
+            if tc.samples_every > 0 and (self.epoch % tc.samples_every == 0 or self.epoch == tc.num_epochs):
+                self._write_samples(v)
+            improved = v.val_loss < self.best_val
+            if improved:
+                self.best_val = v.val_loss
+            self.save("last")
+            if improved:
+                shutil.copyfile(self.root / "checkpoints" / "last.pt", self.root / "checkpoints" / ".best.tmp")
+                os.replace(self.root / "checkpoints" / ".best.tmp", self.root / "checkpoints" / "best.pt")
+                self.model.save_pretrained(self.root / "model")
+        self._barrier()
+
+    def _tensorboard(self, row: dict, v: monitor.ValidationResult) -> None:
+        if not self.writer:
+            return
+        for key in ("val_loss", "rms_ratio", "snr_db", "si_sdr_db", "mel_distance", "output_min", "output_max",
+                    "pesq_wb", "stoi"):
+            if row.get(key) is not None:
+                self.writer.add_scalar(f"val/{key}", row[key], self.step)
+        for q, (u, p) in enumerate(zip(row["codebook_usage"], row["codebook_perplexity"])):
+            self.writer.add_scalar(f"vq/usage_{q}", u, self.step)
+            self.writer.add_scalar(f"vq/perplexity_{q}", p, self.step)
+        for i, (_ref, out) in enumerate(v.examples):
+            self.writer.add_audio(f"sample_{i}/output", torch.from_numpy(np.clip(out, -1, 1)).view(1, -1), self.step,
+                                  sample_rate=self.config.model.sample_rate)
+        self.writer.flush()
+
+    def _write_samples(self, v: monitor.ValidationResult) -> None:
+        from telucodec.audio import write_wav
+        from telucodec.plots import save_spectrograms
+        folder = self.root / "samples" / f"epoch_{self.epoch:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        sr = self.config.model.sample_rate
+        for i, (ref, out) in enumerate(v.examples):
+            write_wav(folder / f"{i}_original.wav", ref, sr)
+            write_wav(folder / f"{i}_decoded.wav", out, sr)
+            save_spectrograms(folder / f"{i}_spectrogram.png", {"original": ref, "decoded": out}, sr)
+
+    def _finish(self) -> None:
+        if self.writer:
+            self.writer.close()
+        if self.world > 1:
+            dist.destroy_process_group()
+
+
+def train_from_args(args: argparse.Namespace) -> int:
+    if args.overfit_check:
+        from telucodec.train.overfit import overfit_check
+        return overfit_check(args)
+    trainer = Trainer(args)
+    trainer.setup()
+    try:
+        return trainer.run()
+    except TrainingHalted as exc:
+        last = trainer.root / "checkpoints" / "last.pt"
+        where = f"; last good checkpoint: {last}" if last.exists() else "; no checkpoint was written yet"
+        print(f"telucodec train: stopped: {exc}{where}", file=sys.stderr)
+        return 3

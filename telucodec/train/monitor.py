@@ -1,0 +1,163 @@
+"""Per-epoch validation metrics, health checks and the checklist table.
+
+The seed watched loss, output range, RMS ratio and SNR by eye; here every epoch writes them
+(and SI-SDR, mel distance, codebook usage, grad norm) to metrics.jsonl, prints a table, and
+turns the symptoms that cost the seed weeks into warnings on the first epochs they appear.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from telucodec import metrics
+from telucodec.data import Clip
+from telucodec.model.codec import Codec
+
+# What codecs reach at speech bitrates; used to tell users the truth before money burns.
+MAX_PLAUSIBLE_SNR_DB = 25.0
+TYPICAL_LR_RANGE = (5e-5, 3e-3)
+
+
+@dataclass
+class ValidationResult:
+    val_loss: float
+    output_min: float
+    output_max: float
+    rms_ratio: float
+    rms_ratio_normalized: float
+    snr_db: float
+    si_sdr_db: float
+    mel_distance: float
+    clip_fraction: float
+    codebook_usage: list[float]
+    codebook_perplexity: list[float]
+    pesq_wb: float | None = None
+    stoi: float | None = None
+    examples: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (ref, out) pairs
+
+
+@torch.no_grad()
+def validate(model: Codec, clips: list[Clip], device: torch.device, loss_fn, max_seconds: float,
+             with_pesq: bool, pesq_clips: int, keep_examples: int = 2) -> ValidationResult:
+    """Run the full-bitrate model on each validation clip (cropped to `max_seconds`)."""
+    model.eval()
+    sr = model.sample_rate
+    size = model.config.quantizer.codebook_size
+    counts = torch.zeros(model.max_n_q, size)
+    losses, ratios, ratios_norm, snrs, sisdrs, mels, pesqs, stois = [], [], [], [], [], [], [], []
+    lo, hi, clipped, total = math.inf, -math.inf, 0, 0
+    examples = []
+    for i, clip in enumerate(clips):
+        ref = clip.wav[: int(max_seconds * sr)]
+        x = torch.from_numpy(ref).view(1, 1, -1).to(device)
+        out = model(x)
+        losses.append(float(loss_fn(out, x)[0]))
+        y = out.wav[0, 0].float().cpu().numpy()
+        for q in range(out.quantizer.codes.shape[1]):
+            counts[q] += torch.bincount(out.quantizer.codes[0, q].cpu(), minlength=size).float()
+        lo, hi = min(lo, float(y.min())), max(hi, float(y.max()))
+        clipped += int(np.count_nonzero(np.abs(y) > 1.0))
+        total += y.size
+        ratios.append(metrics.rms_ratio(ref, y))
+        ratios_norm.append(metrics.rms_ratio(out.input_normalized[0, 0].cpu().numpy(),
+                                             out.wav_normalized[0, 0].float().cpu().numpy()))
+        snrs.append(metrics.snr_db(ref, y))
+        sisdrs.append(metrics.si_sdr_db(ref, y))
+        mels.append(metrics.mel_distance(ref, y, sr))
+        if with_pesq and i < pesq_clips:
+            pesqs.append(metrics.pesq_wb(ref, np.clip(y, -1, 1), sr))
+            stois.append(metrics.stoi(ref, np.clip(y, -1, 1), sr))
+        if i < keep_examples:
+            examples.append((ref, y))
+    probs = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+    usage = [float((c > 0).float().mean()) for c in counts]
+    perplexity = [float(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())) for p in probs]
+    model.train()
+    return ValidationResult(
+        val_loss=float(np.mean(losses)), output_min=lo, output_max=hi,
+        rms_ratio=float(np.mean(ratios)), rms_ratio_normalized=float(np.mean(ratios_norm)),
+        snr_db=float(np.mean(snrs)), si_sdr_db=float(np.mean(sisdrs)), mel_distance=float(np.mean(mels)),
+        clip_fraction=clipped / max(total, 1), codebook_usage=usage, codebook_perplexity=perplexity,
+        pesq_wb=_nanmean(pesqs), stoi=_nanmean(stois), examples=examples)
+
+
+def _nanmean(values: list[float]) -> float | None:
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def learning_rate_advice(lr: float, optimizer: str) -> str | None:
+    lo, hi = TYPICAL_LR_RANGE
+    if lr < lo:
+        return (f"learning rate {lr:g} is far below what codecs train with ({optimizer}: about 1e-4 to 1e-3; "
+                f"EnCodec 3e-4, DAC 1e-4): expect loss to fall {lo / lr:.0f}x slower or more, and the output "
+                "amplitude to stay low for many epochs")
+    if lr > hi:
+        return f"learning rate {lr:g} is above the usual codec range (1e-4 to 1e-3): expect instability or NaN"
+    return None
+
+
+def expectation_notes(kbps: float) -> list[str]:
+    return [
+        f"what to expect at {kbps:g} kbps: SI-SDR/SNR of a few dB (EnCodec 6 kbps ~6 dB SI-SDR); "
+        f"SNR above ~{MAX_PLAUSIBLE_SNR_DB:.0f} dB is beyond any codec at speech bitrates. Judge quality "
+        "with PESQ/STOI/mel distance, not SNR",
+    ]
+
+
+@dataclass
+class HealthMonitor:
+    """Stateful checks across epochs; `check` returns this epoch's warnings."""
+
+    warmup_epochs: int = 3
+    plateau_epochs: int = 5
+    history: list[float] = field(default_factory=list)
+
+    def check(self, epoch: int, train_loss: float, v: ValidationResult, amplitude: str) -> list[str]:
+        warnings = []
+        self.history.append(train_loss)
+        if epoch >= self.warmup_epochs and not 0.5 <= v.rms_ratio <= 2.0:
+            where = "" if amplitude == "none" else f" (normalized-domain ratio {v.rms_ratio_normalized:.2f})"
+            warnings.append(f"amplitude: output RMS is {v.rms_ratio:.2f}x the input's after warm-up{where}; "
+                            "the decoder is not learning loudness (the seed's failure)")
+        if v.clip_fraction > 0.01 or max(abs(v.output_min), abs(v.output_max)) > 2.0:
+            warnings.append(f"saturation: {100 * v.clip_fraction:.1f}% of output samples beyond [-1, 1] "
+                            f"(range {v.output_min:.2f}..{v.output_max:.2f})")
+        low = [i for i, u in enumerate(v.codebook_usage) if u < 0.1]
+        if epoch >= 1 and low:
+            warnings.append(f"codebook collapse: codebooks {low} use under 10% of their entries on validation")
+        if len(self.history) > self.plateau_epochs:
+            past = min(self.history[:-self.plateau_epochs])
+            if min(self.history[-self.plateau_epochs:]) > 0.99 * past:
+                warnings.append(f"plateau: train loss has not improved 1% in {self.plateau_epochs} epochs")
+        if v.snr_db > MAX_PLAUSIBLE_SNR_DB:
+            warnings.append(f"SNR {v.snr_db:.1f} dB on validation is implausible for a codec: check for leakage "
+                            "between train and validation")
+        return warnings
+
+
+def format_table(row: dict) -> str:
+    """The seed's checklist as a compact two-line console table."""
+    def f(key, fmt):
+        value = row.get(key)
+        return "-" if value is None else format(value, fmt)
+
+    usage = row.get("codebook_usage") or []
+    cols = [
+        ("epoch", str(row["epoch"])), ("step", str(row["step"])),
+        ("train", f("train_loss", ".4f")), ("val", f("val_loss", ".4f")),
+        ("out range", f"{row['output_min']:+.2f}..{row['output_max']:+.2f}"),
+        ("RMS ratio", f("rms_ratio", ".3f")), ("SNR dB", f("snr_db", ".2f")),
+        ("SI-SDR dB", f("si_sdr_db", ".2f")), ("mel", f("mel_distance", ".3f")),
+        ("CB use", f"{min(usage):.2f}-{max(usage):.2f}" if usage else "-"),
+        ("PESQ", f("pesq_wb", ".2f")), ("STOI", f("stoi", ".3f")),
+        ("grad", f("grad_norm", ".2f")), ("lr", f("lr", ".1e")), ("s", f("seconds", ".0f")),
+    ]
+    widths = [max(len(k), len(v)) for k, v in cols]
+    head = " | ".join(k.rjust(w) for (k, _), w in zip(cols, widths))
+    vals = " | ".join(v.rjust(w) for (_, v), w in zip(cols, widths))
+    return head + "\n" + vals

@@ -1,0 +1,34 @@
+"""Shared fixtures: real example clips and a tiny model trained here through the real CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "te_cv"
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def example_clips() -> list[Path]:
+    clips = sorted(EXAMPLES.rglob("*.flac"))
+    assert len(clips) >= 10, "examples/te_cv should hold the CC0 Common Voice clips"
+    return clips
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory) -> Path:
+    """A `tiny` codec trained for 2 short epochs on the example clips; returns the experiment folder
+    (its `model/` subfolder is a model folder, `checkpoints/last.pt` a training checkpoint)."""
+    from telucodec.cli import main
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    rc = main(["train", "--data_dir", str(EXAMPLES), "--checkpoint_dir", str(root), "--experiment_name", "tiny",
+               "--config", "tiny", "--batch_size", "8", "--num_epochs", "2", "--steps_per_epoch", "15",
+               "--learning_rate", "1e-3", "--quiet"])
+    assert rc == 0
+    return root / "tiny"
