@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--reference", default=None, help="score already decoded files in DIR against --data_dir")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--report_clips", type=int, default=4, help="clips with audio players in report.html")
+    p.add_argument("--align", default="waveform", choices=["waveform", "envelope", "none"],
+                   help="how --reference files are aligned to the originals")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("tokenize", help="turn a dataset into codes for TTS / speech LMs")
     p.add_argument("--data_dir", required=True)

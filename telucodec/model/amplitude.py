@@ -74,8 +74,9 @@ class Amplitude(ABC):
         """Measure and quantize: wav [B,1,T] -> side [B,S] float32 of non-negative integers."""
 
     @abstractmethod
-    def gain_curve(self, side: Tensor, num_samples: int) -> Tensor:
-        """The factor ``restore`` multiplies by, [B,1,num_samples] float32, from side info alone."""
+    def gain_curve(self, side: Tensor, num_samples: int, start: int = 0) -> Tensor:
+        """The factor ``restore`` multiplies by, [B,1,num_samples] float32, from side info alone,
+        for samples ``start .. start+num_samples-1`` of the clip (a window of a long clip)."""
 
     @abstractmethod
     def num_side_values(self, num_samples: int) -> int:
@@ -99,18 +100,27 @@ class Amplitude(ABC):
         _check_wav(wav)
         with torch.no_grad():
             side = self.side_info(wav).to(torch.float32)
-            curve = self.gain_curve(side, wav.shape[-1])
-        return wav / curve.to(device=wav.device, dtype=wav.dtype), side
+        return self.normalize_with(wav, side), side
 
-    def restore(self, wav: Tensor, side: Tensor) -> Tensor:
-        """wav [B,1,T'] (decoder output, T' may differ from the normalized length) -> wav * curve.
+    def normalize_with(self, wav: Tensor, side: Tensor, start: int = 0) -> Tensor:
+        """Normalize with known side info: wav [B,1,T] holds samples ``start..start+T-1`` of a
+        clip whose side info is ``side``; long clips are normalized window by window this way."""
+        _check_wav(wav)
+        _check_side(side, wav.shape[0])
+        with torch.no_grad():
+            curve = self.gain_curve(side.detach(), wav.shape[-1], start)
+        return wav / curve.to(device=wav.device, dtype=wav.dtype)
+
+    def restore(self, wav: Tensor, side: Tensor, start: int = 0) -> Tensor:
+        """wav [B,1,T'] (decoder output, T' may differ from the normalized length) -> wav * curve;
+        ``start`` as in ``normalize_with`` (a window of a long clip).
 
         Differentiable w.r.t. ``wav``; no Python loop over samples, so it is cheap inside a
         training step and on GPU.
         """
         _check_wav(wav)
         _check_side(side, wav.shape[0])
-        curve = self.gain_curve(side.detach(), wav.shape[-1])
+        curve = self.gain_curve(side.detach(), wav.shape[-1], start)
         return wav * curve.to(device=wav.device, dtype=wav.dtype)
 
     def bits_per_second(self, num_samples: int) -> float:
@@ -133,7 +143,7 @@ class NoAmplitude(Amplitude):
     def side_info(self, wav: Tensor) -> Tensor:
         return torch.zeros(wav.shape[0], 0, dtype=torch.float32, device=wav.device)
 
-    def gain_curve(self, side: Tensor, num_samples: int) -> Tensor:
+    def gain_curve(self, side: Tensor, num_samples: int, start: int = 0) -> Tensor:
         return torch.ones(side.shape[0], 1, max(int(num_samples), 0), dtype=torch.float32,
                           device=side.device)
 
@@ -147,7 +157,12 @@ class NoAmplitude(Amplitude):
         _check_wav(wav)  # no division: identity must be bit-exact, not just close
         return wav, self.side_info(wav)
 
-    def restore(self, wav: Tensor, side: Tensor) -> Tensor:
+    def normalize_with(self, wav: Tensor, side: Tensor, start: int = 0) -> Tensor:
+        _check_wav(wav)
+        _check_side(side, wav.shape[0])
+        return wav
+
+    def restore(self, wav: Tensor, side: Tensor, start: int = 0) -> Tensor:
         _check_wav(wav)
         _check_side(side, wav.shape[0])
         return wav
@@ -194,9 +209,9 @@ class RmsAmplitude(Amplitude):
 
     Long files: side info is one index per chunk and each index depends only on its own chunk,
     so a clip's side info is the concatenation of its pieces' when pieces are whole chunks.
-    Curve knots sit at fixed positions from the clip start, so decode a piece with that piece's
-    side info (the curve near a piece end holds the piece's last gain rather than reaching
-    into the next piece).
+    Curve knots sit at fixed positions from the clip start, so a window of a long clip is
+    normalized and restored with the whole clip's side info and the window's ``start``
+    (``normalize_with`` / ``restore``), which gives exactly the whole-clip curve there.
     """
 
     kind = "rms"
@@ -236,16 +251,20 @@ class RmsAmplitude(Amplitude):
     def side_bits(self) -> int:
         return 8
 
-    def chunk_rms(self, wav: Tensor) -> Tensor:
-        """True (unquantized) RMS per chunk, [B, S] float64; a short last chunk uses its own length."""
+    def chunk_rms(self, wav: Tensor, block_chunks: int = 64) -> Tensor:
+        """True (unquantized) RMS per chunk, [B, S] float64; a short last chunk uses its own length.
+        Measured `block_chunks` chunks at a time, so an hour-long clip needs no float64 copy."""
         _check_wav(wav)
         b, t = wav.shape[0], wav.shape[-1]
         s = self.num_side_values(t)
-        x = wav.detach().reshape(b, t).to(torch.float64)
-        pad = s * self.chunk_samples - t
-        if pad:
-            x = torch.nn.functional.pad(x, (0, pad))
-        energy = x.reshape(b, s, self.chunk_samples).square().sum(-1)
+        c = self.chunk_samples
+        x = wav.detach().reshape(b, t)
+        energy = torch.zeros(b, s, dtype=torch.float64, device=wav.device)
+        for first in range(0, s, block_chunks):
+            piece = x[:, first * c: (first + block_chunks) * c].to(torch.float64)
+            k = -(-piece.shape[-1] // c)
+            piece = torch.nn.functional.pad(piece, (0, k * c - piece.shape[-1]))
+            energy[:, first: first + k] = piece.reshape(b, k, c).square().sum(-1)
         counts = torch.full((s,), float(self.chunk_samples), dtype=torch.float64, device=x.device)
         if s:
             counts[-1] = t - (s - 1) * self.chunk_samples
@@ -262,11 +281,12 @@ class RmsAmplitude(Amplitude):
         index = side.detach().to(torch.float64).round().clamp(0, self.num_levels - 1)
         return self.min_db + index * self.step_db
 
-    def gain_curve(self, side: Tensor, num_samples: int) -> Tensor:
+    def gain_curve(self, side: Tensor, num_samples: int, start: int = 0) -> Tensor:
         """Per-sample restore factor [B,1,T]: chunk gains at chunk centres, linear in between.
 
         Chunk k's centre is sample ``k*C + (C-1)/2`` from the clip start whatever the clip
-        length, so a curve for T' samples agrees with the curve for T on their common samples.
+        length, so a curve for T' samples agrees with the curve for T on their common samples,
+        and the window from ``start`` is exactly that stretch of the whole clip's curve.
         """
         b, s = side.shape
         t = max(int(num_samples), 0)
@@ -278,7 +298,8 @@ class RmsAmplitude(Amplitude):
         if s == 1:
             return gains.to(torch.float32)[:, :, None].expand(b, 1, t).contiguous()
         # Position of every sample in chunk-centre units: chunk k's centre maps to exactly k.
-        pos = (torch.arange(t, dtype=torch.float64, device=side.device) + 0.5) / self.chunk_samples - 0.5
+        samples = torch.arange(start, start + t, dtype=torch.float64, device=side.device)
+        pos = (samples + 0.5) / self.chunk_samples - 0.5
         pos = pos.clamp(0.0, float(s - 1))
         left = pos.floor().clamp(max=s - 2).long()
         frac = pos - left
@@ -377,7 +398,7 @@ class LufsAmplitude(Amplitude):
         index = side.detach().to(torch.float64).round().clamp(0, self.num_levels - 1)
         return self.min_gain_db + index * self.step_db
 
-    def gain_curve(self, side: Tensor, num_samples: int) -> Tensor:
+    def gain_curve(self, side: Tensor, num_samples: int, start: int = 0) -> Tensor:
         b, s = side.shape
         t = max(int(num_samples), 0)
         if s != 1:

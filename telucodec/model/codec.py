@@ -90,9 +90,8 @@ class Codec(nn.Module):
     def forward(self, wav: torch.Tensor, n_q: int | None = None) -> CodecOutput:
         """wav [B, 1, T] -> CodecOutput with outputs of length T."""
         length = wav.shape[-1]
-        pad = (-length) % self.hop
-        x = F.pad(wav, (0, pad))
-        x_norm, side = self.amplitude.normalize(x)
+        x_norm, side = self.amplitude.normalize(wav)  # side info measured on the clip itself
+        x_norm = F.pad(x_norm, (0, (-length) % self.hop))
         latent = self.encoder(x_norm)
         q = self.quantizer(latent, n_q)
         y_norm = self.decoder(q.quantized)
@@ -102,6 +101,7 @@ class Codec(nn.Module):
 
     # ---- inference -----------------------------------------------------------------------
     def _as_mono_tensor(self, wav: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """-> float32 [T] on the CPU in [-1, 1]; shares memory with `wav` when it already is one."""
         if sample_rate != self.sample_rate:
             import soxr
 
@@ -109,10 +109,12 @@ class Codec(nn.Module):
         t = torch.as_tensor(np.asarray(wav, dtype=np.float32)).reshape(-1)
         if not torch.isfinite(t).all():
             raise ModelError("input audio contains NaN or infinite samples")
-        return t.clamp(-1.0, 1.0)
+        if t.numel() and (t.amax() > 1.0 or t.amin() < -1.0):
+            t = t.clamp(-1.0, 1.0)  # copy only when needed: a long clip is held once
+        return t
 
-    def _chunk_bounds(self, total: int, unit: int):
-        """(start, end, keep_start, keep_end) windows in `unit` steps covering [0, total)."""
+    def _chunk_bounds(self, total: int):
+        """(start, end, keep_start, keep_end) windows in frames covering [0, total)."""
         chunk = int(CHUNK_SECONDS * self.frame_rate)
         ctx = int(CONTEXT_SECONDS * self.frame_rate)
         start = 0
@@ -125,20 +127,22 @@ class Codec(nn.Module):
     def encode(self, wav: np.ndarray | torch.Tensor, sample_rate: int = 16000, kbps: float | None = None) -> Codes:
         """Mono audio (any rate; resampled) -> Codes with n_q picked from `kbps`."""
         n_q = self.n_q_for_kbps(kbps)
-        x = self._as_mono_tensor(wav, sample_rate)
-        num_samples = x.shape[0]
+        x = self._as_mono_tensor(wav, sample_rate).view(1, 1, -1)
+        num_samples = x.shape[-1]
         if num_samples == 0:
             raise ModelError("input audio is empty")
-        param = next(self.parameters())
-        x = F.pad(x, (0, (-num_samples) % self.hop)).view(1, 1, -1).to(param.device)
-        x_norm, side = self.amplitude.normalize(x)
-        frames = x.shape[-1] // self.hop
+        device = next(self.parameters()).device
+        side = self.amplitude.side_info(x).to(torch.float32)  # whole clip, cheap: [1, S]
+        frames = -(-num_samples // self.hop)
         pieces = []
-        for lo, hi, keep_lo, keep_hi in self._chunk_bounds(frames, 1):
-            latent = self.encoder(x_norm[..., lo * self.hop: hi * self.hop])
-            codes = self.quantizer(latent, n_q).codes
-            pieces.append(codes[..., keep_lo - lo: keep_hi - lo])
-        codes = torch.cat(pieces, dim=-1)[0].cpu()
+        for lo, hi, keep_lo, keep_hi in self._chunk_bounds(frames):
+            # exactly forward()'s normalized, hop-padded input, one window at a time
+            window = x[..., lo * self.hop: hi * self.hop].to(device)
+            window = self.amplitude.normalize_with(window, side.to(device), lo * self.hop)
+            window = F.pad(window, (0, (hi - lo) * self.hop - window.shape[-1]))
+            codes = self.quantizer(self.encoder(window), n_q).codes
+            pieces.append(codes[..., keep_lo - lo: keep_hi - lo].cpu())
+        codes = torch.cat(pieces, dim=-1)[0]
         side_ints = [int(v) for v in side[0].round().long().tolist()] if side.numel() else []
         return Codes(codes=codes, num_samples=num_samples, model_id=self.model_id,
                      sample_rate=self.sample_rate, frame_rate=self.frame_rate,
@@ -153,17 +157,18 @@ class Codec(nn.Module):
             raise ModelError(f"codes carry '{codes.side_kind}' amplitude side info, the model uses '{self.amplitude.kind}'")
         if codes.n_q > self.max_n_q or codes.n_q < 1:
             raise ModelError(f"codes have n_q={codes.n_q}, the model supports 1..{self.max_n_q}")
-        param = next(self.parameters())
-        c = codes.codes.to(param.device).long().unsqueeze(0)
-        frames = c.shape[-1]
-        pieces = []
-        for lo, hi, keep_lo, keep_hi in self._chunk_bounds(frames, 1):
+        device = next(self.parameters()).device
+        c = codes.codes.to(device).long().unsqueeze(0)
+        side = torch.tensor([codes.side], dtype=torch.float32, device=device).view(1, -1)
+        out = torch.empty(codes.num_samples, dtype=torch.float32)  # filled window by window
+        for lo, hi, keep_lo, keep_hi in self._chunk_bounds(c.shape[-1]):
             y = self.decoder(self.quantizer.decode(c[..., lo:hi]))
-            pieces.append(y[..., (keep_lo - lo) * self.hop: (keep_hi - lo) * self.hop])
-        y = torch.cat(pieces, dim=-1)
-        side = torch.tensor([codes.side], dtype=torch.float32, device=y.device).view(1, -1)
-        y = self.amplitude.restore(y, side)
-        return y[0, 0, : codes.num_samples].cpu()
+            y = y[..., (keep_lo - lo) * self.hop: (keep_hi - lo) * self.hop]
+            y = self.amplitude.restore(y, side, keep_lo * self.hop)[0, 0]
+            start = keep_lo * self.hop
+            n = min(y.shape[-1], codes.num_samples - start)
+            out[start: start + n] = y[:n].cpu()
+        return out
 
     # ---- files ---------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float32) -> Path:

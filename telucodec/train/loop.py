@@ -284,7 +284,7 @@ class Trainer:
             total = weighted_total(terms, cfg)
         if not torch.isfinite(total):
             bad = [k for k, v in terms.items() if not torch.isfinite(v)]
-            raise TrainingHalted(f"step {self.step}: loss is {float(total)} (non-finite terms: {', '.join(bad) or 'total'})")
+            raise TrainingHalted(f"step {self.step}: loss is {float(total.detach())} (non-finite terms: {', '.join(bad) or 'total'})")
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip))

@@ -1,0 +1,166 @@
+"""Unit tests: config, presets, conv stacks, quantizer, spectral iSTFT, losses."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from telucodec import losses as L
+from telucodec.config import PRESETS, CodecConfig, QuantizerConfig, get_config
+from telucodec.errors import TelucodecError
+from telucodec.model.codec import Codec
+from telucodec.model.quantizer import ResidualVQ, VectorQuantizer, kmeans
+from telucodec.model.seanet import SEANetDecoder, SEANetEncoder
+from telucodec.model.spectral import InverseSTFT
+
+
+def test_config_json_round_trip(tmp_path):
+    for name in PRESETS:
+        cfg = get_config(name)
+        cfg.save(tmp_path / f"{name}.json")
+        assert CodecConfig.load(tmp_path / f"{name}.json") == cfg
+        assert get_config(str(tmp_path / f"{name}.json")) == cfg
+
+
+def test_config_rejects_unknown_keys_and_presets(tmp_path):
+    bad = get_config("tiny").to_dict()
+    bad["model"]["output_scale"] = 1.0
+    with pytest.raises(TelucodecError, match="unknown model keys"):
+        CodecConfig.from_dict(bad)
+    with pytest.raises(TelucodecError, match="not a preset"):
+        get_config("huge")
+
+
+def test_presets_sizes_and_bitrates():
+    tiny, small, base = (Codec(get_config(n)) for n in ("tiny", "small", "base"))
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(tiny) < 1_000_000 < count(small) < count(base)
+    assert base.config.model.decoder_hidden == 1024  # the seed's TeluguDecoder(hidden_dim=1024)
+    assert small.frame_rate == 50 and small.kbps_per_codebook() == 0.5
+    assert [small.n_q_for_kbps(k) for k in (1.5, 3, 6, 6.2, 100)] == [3, 6, 12, 12, 12]
+
+
+def test_decoder_ends_in_plain_conv_without_tanh_or_scale():
+    dec = SEANetDecoder(get_config("base").model)
+    assert isinstance(dec.output, torch.nn.Conv1d)
+    assert dec.output.kernel_size == (7,) and dec.output.padding == (3,)
+    names = [n for n, _ in dec.named_parameters()] + [type(m).__name__ for m in dec.modules()]
+    assert not any("scale" in n.lower() or "tanh" in n.lower() for n in names)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_encoder_decoder_shapes(causal):
+    cfg = replace(get_config("tiny").model, causal=causal)
+    enc, dec = SEANetEncoder(cfg), SEANetDecoder(cfg)
+    x = torch.randn(2, 1, 320 * 7)
+    z = enc(x)
+    assert z.shape == (2, cfg.latent_dim, 7)
+    assert dec(z).shape == (2, 1, 320 * 7)
+
+
+def test_causal_encoder_ignores_the_future():
+    cfg = replace(get_config("tiny").model, causal=True)
+    enc = SEANetEncoder(cfg).eval()
+    x = torch.randn(1, 1, 320 * 10)
+    y = x.clone()
+    y[..., 320 * 6:] = torch.randn(1, 1, 320 * 4)
+    with torch.no_grad():
+        assert torch.allclose(enc(x)[..., :6], enc(y)[..., :6], atol=1e-6)
+
+
+def test_inverse_stft_is_a_perfect_inverse():
+    n_fft, hop, frames = 1280, 320, 40
+    ist = InverseSTFT(n_fft, hop)
+    x = torch.randn(2, hop * frames)
+    pad = (n_fft - hop) // 2
+    windows = torch.nn.functional.pad(x, (pad, pad + hop)).unfold(-1, n_fft, hop)[:, :frames]
+    spec = torch.fft.rfft(windows * torch.hann_window(n_fft), dim=-1).transpose(1, 2)
+    y = ist(spec.real, spec.imag)
+    assert y.shape == (2, 1, hop * frames)
+    assert (y[:, 0] - x).abs().max() < 1e-4
+
+
+def test_kmeans_finds_clusters():
+    centers = torch.tensor([[0.0, 0.0], [10.0, 10.0], [-10.0, 10.0]])
+    pts = torch.cat([c + 0.1 * torch.randn(50, 2) for c in centers])
+    found = kmeans(pts, 3, 10)
+    assert torch.cdist(centers, found).min(dim=1).values.max() < 0.5
+
+
+def test_quantizer_straight_through_and_commitment():
+    torch.manual_seed(0)
+    rvq = ResidualVQ(8, QuantizerConfig(n_q=4, codebook_size=16, dead_code_steps=0))
+    x = torch.randn(2, 8, 30, requires_grad=True)
+    out = rvq(x)
+    assert out.codes.shape == (2, 4, 30) and out.codes.dtype == torch.int64
+    assert out.commitment_loss > 0
+    out.quantized.sum().backward()
+    assert torch.allclose(x.grad, torch.ones_like(x))  # straight-through: identity gradient
+    rvq.eval()
+    with torch.no_grad():
+        again = rvq(x.detach())
+        assert torch.allclose(rvq.decode(again.codes), again.quantized, atol=1e-5)
+
+
+def test_residual_stages_reduce_error():
+    torch.manual_seed(0)
+    rvq = ResidualVQ(8, QuantizerConfig(n_q=6, codebook_size=64, dead_code_steps=0))
+    x = torch.randn(4, 8, 100)
+    rvq(x)  # k-means initialisation on this batch
+    rvq.eval()
+    with torch.no_grad():
+        errors = [float((rvq(x, n_q=n).quantized - x).pow(2).mean()) for n in range(1, 7)]
+    assert all(b < a for a, b in zip(errors, errors[1:]))
+
+
+def test_dead_codes_are_replaced():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(4, QuantizerConfig(codebook_size=32, dead_code_steps=2, kmeans_init=False))
+    vq.codebook.data += 100.0  # every entry far away: only the nearest one gets used
+    x = torch.randn(1, 4, 200)
+    for _ in range(3):
+        vq(x)
+    _, codes, _, _ = vq(x)
+    assert codes.unique().numel() > 16
+
+
+def test_quantizer_dropout_samples_prefixes():
+    rvq = ResidualVQ(8, QuantizerConfig(n_q=12))
+    g = torch.Generator().manual_seed(0)
+    picks = {rvq.sample_n_q(g) for _ in range(200)}
+    assert 12 in picks and min(picks) >= 1 and len(picks) > 6
+
+
+def test_losses_zero_on_identical_and_positive_otherwise():
+    x = 0.1 * torch.randn(2, 1, 8000)
+    y = 0.05 * torch.randn(2, 1, 8000)
+    assert float(L.rms_loss(x, x)) == 0.0 and float(L.rms_loss(x, y)) > 0
+    assert float(L.mel_loss(x, x, (512, 1024), 64, 16000)) == 0.0
+    assert float(L.mel_loss(x, y, (512, 1024), 64, 16000)) > 0
+    assert float(L.stft_loss(x, y, (512,))) > 0
+    silent = torch.zeros(2, 1, 8000)
+    assert torch.isfinite(L.stft_loss(x, silent, (512, 1024)))
+
+
+def test_codec_forward_keeps_length_and_model_id_tracks_weights():
+    model = Codec(get_config("tiny"))
+    x = 0.1 * torch.randn(2, 1, 5000)
+    out = model(x, n_q=3)
+    assert out.wav.shape == x.shape and out.quantizer.codes.shape[1] == 3
+    first = model.model_id
+    assert len(first) == 16 and first == model.model_id
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    assert model.model_id != first
+
+
+def test_save_and_load_pretrained(tmp_path):
+    model = Codec(get_config("tiny"))
+    model.save_pretrained(tmp_path / "m")
+    again = Codec.from_pretrained(tmp_path / "m")
+    assert again.model_id == model.model_id
+    model.save_pretrained(tmp_path / "half", dtype=torch.float16)
+    half = Codec.from_pretrained(tmp_path / "half")
+    assert all(p.dtype == torch.float32 for p in half.parameters())

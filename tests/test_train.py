@@ -1,0 +1,169 @@
+"""End-to-end training tests on the real example clips (tiny preset, short runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from telucodec.cli import main
+from telucodec.data import CropDataset
+from telucodec.train.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "te_cv"
+DESIGN_KEYS = {"epoch", "step", "train_loss", "val_loss", "output_min", "output_max", "rms_ratio", "snr_db",
+               "si_sdr_db", "mel_distance", "codebook_usage", "codebook_perplexity", "grad_norm", "lr", "seconds",
+               "warnings"}
+
+
+def train(data: Path, ckpt: Path, name: str, *extra: str) -> int:
+    return main(["train", "--data_dir", str(data), "--checkpoint_dir", str(ckpt), "--experiment_name", name,
+                 "--config", "tiny", "--batch_size", "4", "--learning_rate", "1e-3", "--quiet", *extra])
+
+
+def read_metrics(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_epochs_loss_falls_and_metrics_complete(trained_tiny):
+    rows = read_metrics(trained_tiny)
+    assert len(rows) == 2
+    for row in rows:
+        assert DESIGN_KEYS <= set(row)
+        assert any(k.startswith("loss/") for k in row)
+        assert len(row["codebook_usage"]) == 8 and all(0 <= u <= 1 for u in row["codebook_usage"])
+    assert rows[1]["train_loss"] < rows[0]["train_loss"]
+    assert (trained_tiny / "checkpoints" / "last.pt").is_file()
+    assert (trained_tiny / "checkpoints" / "best.pt").is_file()
+    assert (trained_tiny / "model" / "model.safetensors").is_file()
+    assert list((trained_tiny / "tensorboard").iterdir())
+    assert list((trained_tiny / "samples").rglob("*.wav")) and list((trained_tiny / "samples").rglob("*.png"))
+    assert rows[-1]["pesq_wb"] is not None  # PESQ/STOI ran on the last epoch
+
+
+def test_seed_learning_rate_is_warned_about(tmp_path, capsys):
+    assert train(EXAMPLES, tmp_path, "seedlr", "--num_epochs", "1", "--steps_per_epoch", "2",
+                 "--learning_rate", "1e-5") == 0
+    out = capsys.readouterr().out
+    assert "learning rate 1e-05 is far below" in out
+    assert any("learning rate" in w for w in read_metrics(tmp_path / "seedlr")[0]["warnings"])
+    assert "beyond any codec" in out  # the truth about SNR, said before training
+
+
+def test_refuses_to_overwrite_an_experiment(tmp_path, capsys):
+    args = ("--num_epochs", "1", "--steps_per_epoch", "2")
+    assert train(EXAMPLES, tmp_path, "exp", *args) == 0
+    before = (tmp_path / "exp" / "metrics.jsonl").read_text()
+    assert train(EXAMPLES, tmp_path, "exp", *args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already exists" in err[0] and "--overwrite" in err[0]
+    assert (tmp_path / "exp" / "metrics.jsonl").read_text() == before
+    assert train(EXAMPLES, tmp_path, "exp", *args, "--overwrite") == 0
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    args = ("--num_epochs", "2", "--steps_per_epoch", "6", "--seed", "7")
+    assert train(EXAMPLES, tmp_path, "whole", *args) == 0
+    assert train(EXAMPLES, tmp_path, "split", *args, "--max_steps", "8") == 0  # stops mid-epoch 2
+    partial = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
+    assert partial["step"] == 8 and partial["step_in_epoch"] == 2
+    assert train(EXAMPLES, tmp_path, "split", *args, "--resume") == 0
+    a = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
+    assert [r["epoch"] for r in read_metrics(tmp_path / "split")] == [1, 2]
+
+
+def test_old_architecture_checkpoint_is_refused(trained_tiny, tmp_path, capsys):
+    state = load_checkpoint(trained_tiny / "checkpoints" / "last.pt")
+    state["model"]["decoder.output_scale"] = torch.tensor(1.0)  # the seed's old design
+    exp = tmp_path / "old"
+    (exp / "checkpoints").mkdir(parents=True)
+    torch.save(state, exp / "checkpoints" / "last.pt")
+    assert train(EXAMPLES, tmp_path, "old", "--resume", "--num_epochs", "3") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "decoder.output_scale" in err[0] and "different architecture" in err[0]
+    # --init_from loads what matches and lists the rest
+    assert train(EXAMPLES, tmp_path, "init", "--init_from", str(exp / "checkpoints" / "last.pt"),
+                 "--num_epochs", "1", "--steps_per_epoch", "1") == 0
+    assert "init_from" in capsys.readouterr().out
+
+
+def test_bad_files_are_skipped_and_listed(tmp_path, example_clips):
+    data = tmp_path / "data"
+    (data / "nested").mkdir(parents=True)
+    for clip in example_clips[:4]:
+        shutil.copy(clip, data / clip.name)
+    (data / "corrupt.wav").write_bytes(b"RIFF" + os.urandom(200))
+    (data / "empty.flac").write_bytes(b"")
+    sf.write(data / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
+    sf.write(data / "short.wav", 0.1 * np.ones(100, dtype=np.float32), 16000)
+    if shutil.which("ffmpeg"):
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(example_clips[5]), str(data / "nested" / "clip.mp3")],
+                       check=True)
+    (data / "nested" / "loop").symlink_to(data, target_is_directory=True)
+    assert train(data, tmp_path, "bad", "--num_epochs", "1", "--steps_per_epoch", "2") == 0
+    skipped = (tmp_path / "bad" / "skipped.tsv").read_text().splitlines()[1:]
+    reasons = dict(line.split("\t") for line in skipped)
+    assert {Path(p).name for p in reasons} == {"corrupt.wav", "empty.flac", "silent.wav", "short.wav"}
+    assert "silent" in reasons[str(data / "silent.wav")] and "too short" in reasons[str(data / "short.wav")]
+
+
+def test_folder_without_usable_audio_is_one_line_error(tmp_path, capsys):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.wav").write_bytes(b"not audio")
+    assert train(tmp_path / "d", tmp_path, "none", "--num_epochs", "1") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no usable audio" in err[0]
+
+
+def test_nan_stops_at_once_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    assert train(EXAMPLES, tmp_path, "nan", "--num_epochs", "1", "--steps_per_epoch", "3") == 0
+    last = tmp_path / "nan" / "checkpoints" / "last.pt"
+    good = last.read_bytes()
+    original = CropDataset.__getitem__
+
+    def poisoned(self, index):
+        x = original(self, index)
+        return x * float("nan") if index == 5 else x
+
+    monkeypatch.setattr(CropDataset, "__getitem__", poisoned)
+    assert train(EXAMPLES, tmp_path, "nan", "--resume", "--num_epochs", "2") == 3
+    err = capsys.readouterr().err
+    assert "step 4" in err and "non-finite" in err and "last good checkpoint" in err
+    assert last.read_bytes() == good
+    assert load_checkpoint(last)["step"] == 3
+
+
+def test_overfit_check_reports_a_verdict(tmp_path, capsys):
+    rc = main(["train", "--data_dir", str(EXAMPLES), "--checkpoint_dir", str(tmp_path), "--experiment_name", "of",
+               "--config", "tiny", "--learning_rate", "1e-5", "--overfit_check", "--max_steps", "60"])
+    out = capsys.readouterr().out
+    assert rc == 1 and "overfit check FAILED" in out and "learning rate 1e-05 is too low" in out
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_gloo(tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun), "--nproc_per_node", "2", str(ROOT / "train_codec.py"), "--data_dir", str(EXAMPLES),
+           "--checkpoint_dir", str(tmp_path), "--experiment_name", "ddp", "--config", "tiny", "--batch_size", "4",
+           "--num_epochs", "2", "--steps_per_epoch", "3", "--learning_rate", "1e-3", "--device", "cpu", "--quiet",
+           "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "DDP x2" in proc.stdout
+    rows = read_metrics(tmp_path / "ddp")
+    assert [r["epoch"] for r in rows] == [1, 2]  # rank 0 alone writes
+    assert load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")["step"] == 6
