@@ -74,7 +74,7 @@ def compress(wav: np.ndarray | torch.Tensor, sample_rate: int, model: Codec | No
     """Mono audio -> bytes of a .tcd bitstream."""
     from telucodec.bitstream import write_bitstream
 
-    model = model or load_model()
+    model = model if model is not None else load_model()
     return write_bitstream(model.encode(wav, sample_rate, kbps), entropy=entropy)
 
 
@@ -82,6 +82,6 @@ def decompress(data: bytes, model: Codec | None = None) -> tuple[np.ndarray, int
     """Bytes of a .tcd bitstream -> (float32 audio, sample rate). Refuses codes of another model."""
     from telucodec.bitstream import read_bitstream
 
-    model = model or load_model()
+    model = model if model is not None else load_model()
     codes = read_bitstream(data, expected_model_id=model.model_id)
     return model.decode(codes).numpy(), codes.sample_rate

@@ -64,26 +64,32 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
         raise AudioError(f"{path}: permission denied") from exc
     except Exception as exc:  # libsndfile errors are plain RuntimeError/LibsndfileError
         raise AudioError(f"{path}: truncated or corrupt audio ({exc})") from exc
-    wav = data.mean(axis=1)
+    wav = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
     if sr != sample_rate and wav.size:
         wav = soxr.resample(wav, sr, sample_rate).astype(np.float32)
     return _finish(path, wav)
 
 
 def _finish(path: Path, wav: np.ndarray) -> np.ndarray:
+    """Check and clip in place (`wav` is a fresh array: an hour of audio is held only once)."""
     if wav.size == 0:
         raise AudioError(f"{path}: no audio samples")
     if not np.all(np.isfinite(wav)):
         raise AudioError(f"{path}: contains NaN or infinite samples")
-    return np.clip(wav, -1.0, 1.0).astype(np.float32)
+    wav = wav.astype(np.float32, copy=False)
+    return np.clip(wav, -1.0, 1.0, out=wav)
 
 
-def write_wav(path: str | Path, wav: np.ndarray, sample_rate: int = 16000) -> int:
-    """Write 16-bit PCM WAV; samples beyond [-1, 1] are clipped here and their count returned."""
-    wav = np.asarray(wav, dtype=np.float32).reshape(-1)
-    wav = np.nan_to_num(wav, nan=0.0, posinf=1.0, neginf=-1.0)
-    clipped = int(np.count_nonzero(np.abs(wav) > 1.0))
-    sf.write(str(path), np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16")
+def write_wav(path: str | Path, wav: np.ndarray, sample_rate: int = 16000, block: int = 1 << 20) -> int:
+    """Write 16-bit PCM WAV; samples beyond [-1, 1] are clipped here and their count returned.
+    Written `block` samples at a time, so a long clip needs no full-length copies."""
+    wav = np.asarray(wav).reshape(-1)
+    clipped = 0
+    with sf.SoundFile(str(path), "w", sample_rate, 1, subtype="PCM_16", format="WAV") as f:
+        for i in range(0, wav.size, block):
+            piece = np.nan_to_num(wav[i: i + block].astype(np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
+            clipped += int(np.count_nonzero(np.abs(piece) > 1.0))
+            f.write(np.clip(piece, -1.0, 1.0))
     return clipped
 
 

@@ -23,7 +23,7 @@ import soundfile as sf
 
 from telucodec.audio import write_wav
 from telucodec.errors import TelucodecError
-from telucodec.metrics import align, shift_to
+from telucodec.metrics import align, find_delay, shift_to
 
 SAMPLE_RATE = 16000
 OPUS_KBPS = (6, 8, 12)
@@ -121,21 +121,26 @@ class _Workdir:
 # ----------------------------------------------------------------------------------------------
 # Opus
 
+OPUS_MAX_SHIFT = 40
+
 
 def run_opus(wav: np.ndarray, kbps: float, workdir: str | Path | None = None) -> BaselineResult:
-    """libopus via opus-tools, 20 ms frames. opusdec removes the pre-skip, so no alignment is
-    needed. `bytes` is the .opus file (Ogg pages included: real cost of a file on disk)."""
+    """libopus via opus-tools, 20 ms frames. opusdec removes the pre-skip; a residual lag of a
+    sample or two is measured and removed (±OPUS_MAX_SHIFT). Output is decoded as float, so
+    opusdec's 16-bit dither does not cost Opus PESQ points. `bytes` is the .opus file (Ogg pages
+    included: the real cost of a file on disk)."""
     wav = _as_input(wav)
     tag = f"opus_{kbps:g}k"
     with _Workdir(workdir) as wd:
         src, enc, dec = wd / f"{tag}_in.wav", wd / f"{tag}.opus", wd / f"{tag}_dec.wav"
         write_wav(src, wav, SAMPLE_RATE)
         _run_tool(["opusenc", "--quiet", "--bitrate", f"{kbps:g}", "--framesize", "20", str(src), str(enc)])
-        _run_tool(["opusdec", "--quiet", "--rate", str(SAMPLE_RATE), str(enc), str(dec)])
+        _run_tool(["opusdec", "--quiet", "--float", "--rate", str(SAMPLE_RATE), str(enc), str(dec)])
         audio = _read_decoded(dec, "opusdec")
         n_bytes = enc.stat().st_size
+    delay = find_delay(wav, audio[: wav.size + OPUS_MAX_SHIFT], max_shift=OPUS_MAX_SHIFT)
     return BaselineResult("opus", f"{kbps:g}", float(kbps), n_bytes, _kbps(n_bytes, wav.size),
-                          shift_to(audio, 0, wav.size).astype(np.float32))
+                          shift_to(audio, delay, wav.size).astype(np.float32), delay)
 
 
 # ----------------------------------------------------------------------------------------------

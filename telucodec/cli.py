@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-onnx", help="export encoder and decoder to ONNX with a parity check")
     p.add_argument("--out", required=True)
     p.add_argument("--model", default=None)
+    p.add_argument("--parity_clip", default=None, help="audio file for the parity check (default: an example clip)")
     return parser
 
 

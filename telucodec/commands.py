@@ -9,7 +9,7 @@ from pathlib import Path
 
 from telucodec.api import load_model
 from telucodec.audio import load_audio, write_wav
-from telucodec.bitstream import describe, entropy_saving, read_bitstream, write_bitstream
+from telucodec.bitstream import describe, read_bitstream, write_bitstream
 from telucodec.errors import TelucodecError
 
 
@@ -38,8 +38,8 @@ def encode(args: argparse.Namespace) -> int:
     data = write_bitstream(codes, entropy=args.entropy)
     if args.entropy:
         plain = len(write_bitstream(codes))
-        print(f"entropy coding: {len(data)} bytes vs {plain} plain ({100 * (1 - len(data) / plain):.1f}% saved; "
-              f"codes alone {100 * entropy_saving(codes):.1f}%)", file=sys.stderr)
+        print(f"entropy coding: {len(data)} bytes vs {plain} plain ({100 * (1 - len(data) / plain):.1f}% saved)",
+              file=sys.stderr)
     _write_atomic(dst, data)
     info = describe(data)
     print(f"{dst}: {info['duration_s']:.2f} s, n_q {info['n_q']}, {info['kbps_nominal']:g} kbps nominal, "
@@ -70,8 +70,11 @@ def decode(args: argparse.Namespace) -> int:
             raise TelucodecError(f"{src}: {exc}") from exc
     wav = model.decode(codes).numpy()
     tmp = dst.with_name(f".{dst.stem}.tmp.wav")
-    clipped = write_wav(tmp, wav, codes.sample_rate)
-    tmp.replace(dst)
+    try:
+        clipped = write_wav(tmp, wav, codes.sample_rate)
+        tmp.replace(dst)
+    finally:
+        tmp.unlink(missing_ok=True)
     note = f"; {clipped} samples clipped to [-1, 1]" if clipped else ""
     print(f"{dst}: {len(wav) / codes.sample_rate:.2f} s at {codes.sample_rate} Hz{note}")
     return 0

@@ -22,11 +22,11 @@ import math
 import multiprocessing
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ from telucodec.audio import AUDIO_SUFFIXES, load_audio, write_wav
 from telucodec.data import AudioItem, discover, write_skipped
 from telucodec.errors import AudioError, TelucodecError
 from telucodec.metrics import align, score_all, shift_to
+
+if TYPE_CHECKING:
+    from telucodec.model.codec import Codec
 
 SAMPLE_RATE = 16000
 METRICS = ("pesq_wb", "stoi", "si_sdr_db", "snr_db", "mel_distance", "rms_ratio")
@@ -85,7 +88,7 @@ class ClipResult:
 # planning
 
 
-def parse_list(text: str | Sequence[Any] | None) -> list[str]:
+def parse_list(text: str | Iterable[Any] | None) -> list[str]:
     """"1.5,3,6" or ["1.5", 3] → ["1.5", "3"]; "", "none" or None → []."""
     if text is None:
         return []
@@ -94,21 +97,27 @@ def parse_list(text: str | Sequence[Any] | None) -> list[str]:
     return [] if [p.lower() for p in parts] == ["none"] else parts
 
 
-def plan_systems(model: Any, kbps: Iterable[Any], baselines: Iterable[str],
+def plan_systems(model: Codec | None, kbps: str | Iterable[Any], baselines: str | Iterable[str],
                  lyra_models: str | Path | None = None) -> tuple[list[System], list[str]]:
     """(systems to run, one warning line per setting or baseline that cannot run here)."""
     systems: list[System] = []
     warnings: list[str] = []
     seen_n_q: set[int] = set()
-    for text in parse_list(list(kbps)):
+    values = []
+    for text in parse_list(kbps):
         try:
-            value = float(text)
+            values.append(float(text))
         except ValueError as exc:
             raise TelucodecError(f"--kbps: {text!r} is not a number") from exc
-        if not math.isfinite(value) or value <= 0:
+        if not math.isfinite(values[-1]) or values[-1] <= 0:
             raise TelucodecError(f"--kbps: {text!r} must be a positive number")
-        n_q = model.n_q_for_kbps(value)
+    for value in sorted(values):
         top = model.max_n_q * model.kbps_per_codebook()
+        try:
+            n_q = model.n_q_for_kbps(value)
+        except TelucodecError as exc:  # below one codebook
+            warnings.append(f"telucodec {value:g} kbps skipped: {exc}")
+            continue
         if value > top + 1e-9:
             warnings.append(f"telucodec {value:g} kbps skipped: this model tops out at {top:g} kbps "
                             f"(n_q {model.max_n_q})")
@@ -117,7 +126,7 @@ def plan_systems(model: Any, kbps: Iterable[Any], baselines: Iterable[str],
         else:
             seen_n_q.add(n_q)
             systems.append(System("telucodec", f"{value:g}", n_q * model.kbps_per_codebook()))
-    names, missing = bl.available_baselines(parse_list(list(baselines)), lyra_models)
+    names, missing = bl.available_baselines(parse_list(baselines), lyra_models)
     warnings += missing
     for name in names:
         for setting in bl.default_settings(name):
@@ -288,14 +297,19 @@ def _find_decoded(reference: Path, name: str) -> Path | None:
     return None
 
 
-def _load_tasks(data_dir: Path, out: Path, reference: Path | None, max_clips: int | None,
+def _discover(data_dir: Path, out: Path) -> list[AudioItem]:
+    """The audio items of a folder or manifest (none of them under --out); none is an error."""
+    items = [i for i in discover(data_dir) if not i.path.resolve().is_relative_to(out.resolve())]
+    if not items:
+        raise TelucodecError(f"{data_dir}: no audio files ({', '.join(AUDIO_SUFFIXES)}) found")
+    return items
+
+
+def _load_tasks(data_dir: Path, items: list[AudioItem], reference: Path | None, max_clips: int | None,
                 log: Callable[[str], None]) -> tuple[list[ClipTask], list[tuple[str, str]]]:
     """Load the clips (and --reference files) in discovery order; unusable ones are skipped with
     a reason. With max_clips, clips are taken round-robin over speakers until enough load."""
     root = data_dir.parent if data_dir.is_file() else data_dir
-    items = [i for i in discover(data_dir) if not i.path.resolve().is_relative_to(out.resolve())]
-    if not items:
-        raise TelucodecError(f"{data_dir}: no audio files ({', '.join(AUDIO_SUFFIXES)}) found")
     position = {id(item): n for n, item in enumerate(items)}
     tasks: list[tuple[int, ClipTask]] = []
     skipped: list[tuple[str, str]] = []
@@ -390,9 +404,9 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-def evaluate(data_dir: str | Path, out: str | Path, model: Any = None,
-             kbps: Iterable[float | str] = (1.5, 3, 6),
-             baselines: Iterable[str] = ("opus", "codec2", "lyra"),
+def evaluate(data_dir: str | Path, out: str | Path, model: str | Path | Codec | None = None,
+             kbps: str | Iterable[float | str] = (1.5, 3, 6),
+             baselines: str | Iterable[str] = ("opus", "codec2", "lyra"),
              lyra_models: str | Path | None = None, max_clips: int | None = None, workers: int = 1,
              reference: str | Path | None = None, force: bool = False, report_clips: int = 4,
              align_mode: str = "waveform", progress: bool = True,
@@ -414,12 +428,13 @@ def evaluate(data_dir: str | Path, out: str | Path, model: Any = None,
     if ref_dir is not None and not ref_dir.is_dir():
         raise TelucodecError(f"--reference {ref_dir}: no such folder")
     _prepare_out(out, force)
+    items = _discover(data_dir, out)
 
     codec = None
     if ref_dir is not None:
         systems, warnings = [System("reference", ref_dir.resolve().name or "reference", None)], []
     else:
-        if parse_list(list(kbps)):
+        if parse_list(kbps):
             from telucodec.api import load_model
 
             codec = model if isinstance(model, torch.nn.Module) else load_model(model)
@@ -429,7 +444,7 @@ def evaluate(data_dir: str | Path, out: str | Path, model: Any = None,
     for line in warnings:
         log(f"warning: {line}")
 
-    tasks, skipped = _load_tasks(data_dir, out, ref_dir, max_clips, log)
+    tasks, skipped = _load_tasks(data_dir, items, ref_dir, max_clips, log)
     out.mkdir(parents=True, exist_ok=True)
     shown = {id(t) for t in spread(tasks, lambda t: str(Path(t.name).parent))[:max(0, report_clips)]}
     for n, task in enumerate(t for t in tasks if id(t) in shown):
@@ -461,7 +476,6 @@ def evaluate(data_dir: str | Path, out: str | Path, model: Any = None,
     report.save_rd_plot(out / "rd_stoi.png", results["systems"], "stoi", "STOI")
     shown_clips = [(t.name, t.audio_dir) for t in tasks if t.audio_dir]
     report.write_report(out, results, _json_safe(rows), shown_clips)
-    print(table)
     return results
 
 
@@ -474,5 +488,6 @@ def run_from_args(args: argparse.Namespace) -> int:
              max_clips=args.max_clips, workers=args.workers, reference=args.reference,
              force=args.force, report_clips=getattr(args, "report_clips", 4),
              align_mode=getattr(args, "align", "waveform"), progress=not getattr(args, "quiet", False))
+    print((Path(args.out) / "results.md").read_text(), end="")
     print(f"wrote {Path(args.out) / 'report.html'}", file=sys.stderr)
     return 0

@@ -18,15 +18,18 @@ def log_spectrogram(wav: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.nda
     return 20 * np.log10(np.maximum(mag, 1e-6))
 
 
-def save_spectrograms(path: str | Path, signals: dict[str, np.ndarray], sample_rate: int = 16000) -> Path:
-    """One row per named signal, shared colour scale, written as PNG."""
+def save_spectrograms(path: str | Path, signals: dict[str, np.ndarray], sample_rate: int = 16000,
+                      vmax: float | None = None) -> Path:
+    """One row per named signal, shared colour scale (top at `vmax` dB if given, else at the
+    loudest bin), written as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     specs = {name: log_spectrogram(wav) for name, wav in signals.items()}
-    vmax = max(float(s.max()) for s in specs.values())
+    if vmax is None:
+        vmax = max(float(s.max()) for s in specs.values())
     fig, axes = plt.subplots(len(specs), 1, figsize=(8, 2.2 * len(specs)), squeeze=False)
     for ax, (name, spec) in zip(axes[:, 0], specs.items()):
         duration = spec.shape[1] * 128 / sample_rate

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import numpy as np
 import soundfile as sf
 
-from telucodec.plots import save_spectrograms
+from telucodec.plots import log_spectrogram, save_spectrograms
 
 AUDIO_DIR = "audio"
 SPECTROGRAM_DIR = "spectrograms"
@@ -143,9 +143,13 @@ tr.sys td:first-child { border-left: 5px solid var(--c); }
 tr.telucodec td { font-weight: 600; }
 .plots { display: flex; gap: 12px; margin-top: 14px; }
 .plots img { width: 49%; border: 1px solid #ddd; background: #fff; }
-table.listen td { vertical-align: middle; }
-table.listen img { width: 440px; display: block; }
-audio { width: 260px; height: 34px; }
+.group { display: flex; gap: 10px; margin-bottom: 10px; }
+.card { flex: 1 1 0; min-width: 250px; max-width: 380px; background: #fff; border: 1px solid #e2e2e2; border-top: 4px solid var(--c);
+        border-radius: 4px; padding: 6px 8px 8px; }
+.card .label { font-weight: 600; font-size: 14px; }
+.card .scores { font-size: 12px; color: #555; margin: 2px 0 6px; font-variant-numeric: tabular-nums; }
+.card audio { width: 100%; height: 32px; display: block; }
+.card img { width: 100%; display: block; margin-top: 6px; }
 ul.notes { font-size: 13px; color: #7a4b00; }
 """
 
@@ -171,29 +175,41 @@ def _summary_html(systems: list[dict[str, Any]]) -> str:
     return f'<table class="summary"><tr>{head}</tr>\n' + "\n".join(body) + "</table>"
 
 
+def _card(out: Path, folder: Path, spec_dir: Path, system: str, setting: str, file_name: str,
+          row: dict[str, Any] | None, vmax: float) -> str:
+    """One signal: its name and scores, an audio player and its spectrogram (colour scale
+    topped at `vmax` dB, the original's loudest bin, so a level loss shows as a darker picture)."""
+    wav, sr = sf.read(str(folder / file_name), dtype="float32")
+    label = "original" if row is None else f"{system} {setting}"
+    spec = spec_dir / (Path(file_name).stem + ".png")
+    save_spectrograms(spec, {label: np.asarray(wav)}, sr, vmax=vmax)
+    if row is None:
+        scores = f"{len(wav) / sr:.1f} s, 16 kHz"
+    else:
+        scores = (f"{_fmt(2)(row.get('kbps_actual'))} kbps · PESQ {_fmt(2)(row.get('pesq_wb'))} · "
+                  f"STOI {_fmt(3)(row.get('stoi'))}")
+    audio_rel = (folder / file_name).relative_to(out).as_posix()
+    spec_rel = spec.relative_to(out).as_posix()
+    colour = SYSTEM_COLOURS.get(system, "#888888")
+    return (f'<div class="card" style="--c: {colour}"><div class="label">{_e(label)}</div>'
+            f'<div class="scores">{_e(scores)}</div>'
+            f'<audio controls preload="metadata" src="{_href(audio_rel)}"></audio>'
+            f'<img src="{_href(spec_rel)}" alt="{_e("spectrogram of " + label)}" loading="lazy"></div>')
+
+
 def _clip_html(out: Path, name: str, folder: Path, entries: list[tuple[str, str, str, dict[str, Any] | None]]) -> str:
-    """One clip: a row per signal with its scores, an audio player and its spectrogram."""
+    """One clip: the original and telucodec on the first row, then a row per baseline."""
     spec_dir = out / SPECTROGRAM_DIR / folder.name
     spec_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    original, _ = sf.read(str(folder / ORIGINAL_FILE), dtype="float32")
+    vmax = float(log_spectrogram(original).max())
+    groups: dict[str, list[str]] = {}
     for system, setting, file_name, row in entries:
-        wav, sr = sf.read(str(folder / file_name), dtype="float32")
-        label = "original" if row is None else f"{system} {setting}"
-        spec = spec_dir / (Path(file_name).stem + ".png")
-        save_spectrograms(spec, {label: np.asarray(wav)}, sr)
-        audio_rel = (folder / file_name).relative_to(out).as_posix()
-        spec_rel = spec.relative_to(out).as_posix()
-        scores = ("", "", "") if row is None else (
-            _fmt(2)(row.get("kbps_actual")), _fmt(2)(row.get("pesq_wb")), _fmt(3)(row.get("stoi")))
-        colour = SYSTEM_COLOURS.get(system, "#999999")
-        rows.append(
-            f'<tr class="sys {_e(_safe(system))}" style="--c: {colour}"><td class="name">{_e(label)}</td>'
-            + "".join(f"<td>{_e(s)}</td>" for s in scores)
-            + f'<td><audio controls preload="metadata" src="{_href(audio_rel)}"></audio></td>'
-            f'<td><img src="{_href(spec_rel)}" alt="{_e("spectrogram of " + label)}" loading="lazy"></td></tr>')
-    head = ('<tr><th class="name">signal</th><th>kbps actual</th><th>PESQ-WB</th><th>STOI</th>'
-            '<th class="name">listen</th><th class="name">spectrogram (0–8 kHz)</th></tr>')
-    return f"<section><h3>{_e(name)}</h3>\n<table class=\"listen\">{head}\n" + "\n".join(rows) + "</table></section>"
+        group = "telucodec" if system == "original" else system
+        card = _card(out, folder, spec_dir, system, setting, file_name, row, vmax)
+        groups.setdefault(group, []).append(card)
+    rows = "\n".join(f'<div class="group">{"".join(cards)}</div>' for cards in groups.values())
+    return f"<section><h3>{_e(name)}</h3>\n{rows}</section>"
 
 
 def write_report(out: str | Path, results: dict[str, Any], rows: list[dict[str, Any]],

@@ -333,6 +333,7 @@ class LufsAmplitude(Amplitude):
     """
 
     kind = "lufs"
+    LONG_SECONDS = 600.0  # longer clips: loudness measured segment by segment
 
     def __init__(self, sample_rate: int = 16000, target_lufs: float = -20.0,
                  max_gain_db: float = 30.0, step_db: float = 0.25, min_lufs: float = -70.0,
@@ -364,26 +365,65 @@ class LufsAmplitude(Amplitude):
     def side_bits(self) -> int:
         return 8
 
+    def _get_meter(self) -> Any:
+        if self._meter is None:
+            import pyloudnorm  # only this strategy needs it; keep the import local and lazy
+
+            self._meter = pyloudnorm.Meter(self.sample_rate, block_size=self.block_seconds)
+        return self._meter
+
     def loudness(self, x: np.ndarray) -> float:
         """Loudness estimate of one mono clip in LUFS (-inf only for digital silence).
 
         BS.1770 integrated loudness where it is defined and above ``min_lufs``; otherwise RMS dBFS.
+        Clips longer than ``LONG_SECONDS`` are measured segment by segment (flat memory).
         """
-        x = np.asarray(x, dtype=np.float64).reshape(-1)
-        value = -math.inf
-        if x.size >= self.block_seconds * self.sample_rate:
-            if self._meter is None:
-                import pyloudnorm  # only this strategy needs it; keep the import local and lazy
-
-                self._meter = pyloudnorm.Meter(self.sample_rate, block_size=self.block_seconds)
-            value = float(self._meter.integrated_loudness(x))
-        if not math.isfinite(value) or value < self.min_lufs:
+        x = np.asarray(x).reshape(-1)
+        if x.size > self.LONG_SECONDS * self.sample_rate:
+            value, ms = self._long_loudness(x)
+        else:
+            x = x.astype(np.float64, copy=False)
+            value = -math.inf
+            if x.size >= self.block_seconds * self.sample_rate:
+                value = float(self._get_meter().integrated_loudness(x))
             ms = float(np.mean(np.square(x))) if x.size else 0.0
+        if not math.isfinite(value) or value < self.min_lufs:
             value = 10.0 * math.log10(ms) if ms > 0.0 else -math.inf
         return value
 
+    def _long_loudness(self, x: np.ndarray, segment_blocks: int = 600) -> tuple[float, float]:
+        """(integrated loudness, mean square) of a long clip: pyloudnorm's measurement (its K-weighting
+        filters, 400 ms blocks every 100 ms, -70 LUFS and -10 LU gates), but filtered one segment
+        at a time with the filter state carried over, so an hour needs no float64 copy."""
+        import scipy.signal
+
+        hop = int(round(self.block_seconds * 0.25 * self.sample_rate))  # blocks overlap by 75 %
+        stages = [(f.b, f.a, f.passband_gain) for f in self._get_meter()._filters.values()]
+        states = [np.zeros(max(len(a), len(b)) - 1) for b, a, _ in stages]
+        energy, total = [], 0.0  # filtered energy per hop; plain energy of the whole clip
+        for i in range(0, x.size, segment_blocks * hop):
+            y = x[i: i + segment_blocks * hop].astype(np.float64)
+            total += float(np.dot(y, y))
+            for k, (b, a, gain) in enumerate(stages):
+                y, states[k] = scipy.signal.lfilter(b, a, y, zi=states[k])
+                y *= gain
+            n = y.size // hop
+            energy.append(np.square(y[: n * hop]).reshape(n, hop).sum(axis=1))
+        z = np.convolve(np.concatenate(energy), np.ones(4), "valid") / (4 * hop)  # block mean squares
+        with np.errstate(divide="ignore"):
+            block_lufs = -0.691 + 10.0 * np.log10(z)
+        loud = z[block_lufs >= -70.0]
+        value = -math.inf
+        if loud.size:
+            relative_gate = -0.691 + 10.0 * math.log10(loud.mean()) - 10.0
+            gated = z[(block_lufs > relative_gate) & (block_lufs >= -70.0)]
+            if gated.size and gated.mean() > 0:
+                value = -0.691 + 10.0 * math.log10(gated.mean())
+        return value, total / x.size
+
     def side_info(self, wav: Tensor) -> Tensor:
-        x = wav.detach().to("cpu", torch.float64).reshape(wav.shape[0], -1).numpy()
+        dtype = torch.float64 if wav.dtype == torch.float64 else torch.float32  # no float64 copy of an hour
+        x = wav.detach().to("cpu", dtype).reshape(wav.shape[0], -1).numpy()
         gains = []
         for item in x:
             loud = self.loudness(item)

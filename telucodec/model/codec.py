@@ -13,6 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from telucodec.model.amplitude import get_amplitude
 from telucodec.model.quantizer import QuantizerOutput, ResidualVQ
 from telucodec.model.seanet import SEANetDecoder, SEANetEncoder
 from telucodec.model.spectral import SpectralDecoder
+
+if TYPE_CHECKING:
+    from telucodec.model.streaming import StreamDecoder, StreamEncoder
 
 CHUNK_SECONDS = 20.0     # encode/decode long clips in chunks of this length ...
 CONTEXT_SECONDS = 2.0    # ... each with this much context on both sides (beyond the receptive field)
@@ -157,6 +161,8 @@ class Codec(nn.Module):
             raise ModelError(f"codes carry '{codes.side_kind}' amplitude side info, the model uses '{self.amplitude.kind}'")
         if codes.n_q > self.max_n_q or codes.n_q < 1:
             raise ModelError(f"codes have n_q={codes.n_q}, the model supports 1..{self.max_n_q}")
+        if codes.num_frames * self.hop < codes.num_samples:
+            raise ModelError(f"{codes.num_frames} frames of codes cannot make {codes.num_samples} samples")
         device = next(self.parameters()).device
         c = codes.codes.to(device).long().unsqueeze(0)
         side = torch.tensor([codes.side], dtype=torch.float32, device=device).view(1, -1)
@@ -164,11 +170,23 @@ class Codec(nn.Module):
         for lo, hi, keep_lo, keep_hi in self._chunk_bounds(c.shape[-1]):
             y = self.decoder(self.quantizer.decode(c[..., lo:hi]))
             y = y[..., (keep_lo - lo) * self.hop: (keep_hi - lo) * self.hop]
-            y = self.amplitude.restore(y, side, keep_lo * self.hop)[0, 0]
             start = keep_lo * self.hop
-            n = min(y.shape[-1], codes.num_samples - start)
-            out[start: start + n] = y[:n].cpu()
+            y = self.amplitude.restore(y, side, start)[0, 0, : codes.num_samples - start]
+            out[start: start + y.shape[-1]] = y.cpu()
         return out
+
+    # ---- streaming (causal models; see telucodec/model/streaming.py) ------------------------
+    def stream_encoder(self, kbps: float | None = None) -> StreamEncoder:
+        """Chunks of audio in, codes of each completed frame out; equals `encode` exactly."""
+        from telucodec.model.streaming import StreamEncoder
+
+        return StreamEncoder(self, kbps)
+
+    def stream_decoder(self) -> StreamDecoder:
+        """Chunks of codes in, audio of each final frame out; equals `decode` exactly."""
+        from telucodec.model.streaming import StreamDecoder
+
+        return StreamDecoder(self)
 
     # ---- files ---------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float32) -> Path:

@@ -37,6 +37,8 @@ from telucodec.train.checkpoint import (
     load_checkpoint,
 )
 
+QUIET_LOG_EVERY = 100  # with --quiet (no progress bar), one progress line per this many steps
+
 
 class TrainingHalted(TelucodecError):
     """Training stopped by a health check (NaN/Inf); the last good checkpoint is intact."""
@@ -318,6 +320,7 @@ class Trainer:
             indices = list(range(self.rank, len(self.dataset), self.world))
             sums: dict[str, float] = {}
             grad_norms = []
+            first_step = self.step_in_epoch
             bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{tc.num_epochs}",
                        disable=not self.is_main or self.args.quiet, leave=False, dynamic_ncols=True)
             while self.step_in_epoch < self.steps_per_epoch:
@@ -333,6 +336,11 @@ class Trainer:
                 self.step_in_epoch += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{logged['total']:.3f}")
+                if self.args.quiet and self.step_in_epoch % QUIET_LOG_EVERY == 0:
+                    rate = (self.step_in_epoch - first_step) / max(time.monotonic() - epoch_start, 1e-9)
+                    eta = (self.steps_per_epoch - self.step_in_epoch) / max(rate, 1e-9)
+                    self.log(f"  epoch {self.epoch + 1} step {self.step_in_epoch}/{self.steps_per_epoch}  "
+                             f"loss {sums['total'] / len(grad_norms):.4f}  {rate:.2f} steps/s  epoch ETA {eta / 60:.1f} min")
                 if self.writer and self.step % 10 == 0:
                     for k, v in logged.items():
                         self.writer.add_scalar(f"loss/{k}", v, self.step)

@@ -1,0 +1,197 @@
+"""`telucodec export-onnx`: the codec as two ONNX graphs, checked against PyTorch on a real clip.
+
+    OUT/encoder.onnx    wav [1, 1, T] float32, *normalized*, T a multiple of hop (zero-pad the end)
+                        -> codes [1, n_q, T / hop] int64
+                        (SEANet encoder + residual-VQ nearest-neighbour search, inside the graph)
+    OUT/decoder.onnx    codes [1, n, F] int64, 1 <= n <= n_q -> wav [1, 1, F * hop] float32, normalized
+    OUT/codebooks.npy   float32 [n_q, codebook_size, latent_dim]: the RVQ codebooks
+    OUT/config.json     sample rate, hop, n_q, codebook size/bits, amplitude kind + options,
+                        model_id, file and tensor names, the parity figures
+
+T, F and n are dynamic. Amplitude normalize/restore is not in the graphs (its side info is a
+per-clip measurement); `telucodec.onnx_runtime` does it in numpy for `none` and `rms` and runs
+both graphs without torch. Export uses the torch.export-based exporter (`dynamo=True`, opset 18:
+the spectral decoder's overlap-add is Col2Im) on a copy of the model with weight norm folded in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils import parametrize
+
+from telucodec.errors import TelucodecError
+from telucodec.model.codec import Codec
+
+ENCODER_FILE, DECODER_FILE, CODEBOOKS_FILE = "encoder.onnx", "decoder.onnx", "codebooks.npy"
+OPSET = 18
+DECODER_TOLERANCE = 1e-4
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+class EncoderGraph(nn.Module):
+    """Normalized wav [1, 1, T], T a multiple of hop -> codes [1, n_q, T / hop]: the encoder and
+    every RVQ stage (callers zero-pad the clip's end to a whole frame, as `Codec.encode` does)."""
+
+    def __init__(self, model: Codec):
+        super().__init__()
+        self.encoder, self.hop = model.encoder, model.hop
+        self.register_buffer("codebooks", _codebooks(model))
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        residual = self.encoder(wav)[0].transpose(0, 1)  # [F, D]
+        codes = []
+        for book in self.codebooks:  # the same arithmetic as VectorQuantizer.nearest / lookup
+            dist2 = residual.pow(2).sum(1, keepdim=True) - 2 * residual @ book.t() + book.pow(2).sum(1)[None]
+            index = dist2.argmin(dim=1)
+            residual = residual - F.embedding(index, book)
+            codes.append(index)
+        return torch.stack(codes)[None]
+
+
+class DecoderGraph(nn.Module):
+    """codes [1, n, F] (any n <= n_q) -> normalized wav [1, 1, F * hop]."""
+
+    def __init__(self, model: Codec):
+        super().__init__()
+        self.decoder = model.decoder
+        books = _codebooks(model)
+        self.codebook_size = books.shape[1]
+        self.register_buffer("flat_codebooks", books.reshape(-1, books.shape[-1]))  # [n_q * K, D]
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        n = codes.shape[1]
+        offsets = torch.arange(n, device=codes.device)[:, None] * self.codebook_size
+        latent = F.embedding(codes[0] + offsets, self.flat_codebooks).sum(0)  # [F, D]
+        return self.decoder(latent.t()[None])
+
+
+def _codebooks(model: Codec) -> torch.Tensor:
+    return torch.stack([layer.codebook.detach() for layer in model.quantizer.layers]).float()
+
+
+def plain_copy(model: Codec) -> Codec:
+    """A CPU copy with weight-norm parametrizations folded into plain weights (same numbers)."""
+    copy = Codec(model.config)
+    copy.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    for module in list(copy.modules()):
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations.keys()):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return copy.eval()
+
+
+def _export(graph: nn.Module, example: torch.Tensor, input_name: str, output_name: str,
+            dims: dict[int, Any], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.onnx.export(graph.eval(), (example,), str(tmp), dynamo=True, opset_version=OPSET, external_data=False,
+                      input_names=[input_name], output_names=[output_name],
+                      dynamic_shapes={input_name: dims}, verbose=False)
+    os.replace(tmp, path)
+
+
+def default_parity_clip() -> Path | None:
+    """The first real speech clip shipped in examples/ (None in an install without them)."""
+    clips = sorted(EXAMPLES.rglob("*.flac")) if EXAMPLES.is_dir() else []
+    return clips[0] if clips else None
+
+
+def parity_check(model: Codec, out_dir: Path, wav: np.ndarray) -> dict[str, Any]:
+    """onnxruntime vs PyTorch on `wav`: graph level (normalized domain) and end to end."""
+    from telucodec.onnx_runtime import OnnxCodec
+
+    codec = OnnxCodec(out_dir)
+    report: dict[str, Any] = {"clip_seconds": round(len(wav) / model.sample_rate, 3)}
+    with torch.no_grad():
+        codes = model.encode(wav, model.sample_rate)
+        x = torch.from_numpy(wav).view(1, 1, -1)
+        side = model.amplitude.side_info(x)
+        x_norm = model.amplitude.normalize_with(x, side)
+        onnx_codes = codec.encode_normalized(x_norm.numpy()[0, 0])
+        report["encoder_codes_identical"] = bool(np.array_equal(onnx_codes, codes.codes.numpy()))
+        report["encoder_codes_mismatched"] = int((onnx_codes != codes.codes.numpy()).sum())
+        y_torch = model.decoder(model.quantizer.decode(codes.codes[None]))[0, 0].numpy()
+        y_onnx = codec.decode_normalized(codes.codes.numpy())
+        report["decoder_max_abs_diff"] = float(np.abs(y_onnx - y_torch).max())
+        report["decoder_peak"] = float(np.abs(y_torch).max())
+        if model.amplitude.kind in ("none", "rms"):  # the numpy amplitude reference, end to end
+            clip = codec.encode(wav)
+            report["end_to_end_codes_identical"] = bool(np.array_equal(clip.codes, codes.codes.numpy())
+                                                        and clip.side == codes.side)
+            y = codec.decode(clip.codes, clip.side, clip.num_samples)
+            report["end_to_end_max_abs_diff"] = float(np.abs(y - model.decode(codes).numpy()).max())
+    report["passed"] = bool(report["encoder_codes_identical"]
+                            and report["decoder_max_abs_diff"] < DECODER_TOLERANCE
+                            and report.get("end_to_end_codes_identical", True)
+                            and report.get("end_to_end_max_abs_diff", 0.0) < DECODER_TOLERANCE)
+    return report
+
+
+def export_onnx(model: Codec, out_dir: str | Path, parity_clip: str | Path | np.ndarray | None = None) -> dict[str, Any]:
+    """Write encoder.onnx, decoder.onnx, codebooks.npy and config.json to `out_dir`, then check
+    parity with PyTorch on a real clip. Returns config.json's content (with a "parity" report);
+    raises TelucodecError when the ONNX graphs disagree with PyTorch."""
+    from telucodec.audio import load_audio
+
+    if parity_clip is None:
+        parity_clip = default_parity_clip()
+    if parity_clip is None:
+        raise TelucodecError("no parity clip: pass one (--parity_clip), examples/ is not installed here")
+    wav = (np.asarray(parity_clip, dtype=np.float32).reshape(-1) if isinstance(parity_clip, np.ndarray)
+           else load_audio(parity_clip, model.sample_rate))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    plain = plain_copy(model)
+    hop = model.hop
+    samples = hop * torch.export.Dim("wav_frames", min=1)
+    frames = torch.export.Dim("frames", min=2)
+    n = torch.export.Dim("n_q", min=1, max=model.max_n_q) if model.max_n_q > 1 else None
+    _export(EncoderGraph(plain), torch.zeros(1, 1, 7 * hop), "wav", "codes", {2: samples}, out / ENCODER_FILE)
+    example = torch.zeros(1, model.max_n_q, 7, dtype=torch.long)
+    _export(DecoderGraph(plain), example, "codes", "wav", {1: n, 2: frames} if n else {2: frames}, out / DECODER_FILE)
+    np.save(out / CODEBOOKS_FILE, _codebooks(plain).numpy())
+    config = {
+        "format": "telucodec-onnx", "version": 1, "model_id": model.model_id,
+        "sample_rate": model.sample_rate, "hop_length": hop, "frame_rate": model.frame_rate,
+        "n_q": model.max_n_q, "codebook_size": model.config.quantizer.codebook_size,
+        "codebook_bits": model.codebook_bits, "latent_dim": model.config.model.latent_dim,
+        "causal": model.config.model.causal, "opset": OPSET,
+        "amplitude": {"kind": model.amplitude.kind, "options": model.amplitude.options(),
+                      "note": "applied outside the graphs; see telucodec/onnx_runtime.py"},
+        "encoder": {"file": ENCODER_FILE, "input": "wav [1, 1, T] float32, amplitude-normalized, T a multiple of hop_length (zero-pad the end)",
+                    "output": "codes [1, n_q, T / hop] int64 (keep the first n for fewer kbps)"},
+        "decoder": {"file": DECODER_FILE, "input": "codes [1, n, F] int64, 1 <= n <= n_q",
+                    "output": "wav [1, 1, F * hop] float32, normalized (restore amplitude, trim to num_samples)"},
+        "codebooks": {"file": CODEBOOKS_FILE, "shape": "[n_q, codebook_size, latent_dim] float32"},
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    config["parity"] = parity_check(model if on_cpu else plain, out, wav)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if not config["parity"]["passed"]:
+        raise TelucodecError(f"ONNX parity check failed: {json.dumps(config['parity'])}")
+    return config
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from telucodec.api import load_model
+
+    model = load_model(args.model)
+    config = export_onnx(model, args.out, getattr(args, "parity_clip", None))
+    p = config["parity"]
+    print(f"{args.out}: {ENCODER_FILE}, {DECODER_FILE}, {CODEBOOKS_FILE}, config.json (model {config['model_id']})")
+    line = (f"parity on a {p['clip_seconds']} s clip: encoder codes identical, "
+            f"decoder max abs diff {p['decoder_max_abs_diff']:.2e} (limit {DECODER_TOLERANCE:g})")
+    if "end_to_end_max_abs_diff" in p:
+        line += f"; end to end with the numpy amplitude reference {p['end_to_end_max_abs_diff']:.2e}"
+    print(line)
+    return 0

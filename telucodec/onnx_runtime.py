@@ -1,0 +1,145 @@
+"""Run an exported codec with onnxruntime and numpy only: no torch, no telucodec model code.
+
+    codec = OnnxCodec("onnx/")                       # a folder written by `telucodec export-onnx`
+    clip = codec.encode(wav)                         # wav: float32 mono at codec.sample_rate
+    wav2 = codec.decode(clip.codes, clip.side, clip.num_samples)
+
+The two graphs work on *normalized* audio: amplitude normalize (before the encoder) and restore
+(after the decoder) stay outside them, because the side info is a per-clip measurement the
+bitstream carries. This module is the reference for that step, in numpy, for the `none` and
+`rms` strategies (`lufs` needs a BS.1770 loudness meter; use the PyTorch model for it). It
+mirrors `telucodec.model.amplitude` and `Codec.encode/decode` exactly:
+
+    encode: side = side_info(wav)            (whole clip, before padding)
+            x = wav / gain_curve(side, T)    (float32), zero-padded to a multiple of hop
+            codes = encoder.onnx(x[None, None])[0]         -> int64 [n_q, F]
+    decode: y = decoder.onnx(codes[None, :n])[0, 0]       -> float32 [F * hop]
+            wav = y[:num_samples] * gain_curve(side, num_samples)
+
+The encoder graph always emits every codebook; a lower bitrate keeps the first n of them
+(residual VQ: the first n codes do not depend on the later stages). The decoder accepts any
+1 <= n <= n_q codebooks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class OnnxCodes:
+    codes: np.ndarray                      # int64 [n_q, F]
+    num_samples: int
+    side: list[int] = field(default_factory=list)
+
+
+# ---- amplitude (numpy mirror of telucodec.model.amplitude) -----------------------------------
+def rms_side_info(wav: np.ndarray, sample_rate: int, opts: dict[str, Any]) -> list[int]:
+    """Per-chunk RMS indices (8-bit, log scale) of a float32 clip [T]; a short last chunk uses its length."""
+    chunk = int(round(opts["chunk_seconds"] * sample_rate))
+    t = wav.shape[0]
+    s = max(0, math.ceil(t / chunk))
+    x = np.zeros(s * chunk, dtype=np.float64)
+    x[:t] = wav
+    energy = np.square(x).reshape(s, chunk).sum(-1)
+    counts = np.full(s, float(chunk))
+    if s:
+        counts[-1] = t - (s - 1) * chunk
+    rms = np.sqrt(energy / counts)
+    level_db = 20.0 * np.log10(np.maximum(rms, 10.0 ** (opts["floor_db"] / 20.0)))
+    index = np.clip(np.round((level_db - opts["min_db"]) / opts["step_db"]), 0, 255)
+    return [int(v) for v in index]
+
+
+def rms_gain_curve(side: list[int], num_samples: int, sample_rate: int, opts: dict[str, Any]) -> np.ndarray:
+    """float32 [num_samples]: chunk gains at chunk centres, linear in amplitude in between."""
+    chunk = int(round(opts["chunk_seconds"] * sample_rate))
+    index = np.clip(np.round(np.asarray(side, dtype=np.float64)), 0, 255)
+    gains = np.power(10.0, (opts["min_db"] + index * opts["step_db"] - opts["target_db"]) / 20.0)
+    if num_samples == 0:
+        return np.ones(0, dtype=np.float32)
+    if len(side) == 0:
+        raise ValueError("rms amplitude: no side values to restore a non-empty waveform")
+    if len(side) == 1:
+        return np.full(num_samples, gains[0], dtype=np.float32)
+    pos = (np.arange(num_samples, dtype=np.float64) + 0.5) / chunk - 0.5
+    pos = np.clip(pos, 0.0, float(len(side) - 1))
+    left = np.minimum(np.floor(pos), len(side) - 2).astype(np.int64)
+    frac = pos - left
+    curve = gains[left] + (gains[left + 1] - gains[left]) * frac
+    return curve.astype(np.float32)
+
+
+def normalize(wav: np.ndarray, kind: str, sample_rate: int, opts: dict[str, Any]) -> tuple[np.ndarray, list[int]]:
+    """wav float32 [T] -> (normalized float32 [T], side info)."""
+    if kind == "none":
+        return wav, []
+    if kind == "rms":
+        side = rms_side_info(wav, sample_rate, opts)
+        return wav / rms_gain_curve(side, wav.shape[0], sample_rate, opts), side
+    raise ValueError(f"amplitude '{kind}': the numpy reference covers 'none' and 'rms' only")
+
+
+def restore(wav: np.ndarray, side: list[int], kind: str, sample_rate: int, opts: dict[str, Any]) -> np.ndarray:
+    """Decoder output float32 [T] -> wav * gain curve (identity for 'none')."""
+    if kind == "none":
+        return wav
+    if kind == "rms":
+        return wav * rms_gain_curve(side, wav.shape[0], sample_rate, opts)
+    raise ValueError(f"amplitude '{kind}': the numpy reference covers 'none' and 'rms' only")
+
+
+# ---- the codec -------------------------------------------------------------------------------
+class OnnxCodec:
+    """encoder.onnx + decoder.onnx + config.json, run with onnxruntime on the CPU by default."""
+
+    def __init__(self, directory: str | Path, providers: list[str] | None = None):
+        import onnxruntime as ort
+
+        self.directory = Path(directory)
+        self.config: dict[str, Any] = json.loads((self.directory / CONFIG_FILE).read_text())
+        c = self.config
+        self.sample_rate, self.hop, self.n_q = int(c["sample_rate"]), int(c["hop_length"]), int(c["n_q"])
+        self.model_id = str(c["model_id"])
+        self.amplitude_kind = str(c["amplitude"]["kind"])
+        self.amplitude_options: dict[str, Any] = dict(c["amplitude"]["options"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(c.get("threads", 1))
+        providers = providers or ["CPUExecutionProvider"]
+        self.encoder = ort.InferenceSession(str(self.directory / c["encoder"]["file"]), options, providers=providers)
+        self.decoder = ort.InferenceSession(str(self.directory / c["decoder"]["file"]), options, providers=providers)
+
+    def encode_normalized(self, wav: np.ndarray) -> np.ndarray:
+        """Normalized float32 [T] -> int64 codes [n_q, ceil(T / hop)] (all codebooks); the end
+        is zero-padded to a whole frame here, as the graph needs."""
+        w = np.asarray(wav, dtype=np.float32).reshape(-1)
+        x = np.zeros((1, 1, -(-w.size // self.hop) * self.hop), dtype=np.float32)
+        x[0, 0, : w.size] = w
+        return self.encoder.run(None, {"wav": x})[0][0]
+
+    def decode_normalized(self, codes: np.ndarray) -> np.ndarray:
+        """int64 codes [n, F], 1 <= n <= n_q -> normalized float32 [F * hop]."""
+        c = np.asarray(codes, dtype=np.int64).reshape(1, -1, np.shape(codes)[-1])
+        return self.decoder.run(None, {"codes": c})[0][0, 0]
+
+    def encode(self, wav: np.ndarray, n_q: int | None = None) -> OnnxCodes:
+        """Mono float32 audio at `sample_rate` -> codes (first `n_q` codebooks) and side info."""
+        x = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
+        if x.size == 0 or not np.all(np.isfinite(x)):
+            raise ValueError("input audio is empty or holds NaN/inf samples")
+        normalized, side = normalize(x, self.amplitude_kind, self.sample_rate, self.amplitude_options)
+        codes = self.encode_normalized(normalized)
+        return OnnxCodes(codes[: n_q or self.n_q], int(x.size), side)
+
+    def decode(self, codes: np.ndarray, side: list[int], num_samples: int) -> np.ndarray:
+        """Codes [n, F] + side info -> float32 audio [num_samples], unbounded (clip when writing)."""
+        y = self.decode_normalized(codes)[:num_samples]
+        return restore(y, side, self.amplitude_kind, self.sample_rate, self.amplitude_options)

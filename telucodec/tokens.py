@@ -1,0 +1,186 @@
+"""Read a tokenized dataset (what `telucodec tokenize` writes) without loading it into memory.
+
+    reader = telucodec.tokens.open("tokens/")
+    for utt_id in reader.ids():
+        codes = reader[utt_id]          # uint16 [n_q, F], a view into a memory-mapped shard
+        info = reader.info(utt_id)      # the utterance's index.jsonl entry (path, duration, ...)
+
+A tokens folder holds:
+
+    meta.json       model_id, n_q, sample_rate, frame_rate, codebook size/bits, amplitude kind
+    codes-*.npy     shards: uint16 arrays [n_q, frames] in Fortran order (frame-major on disk,
+                    so an utterance is one contiguous byte range), each written whole to a
+                    temporary name and renamed: a shard file that exists is complete
+    index.jsonl     one JSON object per utterance: id, path, duration, num_samples, frames,
+                    n_q, shard, offset (first frame in the shard), sha256 (of the audio file),
+                    side_kind, side (amplitude side info, so decoding is exact)
+    skipped.tsv     files that could not be tokenized, with the reason
+
+Only numpy is imported here; `codes_for` (which builds a torch `Codes`) imports torch lazily.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from telucodec.codes import Codes
+    from telucodec.model.codec import Codec
+
+META_FILE = "meta.json"
+INDEX_FILE = "index.jsonl"
+SKIPPED_FILE = "skipped.tsv"
+FORMAT = "telucodec-tokens"
+
+
+class TokensError(ValueError):
+    """A tokens folder that is missing, damaged, or asked for an id it does not hold."""
+
+
+def iter_index(directory: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(byte offset, entry) for every complete line of index.jsonl; a torn last line is ignored."""
+    path = directory / INDEX_FILE
+    if not path.is_file():
+        return
+    with builtins.open(path, "rb") as f:
+        pos = 0
+        for line in f:
+            start, pos = pos, pos + len(line)
+            if not line.endswith(b"\n"):
+                break  # an append cut short by a crash: the writer repairs it on its next run
+            if line.strip():
+                yield start, json.loads(line)
+
+
+def live_entries(directory: Path) -> dict[str, int]:
+    """id -> byte offset of its entry in index.jsonl: the last entry per id whose shard exists."""
+    offsets: dict[str, int] = {}
+    present: dict[str, bool] = {}
+    for pos, entry in iter_index(directory):
+        shard = entry["shard"]
+        if shard not in present:
+            present[shard] = (directory / shard).is_file()
+        if present[shard]:
+            offsets[entry["id"]] = pos
+    return offsets
+
+
+class TokenReader:
+    """Random access to the codes of a tokens folder. Shards are memory-mapped on first use."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        meta_path = self.directory / META_FILE
+        if not meta_path.is_file():
+            raise TokensError(f"{self.directory}: not a tokens folder (no {META_FILE})")
+        self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        if self.meta.get("format") != FORMAT:
+            raise TokensError(f"{meta_path}: not written by `telucodec tokenize`")
+        self._offsets = live_entries(self.directory)
+        self._shards: dict[str, np.ndarray] = {}
+        self._index_file = None
+
+    # ---- facts --------------------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        return str(self.meta["model_id"])
+
+    @property
+    def n_q(self) -> int:
+        return int(self.meta["n_q"])
+
+    @property
+    def frame_rate(self) -> int:
+        return int(self.meta["frame_rate"])
+
+    def ids(self) -> list[str]:
+        return list(self._offsets)
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def __contains__(self, utt_id: object) -> bool:
+        return utt_id in self._offsets
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._offsets)
+
+    # ---- access -------------------------------------------------------------------------
+    def entries(self) -> Iterator[dict[str, Any]]:
+        """Every live index entry, in index order (one pass over index.jsonl, flat memory)."""
+        live = set(self._offsets.values())
+        for pos, entry in iter_index(self.directory):
+            if pos in live:
+                yield entry
+
+    def info(self, utt_id: str) -> dict[str, Any]:
+        """The index.jsonl entry of `utt_id`."""
+        try:
+            pos = self._offsets[utt_id]
+        except KeyError:
+            raise TokensError(f"{self.directory}: no utterance with id {utt_id!r}") from None
+        if self._index_file is None:
+            self._index_file = builtins.open(self.directory / INDEX_FILE, "rb")
+        self._index_file.seek(pos)
+        return json.loads(self._index_file.readline())
+
+    def shard(self, name: str) -> np.ndarray:
+        """A whole shard, uint16 [n_q, frames], memory-mapped (read-only)."""
+        if name not in self._shards:
+            self._shards[name] = np.load(self.directory / name, mmap_mode="r")
+        return self._shards[name]
+
+    def __getitem__(self, utt_id: str) -> np.ndarray:
+        """codes uint16 [n_q, F] of `utt_id` (a read-only view; copy it to modify)."""
+        entry = self.info(utt_id)
+        start = int(entry["offset"])
+        return self.shard(entry["shard"])[:, start: start + int(entry["frames"])]
+
+    def close(self) -> None:
+        if self._index_file is not None:
+            self._index_file.close()
+            self._index_file = None
+        self._shards.clear()
+
+    def __enter__(self) -> TokenReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open(directory: str | Path) -> TokenReader:  # noqa: A001 - `telucodec.tokens.open(DIR)` reads well
+    """Open a folder written by `telucodec tokenize`."""
+    return TokenReader(directory)
+
+
+def codes_for(directory: str | Path, utt_id: str, model: Codec | None = None) -> Codes:
+    """The `Codes` of one utterance, ready for `model.decode` (exact: side info included).
+
+    With `model`, codes made by a different model are refused here with a clear message."""
+    from telucodec.codes import Codes
+    from telucodec.errors import TelucodecError
+
+    try:
+        reader = TokenReader(directory)
+        entry = reader.info(utt_id)
+        codes = np.asarray(reader[utt_id], dtype=np.int64)
+    except (TokensError, OSError) as exc:
+        raise TelucodecError(str(exc)) from exc
+    meta = reader.meta
+    reader.close()
+    if model is not None and model.model_id != meta["model_id"]:
+        raise TelucodecError(f"{directory}: tokens were made by model {meta['model_id']}, "
+                             f"this model is {model.model_id}")
+    import torch
+
+    return Codes(codes=torch.from_numpy(codes), num_samples=int(entry["num_samples"]),
+                 model_id=str(meta["model_id"]), sample_rate=int(meta["sample_rate"]),
+                 frame_rate=int(meta["frame_rate"]), codebook_bits=int(meta["codebook_bits"]),
+                 side_kind=str(entry["side_kind"]), side=[int(v) for v in entry["side"]])

@@ -1,0 +1,333 @@
+"""Compression end to end: real audio files -> `telucodec encode` -> .tcd -> `telucodec decode` -> wav,
+through the CLI (in-process and as a subprocess) and the Python API, with the model trained in
+conftest (`trained_tiny`) and random-weight tiny models where only the plumbing matters."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import telucodec
+from telucodec import api
+from telucodec.audio import load_audio, write_wav
+from telucodec.bitstream import describe, read_bitstream, write_bitstream
+from telucodec.cli import main
+from telucodec.codes import Codes
+from telucodec.config import get_config
+from telucodec.errors import ModelError
+from telucodec.model import codec as codec_module
+from telucodec.model.codec import Codec
+
+SR = 16000
+INFO_KEYS = {"format_version", "model_id", "sample_rate", "num_samples", "duration_s", "n_q",
+             "codebook_bits", "frame_rate", "kbps_nominal", "kbps_actual"}  # DESIGN.md
+PCM16_STEP = 1 / 32768  # one step of a 16-bit WAV (libsndfile writes x * 32767, reads / 32768)
+
+
+def cli(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def forward_output(model: Codec, wav: np.ndarray, n_q: int) -> np.ndarray:
+    """The unchunked training-path output `model(wav)` at `n_q`, as float32 [T]."""
+    with torch.no_grad():
+        return model(torch.from_numpy(wav).view(1, 1, -1), n_q=n_q).wav[0, 0].numpy()
+
+
+def random_tiny(amplitude: str = "none", seed: int = 0) -> Codec:
+    cfg = get_config("tiny")
+    torch.manual_seed(seed)
+    return Codec(replace(cfg, model=replace(cfg.model, amplitude=amplitude))).eval()
+
+
+@pytest.fixture(scope="module")
+def model_dir(trained_tiny: Path) -> Path:
+    return trained_tiny / "model"
+
+
+@pytest.fixture(scope="module")
+def model(model_dir: Path) -> Codec:
+    return telucodec.load_model(model_dir)
+
+
+@pytest.fixture(scope="module")
+def speech(example_clips: list[Path]) -> np.ndarray:
+    """All example clips concatenated: real speech, float32 mono 16 kHz (about 84 s)."""
+    return np.concatenate([load_audio(p, SR) for p in example_clips])
+
+
+@pytest.fixture(scope="module")
+def other_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Same architecture as the trained model, different weights."""
+    return random_tiny(seed=1).save_pretrained(tmp_path_factory.mktemp("other") / "model")
+
+
+@pytest.fixture(scope="module")
+def encoded(model_dir: Path, example_clips: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A .tcd of one real clip made by the trained model."""
+    out = tmp_path_factory.mktemp("enc") / "clip.tcd"
+    assert main(["encode", str(example_clips[0]), str(out), "--model", str(model_dir), "--kbps", "3"]) == 0
+    return out
+
+
+# ---- round trips ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kbps", [1.5, 3.0, 6.0])
+def test_cli_round_trip_matches_model_output(kbps, model, model_dir, example_clips, tmp_path, capsys):
+    src = example_clips[1]
+    tcd, out = tmp_path / "x.tcd", tmp_path / "x.wav"
+    rc, _, _ = cli(capsys, "encode", src, tcd, "--model", model_dir, "--kbps", kbps)
+    assert rc == 0
+
+    rc, text, _ = cli(capsys, "info", tcd, "--json")
+    assert rc == 0
+    info = json.loads(text)
+    assert INFO_KEYS <= set(info)  # DESIGN.md's keys; more may be added, never fewer
+    wav = load_audio(src, SR)
+    n_q = model.n_q_for_kbps(kbps)
+    assert info["n_q"] == n_q and info["num_samples"] == wav.size and info["sample_rate"] == SR
+    assert info["model_id"] == model.model_id and info["format_version"] == 1
+    assert info["kbps_nominal"] == pytest.approx(n_q * model.kbps_per_codebook())
+    assert info["duration_s"] == pytest.approx(wav.size / SR)
+    assert info["kbps_actual"] == pytest.approx(tcd.stat().st_size * 8 / info["duration_s"] / 1000)
+
+    rc, text, _ = cli(capsys, "decode", tcd, out, "--model", model_dir)
+    assert rc == 0 and str(out) in text
+    decoded, sr = sf.read(str(out), dtype="float32")
+    assert sr == SR and decoded.shape == wav.shape
+    expected = np.clip(forward_output(model, wav, n_q), -1, 1)
+    np.testing.assert_allclose(decoded, expected, rtol=0, atol=2 * PCM16_STEP)
+
+
+def test_subprocess_round_trip(model_dir, example_clips, tmp_path):
+    exe = Path(sys.executable).with_name("telucodec")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "telucodec.cli"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def run(*args: object) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, env=env, timeout=120)
+
+    src, tcd, out = example_clips[2], tmp_path / "s.tcd", tmp_path / "s.wav"
+    assert run("encode", src, tcd, "--model", model_dir, "--kbps", 1.5).returncode == 0
+    info = run("info", tcd, "--json")
+    assert info.returncode == 0 and INFO_KEYS <= set(json.loads(info.stdout))
+    assert run("decode", tcd, out, "--model", model_dir).returncode == 0
+    assert sf.info(str(out)).frames == load_audio(src, SR).size and sf.info(str(out)).samplerate == SR
+
+    bad = tmp_path / "bad.tcd"
+    data = bytearray(tcd.read_bytes())
+    data[-1] ^= 0x55
+    bad.write_bytes(bytes(data))
+    proc = run("decode", bad, tmp_path / "bad.wav", "--model", model_dir)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and str(bad) in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "bad.wav").exists()
+
+
+# ---- bitrate ----------------------------------------------------------------------------------
+
+def test_kbps_picks_nearest_n_q_not_above(model, example_clips, model_dir, tmp_path, capsys):
+    step = model.kbps_per_codebook()  # tiny: 8-bit codebooks at 50 Hz = 0.4 kbps each, n_q <= 8
+    assert model.n_q_for_kbps(step) == 1
+    assert model.n_q_for_kbps(3 * step) == 3  # exactly on a step: not rounded down by float error
+    assert model.n_q_for_kbps(3.99 * step) == 3
+    assert model.n_q_for_kbps(1.5) == 3 and model.n_q_for_kbps(3) == 7
+    assert model.n_q_for_kbps(100) == model.n_q_for_kbps(None) == model.max_n_q
+    with pytest.raises(ModelError, match="kbps"):
+        model.n_q_for_kbps(0.3)
+    rc, _, err = cli(capsys, "encode", example_clips[0], tmp_path / "x.tcd", "--model", model_dir, "--kbps", 0.3)
+    assert rc == 1 and err.count("\n") == 1 and "--kbps 0.3" in err
+    assert not (tmp_path / "x.tcd").exists()
+
+
+def test_actual_bitrate_within_3_percent_of_nominal(speech, model, model_dir, tmp_path, capsys):
+    src = tmp_path / "long.wav"
+    sf.write(str(src), speech[: 20 * SR], SR, subtype="PCM_16")  # >= 10 s of real speech
+    for kbps in (1.5, 3, 6):
+        tcd = tmp_path / f"{kbps}.tcd"
+        assert cli(capsys, "encode", src, tcd, "--model", model_dir, "--kbps", kbps)[0] == 0
+        info = describe(tcd.read_bytes())
+        assert info["kbps_actual"] == pytest.approx(info["kbps_nominal"], rel=0.03)
+
+
+# ---- refusals ---------------------------------------------------------------------------------
+
+def test_existing_output_needs_force(encoded, model_dir, example_clips, tmp_path, capsys):
+    dst = tmp_path / "exists.tcd"
+    dst.write_bytes(b"keep me")
+    rc, _, err = cli(capsys, "encode", example_clips[0], dst, "--model", model_dir)
+    assert rc == 1 and "--force" in err and dst.read_bytes() == b"keep me"
+    assert cli(capsys, "encode", example_clips[0], dst, "--model", model_dir, "--force")[0] == 0
+    assert dst.read_bytes()[:4] == b"TLCD"
+
+    wav = tmp_path / "exists.wav"
+    wav.write_bytes(b"keep me")
+    rc, _, err = cli(capsys, "decode", encoded, wav, "--model", model_dir)
+    assert rc == 1 and "--force" in err and wav.read_bytes() == b"keep me"
+    assert cli(capsys, "decode", encoded, wav, "--model", model_dir, "--force")[0] == 0
+    assert sf.info(str(wav)).samplerate == SR
+
+
+def test_wrong_model_is_refused(encoded, other_model_dir, tmp_path, capsys):
+    out = tmp_path / "o.wav"
+    rc, _, err = cli(capsys, "decode", encoded, out, "--model", other_model_dir)
+    assert rc == 1 and err.count("\n") == 1 and "wrong model" in err and str(encoded) in err
+    assert not out.exists()
+    other = telucodec.load_model(other_model_dir)
+    with pytest.raises(ModelError):
+        other.decode(read_bitstream(encoded.read_bytes()))  # the model checks too, not just the CLI
+
+
+@pytest.mark.parametrize("damage", ["flip_payload", "flip_header", "truncate", "garbage", "empty"])
+def test_corrupt_file_one_line_error(damage, encoded, model_dir, tmp_path, capsys):
+    data = bytearray(encoded.read_bytes())
+    if damage == "flip_payload":
+        data[len(data) // 2 + 30] ^= 0x10
+    elif damage == "flip_header":
+        data[20] ^= 0x01
+    elif damage == "truncate":
+        data = data[: len(data) - 7]
+    elif damage == "garbage":
+        data = bytearray(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes())
+    else:
+        data = bytearray()
+    bad = tmp_path / f"{damage}.tcd"
+    bad.write_bytes(bytes(data))
+    for args in (["decode", bad, tmp_path / "o.wav", "--model", model_dir], ["info", bad]):
+        rc, out, err = cli(capsys, *args)
+        assert rc == 1 and out == ""
+        assert err.count("\n") == 1 and str(bad) in err and "Traceback" not in err
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_no_shipped_model_is_a_clear_error(monkeypatch, tmp_path, speech, encoded, capsys):
+    monkeypatch.setattr(api, "PRETRAINED_DIR", tmp_path / "nothing-here")
+    with pytest.raises(ModelError, match="--model"):
+        telucodec.load_model()
+    with pytest.raises(ModelError):
+        telucodec.compress(speech[:SR], SR)
+    rc, _, err = cli(capsys, "decode", encoded, tmp_path / "o.wav")
+    assert rc == 1 and err.count("\n") == 1 and "pretrained" in err
+
+
+# ---- inputs -----------------------------------------------------------------------------------
+
+def _make_input(kind: str, clip: Path, folder: Path) -> Path:
+    wav = load_audio(clip, SR)
+    if kind == "mp3":
+        if shutil.which("ffmpeg") is None:
+            pytest.skip("ffmpeg is not installed")
+        path = folder / "in.mp3"
+        subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(clip), "-b:a", "64k", str(path)], check=True)
+        return path
+    rate = {"wav44k": 44100, "wav48k": 48000}.get(kind, SR)
+    if rate != SR:
+        import soxr
+
+        wav = soxr.resample(wav, SR, rate).astype(np.float32)
+    data = np.stack([wav, 0.5 * wav], axis=1) if kind == "stereo" else wav
+    subtype = {"pcm24": "PCM_24", "float": "FLOAT", "ogg": "VORBIS"}.get(kind, "PCM_16")
+    path = folder / ("in.ogg" if kind == "ogg" else "in.wav")
+    sf.write(str(path), data, rate, subtype=subtype)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["pcm16", "pcm24", "float", "wav44k", "wav48k", "stereo", "mp3", "ogg"])
+def test_input_formats(kind, model, model_dir, example_clips, tmp_path, capsys):
+    src = _make_input(kind, example_clips[3], tmp_path)
+    tcd, out = tmp_path / "x.tcd", tmp_path / "x.wav"
+    assert cli(capsys, "encode", src, tcd, "--model", model_dir, "--kbps", 3)[0] == 0
+    assert cli(capsys, "decode", tcd, out, "--model", model_dir)[0] == 0
+    wav = load_audio(src, SR)  # what the encoder saw: 16 kHz mono
+    original = sf.info(str(src))
+    assert wav.size == pytest.approx(original.frames * SR / original.samplerate, abs=0.06 * SR if kind == "mp3" else 1)
+    decoded, sr = sf.read(str(out), dtype="float32")
+    assert sr == SR and decoded.shape == wav.shape
+    expected = np.clip(forward_output(model, wav, model.n_q_for_kbps(3)), -1, 1)
+    np.testing.assert_allclose(decoded, expected, rtol=0, atol=2 * PCM16_STEP)
+
+
+# ---- amplitude, clipping, entropy, Python API -------------------------------------------------
+
+@pytest.mark.parametrize("amplitude", ["none", "rms", "lufs"])
+def test_amplitude_side_info_survives_the_bitstream(amplitude, speech):
+    model = random_tiny(amplitude)
+    wav = (speech[: 7 * SR] * 0.05).astype(np.float32)  # quiet input: the side info has work to do
+    data = telucodec.compress(wav, SR, model=model, kbps=2)
+    codes = read_bitstream(data, expected_model_id=model.model_id)
+    assert codes.side_kind == amplitude
+    expected_side = model.amplitude.side_info(torch.from_numpy(wav).view(1, 1, -1))[0].long().tolist()
+    assert codes.side == expected_side and len(codes.side) == model.amplitude.num_side_values(wav.size)
+    decoded, sr = telucodec.decompress(data, model=model)
+    assert sr == SR and decoded.dtype == np.float32 and decoded.shape == wav.shape
+    expected = forward_output(model, wav, model.n_q_for_kbps(2))
+    np.testing.assert_allclose(decoded, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    entropy_coded = telucodec.compress(wav, SR, model=model, kbps=2, entropy=True)
+    np.testing.assert_array_equal(telucodec.decompress(entropy_coded, model=model)[0], decoded)
+
+
+def test_out_of_range_output_is_clipped_only_when_written(tmp_path, capsys):
+    model = random_tiny("rms", seed=3)
+    frames = 150
+    loud = Codes(codes=torch.randint(0, 256, (4, frames)), num_samples=frames * 320 - 17, model_id=model.model_id,
+                 sample_rate=SR, frame_rate=50, codebook_bits=8, side_kind="rms", side=[255, 255, 255])
+    y = model.decode(loud).numpy()  # side index 255 = +2 dBFS per chunk: far above full scale
+    over = int(np.count_nonzero(np.abs(y) > 1))
+    assert over > 0 and np.abs(y).max() > 1  # decode itself is unbounded
+
+    assert write_wav(tmp_path / "direct.wav", y, SR) == over
+    folder = model.save_pretrained(tmp_path / "model")
+    tcd, out = tmp_path / "loud.tcd", tmp_path / "loud.wav"
+    tcd.write_bytes(write_bitstream(loud))
+    rc, text, _ = cli(capsys, "decode", tcd, out, "--model", folder)
+    assert rc == 0 and f"{over} samples clipped" in text
+    written, _ = sf.read(str(out), dtype="float32")
+    assert np.abs(written).max() <= 1.0
+    np.testing.assert_allclose(written, np.clip(y, -1, 1), atol=2 * PCM16_STEP)
+
+
+def test_entropy_flag_round_trips_and_reports_saving(encoded, model_dir, example_clips, tmp_path, capsys):
+    tcd = tmp_path / "e.tcd"
+    rc, _, err = cli(capsys, "encode", example_clips[0], tcd, "--model", model_dir, "--kbps", 3, "--entropy")
+    assert rc == 0 and "saved" in err
+    info = describe(tcd.read_bytes())
+    assert info["entropy_coded"] and info["bytes"] <= encoded.stat().st_size + info["n_q"]
+    assert cli(capsys, "decode", tcd, tmp_path / "e.wav", "--model", model_dir)[0] == 0
+    assert cli(capsys, "decode", encoded, tmp_path / "p.wav", "--model", model_dir)[0] == 0
+    np.testing.assert_array_equal(sf.read(str(tmp_path / "e.wav"))[0], sf.read(str(tmp_path / "p.wav"))[0])
+
+
+# ---- long clips: chunk joins ------------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["trained-tiny", "spectral-rms"])
+def test_chunked_encode_decode_matches_one_pass(which, model, speech, monkeypatch):
+    """45 s of speech: 20 s chunks with 2 s context vs. one unchunked pass of the same model."""
+    if which == "spectral-rms":
+        torch.manual_seed(0)
+        model = Codec(get_config("spectral")).eval()
+    wav = speech[: 45 * SR + 123]
+    chunked = model.encode(wav, SR)
+    y_chunked = model.decode(chunked).numpy()
+    monkeypatch.setattr(codec_module, "CHUNK_SECONDS", 1e6)
+    whole = model.encode(wav, SR)
+    y_whole = model.decode(whole).numpy()
+
+    assert torch.equal(chunked.codes, whole.codes) and chunked.side == whole.side
+    scale = np.abs(y_whole).max()
+    assert np.abs(y_chunked - y_whole).max() <= 1e-5 * scale
+    borders = [int(s * SR) for s in (20, 40)]
+    for b in borders:  # no step at the joins: the sample-to-sample change is the one-pass one
+        assert abs(np.diff(y_chunked[b - 2: b + 2]) - np.diff(y_whole[b - 2: b + 2])).max() <= 1e-5 * scale
+    np.testing.assert_allclose(y_whole, forward_output(model, wav, model.max_n_q), rtol=0, atol=1e-5 * scale)

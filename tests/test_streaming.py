@@ -1,0 +1,95 @@
+"""Streaming encode/decode of causal models equals offline encode/decode, for any chunking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from telucodec.audio import load_audio
+from telucodec.config import get_config
+from telucodec.errors import ModelError
+from telucodec.model.codec import Codec
+from telucodec.model.streaming import latency_samples
+
+CLIP_SAMPLES = 16000 + 1234  # ~1.1 s of real speech, not a whole number of frames
+
+
+def _causal(name: str, **model_changes) -> Codec:
+    cfg = get_config(name)
+    cfg.model.causal = True
+    cfg.model.amplitude = "none"
+    if name == "spectral":  # a small spectral model: same structure, faster test
+        cfg.model.channels, cfg.model.latent_dim, cfg.model.decoder_hidden = 8, 32, 64
+        cfg.model.spectral_layers = 2
+        cfg.quantizer.n_q, cfg.quantizer.codebook_size = 4, 256
+    for key, value in model_changes.items():
+        setattr(cfg.model, key, value)
+    torch.manual_seed(0)
+    return Codec(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def clip(example_clips) -> np.ndarray:
+    return load_audio(example_clips[3])[:CLIP_SAMPLES]
+
+
+@pytest.fixture(scope="module", params=["tiny", "spectral"])
+def setup(request, clip):
+    model = _causal(request.param)
+    codes = model.encode(clip, 16000, kbps=2.0)
+    return model, codes, model.decode(codes)
+
+
+def _chunks(total: int, sizes: list[int]):
+    start, i = 0, 0
+    while start < total:
+        size = sizes[i % len(sizes)]
+        yield start, start + size
+        start, i = start + size, i + 1
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(audio_sizes=st.lists(st.integers(1, 4000), min_size=1, max_size=8),
+       code_sizes=st.lists(st.integers(1, 12), min_size=1, max_size=8))
+def test_streaming_equals_offline(setup, clip, audio_sizes, code_sizes):
+    model, offline, offline_wav = setup
+    enc = model.stream_encoder(kbps=2.0)
+    pieces = [enc.push(clip[a:b]) for a, b in _chunks(len(clip), audio_sizes)] + [enc.flush()]
+    codes = torch.cat(pieces, dim=1)
+    assert torch.equal(codes, offline.codes)
+
+    dec = model.stream_decoder()
+    out = [dec.push(codes[:, a:b]) for a, b in _chunks(codes.shape[1], code_sizes)] + [dec.flush()]
+    wav = torch.cat(out)
+    assert wav.shape[0] == codes.shape[1] * model.hop
+    assert float((wav[: len(clip)] - offline_wav).abs().max()) < 1e-5
+
+
+def test_streams_emit_as_soon_as_frames_exist(setup, clip):
+    model, offline, _ = setup
+    hop = model.hop
+    enc, dec = model.stream_encoder(kbps=2.0), model.stream_decoder()
+    assert enc.push(clip[: hop - 1]).shape[1] == 0
+    assert enc.push(clip[hop - 1: hop]).shape[1] == 1           # the frame's last sample completes it
+    assert enc.push(clip[hop: 4 * hop + 7]).shape[1] == 3
+    first = dec.push(offline.codes[:, :1 + dec.lookahead_frames])
+    assert first.shape[0] == hop                                  # one frame, after its lookahead
+    assert enc.latency_samples + dec.latency_samples == latency_samples(model)
+
+
+def test_latency():
+    assert latency_samples(_causal("tiny")) == 320                 # one 20 ms frame
+    assert latency_samples(_causal("spectral")) == 320 + 2 * 320   # + iSTFT overlap of 2 frames
+
+
+def test_unsupported_models_are_refused():
+    cfg = get_config("tiny")
+    with pytest.raises(ModelError, match="causal"):
+        Codec(cfg).stream_encoder()
+    with pytest.raises(ModelError, match="LSTM"):
+        _causal("tiny", lstm=True).stream_decoder()
+    with pytest.raises(ModelError, match="'none' only"):
+        _causal("tiny", amplitude="rms").stream_encoder()
