@@ -2,10 +2,11 @@
 """Who owns loudness? Train one model per amplitude strategy on the same data for the same CPU
 budget, then measure how each keeps level across inputs from -45 to -1 dBFS peak.
 
-    python benchmarks/amplitude.py --data_dir DATA --val_speakers A,B,C --minutes 6 --out docs/amplitude.md
+    python benchmarks/amplitude.py --data_dir DATA --val_speakers A,B,C --steps 600 --out docs/amplitude.md
 
-Each strategy trains `--preset` (default small) for `--minutes` of wall time on `--threads`
-threads (same seed, same crops). Held-out clips (the validation speakers) are re-leveled to each
+Each strategy trains `--preset` (default small) for the same number of optimizer steps on
+`--threads` threads (same seed, same crops: equal compute; the CPU seconds each used are
+measured and reported). Held-out clips (the validation speakers) are re-leveled to each
 peak level, encoded to codes and decoded through the real `encode`/`decode` path (side info
 included), and scored: RMS ratio, SI-SDR, PESQ-WB, fraction of clipped samples. Digital silence
 and a hard-clipped input are checked too. The winner is the strategy whose worst RMS ratio over
@@ -17,16 +18,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# Run as a script, this folder comes first on sys.path, where benchmarks/tokenize.py would
+# shadow the standard library's tokenize: put the repository root there instead.
+sys.path[0] = str(ROOT)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from telucodec import metrics  # noqa: E402
 from telucodec.api import load_model  # noqa: E402
@@ -36,18 +40,22 @@ LEVELS_DBFS = (-45, -35, -26, -16, -6, -1)
 STRATEGIES = ("none", "rms", "lufs")
 
 
-def train(strategy: str, args: argparse.Namespace, work: Path) -> Path:
+def train(strategy: str, args: argparse.Namespace, work: Path) -> tuple[Path, float]:
+    """Train one strategy; returns the experiment folder and the CPU seconds it used."""
     cmd = [sys.executable, str(ROOT / "train_codec.py"), "--data_dir", args.data_dir, "--checkpoint_dir", str(work),
            "--experiment_name", strategy, "--config", args.preset, "--amplitude", strategy, "--batch_size",
-           str(args.batch_size), "--num_epochs", "1000", "--steps_per_epoch", str(args.steps_per_epoch),
-           "--max_minutes", str(args.minutes), "--threads", str(args.threads), "--seed", "1", "--quiet", "--overwrite"]
+           str(args.batch_size), "--num_epochs", str(math.ceil(args.steps / args.steps_per_epoch)),
+           "--steps_per_epoch", str(args.steps_per_epoch), "--max_steps", str(args.steps),
+           "--threads", str(args.threads), "--seed", "1", "--quiet", "--overwrite"]
     if args.val_speakers:
         cmd += ["--val_speakers", args.val_speakers]
     if args.learning_rate:
         cmd += ["--learning_rate", str(args.learning_rate)]
     print("+", " ".join(cmd), flush=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return work / strategy
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return work / strategy, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def peak_normalize(wav: np.ndarray, peak_dbfs: float) -> np.ndarray:
@@ -87,11 +95,11 @@ def worst_ratio_error(result: dict) -> float:
     return max(abs(20 * math.log10(max(r["rms_ratio"], 1e-6))) for r in result["levels"].values())
 
 
-def write_markdown(results: dict, args: argparse.Namespace, command: str, winner: str, seconds: dict) -> str:
+def write_markdown(results: dict, args: argparse.Namespace, command: str, winner: str, cpu: dict) -> str:
     lines = ["# Amplitude: who owns loudness?", "",
              f"Made by: `{command}`", "",
-             f"Each strategy trained the `{args.preset}` preset for {args.minutes:g} minutes of wall time on "
-             f"{args.threads} CPU thread(s) (same data, seed and crops); scored on {args.clips} held-out clips "
+             f"Each strategy trained the `{args.preset}` preset for {args.steps} steps of batch {args.batch_size} x 1 s on "
+             f"{args.threads} CPU thread(s) (same data, seed and crops; CPU minutes per strategy below); scored on {args.clips} held-out clips "
              f"(speakers {args.val_speakers or 'from the hash split'}) re-leveled to each peak level, through the real "
              "encode -> bitstream codes -> decode path at full bitrate.", "",
              "| strategy | peak dBFS | RMS ratio (mean, min-max) | SI-SDR dB | PESQ-WB | clipped % |",
@@ -100,10 +108,10 @@ def write_markdown(results: dict, args: argparse.Namespace, command: str, winner
         for level, r in res["levels"].items():
             lines.append(f"| {s} | {level} | {r['rms_ratio']:.3f} ({r['rms_ratio_min']:.2f}-{r['rms_ratio_max']:.2f}) | "
                          f"{r['si_sdr_db']:.2f} | {r['pesq_wb']:.2f} | {100 * r['clipped']:.3f} |")
-    lines += ["", "| strategy | training steps | digital silence: output peak | finite | clipped input: RMS ratio | "
+    lines += ["", "| strategy | training CPU min | digital silence: output peak | finite | clipped input: RMS ratio | "
               "output clipped % | worst level error dB |", "|---|---|---|---|---|---|---|"]
     for s, res in results.items():
-        lines.append(f"| {s} | {seconds[s]} | {res['silence_peak']:.2e} | {res['silence_finite']} | "
+        lines.append(f"| {s} | {cpu[s] / 60:.1f} | {res['silence_peak']:.2e} | {res['silence_finite']} | "
                      f"{res['clipped_input_rms_ratio']:.3f} | {100 * res['clipped_input_clipped']:.2f} | "
                      f"{worst_ratio_error(res):.2f} |")
     lines += ["", f"**Decision: `{winner}`** — the smallest worst-case level error across -45..-1 dBFS "
@@ -116,7 +124,7 @@ def main() -> None:
     p.add_argument("--data_dir", required=True)
     p.add_argument("--val_speakers", default=None)
     p.add_argument("--preset", default="small")
-    p.add_argument("--minutes", type=float, default=6.0)
+    p.add_argument("--steps", type=int, default=600)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--steps_per_epoch", type=int, default=100)
@@ -132,18 +140,17 @@ def main() -> None:
     data = load_dataset(args.data_dir, 16000, 0.1, tuple(args.val_speakers.split(",")) if args.val_speakers else (),
                         log=lambda m: None)
     clips = [c.wav[: 16000 * 6] for c in data.val[: args.clips]]
-    results, steps = {}, {}
+    results, cpu = {}, {}
     for strategy in args.strategies.split(","):
         t = time.monotonic()
-        exp = train(strategy, args, work)
-        model = load_model(exp)
-        steps[strategy] = json.loads((exp / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+        exp, cpu[strategy] = train(strategy, args, work)
+        model = load_model(exp / "checkpoints" / "last.pt")
         results[strategy] = score_strategy(model, clips)
         print(f"{strategy}: trained+scored in {time.monotonic() - t:.0f} s; worst level error "
               f"{worst_ratio_error(results[strategy]):.2f} dB", flush=True)
     winner = min(results, key=lambda s: (round(worst_ratio_error(results[s]), 1),
                                          -np.mean([r["pesq_wb"] for r in results[s]["levels"].values()])))
-    text = write_markdown(results, args, command, winner, steps)
+    text = write_markdown(results, args, command, winner, cpu)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     (Path(args.out).with_suffix(".json")).write_text(json.dumps({"results": results, "winner": winner}, indent=2))
