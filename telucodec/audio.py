@@ -34,13 +34,29 @@ def _read_with_ffmpeg(path: Path, sample_rate: int) -> np.ndarray:
     return np.frombuffer(proc.stdout, dtype=np.float32).copy()
 
 
+def _check_readable(path: Path) -> None:
+    """Refuse, with the reason, what is not a non-empty regular file we may read (before any
+    decoder sees it: a FIFO or a device would block or never end)."""
+    if not path.exists():
+        loop = path.is_symlink()
+        raise AudioError(f"{path}: {'broken symlink or symlink loop' if loop else 'no such file'}")
+    if not path.is_file():
+        raise AudioError(f"{path}: not a regular file")
+    try:
+        with path.open("rb") as f:
+            first = f.read(1)
+    except PermissionError as exc:
+        raise AudioError(f"{path}: permission denied") from exc
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot read ({exc.strerror})") from exc
+    if not first:
+        raise AudioError(f"{path}: empty file (0 bytes)")
+
+
 def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     """Read `path` as float32 mono at `sample_rate`, clipped to [-1, 1]. Raises AudioError."""
     path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: no such file")
-    if not path.is_file():
-        raise AudioError(f"{path}: not a regular file")
+    _check_readable(path)
     try:
         info = sf.info(str(path))
     except PermissionError as exc:
@@ -51,7 +67,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
         if path.suffix.lower() in (".mp3", ".ogg", ".opus", ".m4a"):
             wav = _read_with_ffmpeg(path, sample_rate)
             return _finish(path, wav)
-        raise AudioError(f"{path}: not a readable audio file")
+        raise AudioError(f"{path}: not a readable audio file (format not recognised or header corrupt)")
     if not MIN_INPUT_SAMPLE_RATE <= info.samplerate <= MAX_INPUT_SAMPLE_RATE:
         raise AudioError(f"{path}: sample rate {info.samplerate} Hz outside the accepted "
                          f"{MIN_INPUT_SAMPLE_RATE}-{MAX_INPUT_SAMPLE_RATE} Hz")

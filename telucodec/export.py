@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -92,9 +94,18 @@ def plain_copy(model: Codec) -> Codec:
 def _export(graph: nn.Module, example: torch.Tensor, input_name: str, output_name: str,
             dims: dict[int, Any], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.onnx.export(graph.eval(), (example,), str(tmp), dynamo=True, opset_version=OPSET, external_data=False,
-                      input_names=[input_name], output_names=[output_name],
-                      dynamic_shapes={input_name: dims}, verbose=False)
+    onnx_log = logging.getLogger("torch.onnx")  # "torchvision is not installed" notes, etc.
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():  # deprecation chatter from torch.export internals
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(graph.eval(), (example,), str(tmp), dynamo=True, opset_version=OPSET,
+                              external_data=False, input_names=[input_name], output_names=[output_name],
+                              dynamic_shapes={input_name: dims}, verbose=False)
+    finally:
+        onnx_log.setLevel(level)
     os.replace(tmp, path)
 
 

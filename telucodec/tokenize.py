@@ -238,10 +238,12 @@ def npy_header(n_q: int, frames: int) -> bytes:
 class ShardWriter:
     """Streams utterance codes into `.NAME.tmp`; `commit` makes it `NAME` and indexes it."""
 
-    def __init__(self, out: Path, prefix: str, n_q: int, max_bytes: int, max_seconds: float):
+    def __init__(self, out: Path, prefix: str, n_q: int, max_bytes: int, max_seconds: float, used: set[str]):
         self.out, self.prefix, self.n_q = out, prefix, n_q
         self.max_bytes, self.max_seconds = max_bytes, max_seconds
-        existing = [int(p.stem.rsplit("-", 1)[1]) for p in out.glob(f"{prefix}-*.npy")]
+        # never reuse a name: stale index lines may still name a shard the user deleted
+        names = used | {p.name for p in out.glob(f"{prefix}-*.npy")}
+        existing = [int(Path(n).stem.rsplit("-", 1)[1]) for n in names if n.startswith(f"{prefix}-")]
         self.seq = max(existing, default=-1) + 1
         self._file: Any = None
         self.committed = 0
@@ -291,14 +293,16 @@ class ShardWriter:
         self.seq += 1
 
 
-def _clean_leftovers(out: Path, prefix: str) -> None:
-    """Remove this shard prefix's temporary files and shard files no index line points to."""
+def _clean_leftovers(out: Path, prefix: str) -> set[str]:
+    """Remove this shard prefix's temporary files and shard files no index line points to;
+    returns the shard names the index mentions."""
     for tmp in out.glob(f".{prefix}-*.npy.tmp"):
         tmp.unlink(missing_ok=True)
     indexed = {entry["shard"] for _, entry in T.iter_index(out)}
     for shard in out.glob(f"{prefix}-*.npy"):
         if shard.name not in indexed:
             shard.unlink()
+    return indexed
 
 
 def _meta(model: Codec, n_q: int, kbps: float | None) -> dict[str, Any]:
@@ -367,7 +371,7 @@ def tokenize_dataset(data_dir: str | Path, out: str | Path, model: Codec, kbps: 
     out.mkdir(parents=True, exist_ok=True)
     _check_meta(out, _meta(model, n_q, kbps))
     prefix = f"codes-{index:05d}-of-{count:05d}"
-    _clean_leftovers(out, prefix)
+    indexed_shards = _clean_leftovers(out, prefix)
     jobs, duplicates = _select(data_dir, shard)
     indexed, skipped_before = set(T.live_entries(out)), _skipped_paths(out)
     todo = [j for j in jobs if j.id not in indexed and j.path not in skipped_before]
@@ -375,7 +379,7 @@ def tokenize_dataset(data_dir: str | Path, out: str | Path, model: Codec, kbps: 
     if duplicates:
         _append_skipped(out, duplicates)
 
-    writer = ShardWriter(out, prefix, n_q, shard_bytes, shard_seconds)
+    writer = ShardWriter(out, prefix, n_q, shard_bytes, shard_seconds, indexed_shards)
     skipped, audio_seconds, last_log = len(duplicates), 0.0, time.monotonic()
     try:
         for i, r in enumerate(_results(todo, model, kbps, workers)):

@@ -152,6 +152,20 @@ class Codec(nn.Module):
                      sample_rate=self.sample_rate, frame_rate=self.frame_rate,
                      codebook_bits=self.codebook_bits, side_kind=self.amplitude.kind, side=side_ints)
 
+    def _check_code_format(self, codes: Codes) -> None:
+        """Refuse codes this model cannot have made (a forged or damaged file with a valid CRC):
+        other rates or code width, values outside the codebooks, missing amplitude side info."""
+        for name, have, want in (("sample rate", codes.sample_rate, self.sample_rate),
+                                 ("frame rate", codes.frame_rate, self.frame_rate),
+                                 ("codebook bits", codes.codebook_bits, self.codebook_bits)):
+            if have != want:
+                raise ModelError(f"codes have {name} {have}, the model uses {want}")
+        size = self.config.quantizer.codebook_size
+        if codes.codes.numel() and (int(codes.codes.min()) < 0 or int(codes.codes.max()) >= size):
+            raise ModelError(f"code values must be in 0..{size - 1}, got {int(codes.codes.min())}..{int(codes.codes.max())}")
+        if self.amplitude.kind != "none" and not codes.side:
+            raise ModelError(f"codes carry no '{self.amplitude.kind}' amplitude side info")
+
     @torch.no_grad()
     def decode(self, codes: Codes, check_model: bool = True) -> torch.Tensor:
         """Codes -> wav [num_samples] float32 at `self.sample_rate`, unbounded (clip when writing)."""
@@ -161,6 +175,7 @@ class Codec(nn.Module):
             raise ModelError(f"codes carry '{codes.side_kind}' amplitude side info, the model uses '{self.amplitude.kind}'")
         if codes.n_q > self.max_n_q or codes.n_q < 1:
             raise ModelError(f"codes have n_q={codes.n_q}, the model supports 1..{self.max_n_q}")
+        self._check_code_format(codes)
         if codes.num_frames * self.hop < codes.num_samples:
             raise ModelError(f"{codes.num_frames} frames of codes cannot make {codes.num_samples} samples")
         device = next(self.parameters()).device

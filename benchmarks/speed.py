@@ -1,0 +1,213 @@
+"""Speed: encode and decode real-time factors of every preset (random weights) on real speech, on
+1 and 2 threads, side by side with Opus (opus-tools, 1 thread) and SNAC 24 kHz (random weights)
+as anchors, and optionally a trained model folder and its ONNX export.
+
+    nice -n 10 .venv/bin/python benchmarks/speed.py
+    .venv/bin/python benchmarks/speed.py --presets tiny,spectral --seconds 30 --threads 1,2 \
+        --model runs/x/model --onnx runs/x/onnx
+
+RTF = compute seconds per second of audio (lower is faster; 0.01 = 100x faster than real time),
+the best of `--repeats` runs after one warm-up. "x Opus" = RTF / Opus RTF at 1 thread. Opus is
+timed as two subprocesses (opusenc, opusdec), so its numbers include process start-up (a few ms).
+Weights do not change speed, so random-weight presets time the architectures we train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "te_cv"
+SR = 16000
+
+# hubertsiuzdak/snac_24khz's config.json (0.98 kbps, 19.8 M parameters); built here with random
+# weights, so nothing is downloaded.
+SNAC_24KHZ = dict(sampling_rate=24000, encoder_dim=48, encoder_rates=[2, 4, 8, 8], decoder_dim=1024,
+                  decoder_rates=[8, 8, 4, 2], attn_window_size=None, codebook_size=4096, codebook_dim=8,
+                  vq_strides=[4, 2, 1], noise=True, depthwise=True)
+
+
+@dataclass
+class Row:
+    system: str
+    threads: int
+    encode_rtf: float | None
+    decode_rtf: float | None
+    note: str = ""
+
+
+def example_speech(seconds: float) -> np.ndarray:
+    """The example clips concatenated (float32 mono 16 kHz), cut (or repeated) to `seconds`."""
+    from telucodec.audio import load_audio
+
+    wav = np.concatenate([load_audio(p, SR) for p in sorted(EXAMPLES.rglob("*.flac"))])
+    n = int(seconds * SR)
+    return np.tile(wav, -(-n // wav.size))[:n]
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def time_codec(name: str, model, wav: np.ndarray, kbps: float, threads: int, repeats: int) -> Row:
+    seconds = wav.size / SR
+    codes = model.encode(wav, SR, kbps)
+    enc = best_time(lambda: model.encode(wav, SR, kbps), repeats)
+    dec = best_time(lambda: model.decode(codes), repeats)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    return Row(name, threads, enc / seconds, dec / seconds, f"{params:.1f} M params, n_q {codes.n_q} = {codes.kbps_nominal:g} kbps")
+
+
+def time_snac(wav: np.ndarray, threads: int, repeats: int) -> Row:
+    import snac
+    import soxr
+
+    torch.manual_seed(0)
+    model = snac.SNAC(**SNAC_24KHZ).eval()
+    x = torch.from_numpy(soxr.resample(wav, SR, 24000).astype(np.float32)).view(1, 1, -1)  # not timed
+    with torch.inference_mode():
+        codes = model.encode(x)
+        enc = best_time(lambda: model.encode(x), repeats)
+        dec = best_time(lambda: model.decode(codes), repeats)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    seconds = wav.size / SR
+    return Row("snac-24khz (random)", threads, enc / seconds, dec / seconds, f"{params:.1f} M params, 0.98 kbps")
+
+
+def time_onnx(directory: Path, wav: np.ndarray, kbps: float, threads: int, repeats: int) -> Row:
+    import onnxruntime as ort
+
+    from telucodec.onnx_runtime import OnnxCodec
+
+    codec = OnnxCodec(directory)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    for part in ("encoder", "decoder"):
+        path = str(codec.directory / codec.config[part]["file"])
+        setattr(codec, part, ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]))
+    frame_kbps = codec.config["codebook_bits"] * codec.config["frame_rate"] / 1000
+    n_q = max(1, min(codec.n_q, int(kbps / frame_kbps + 1e-9)))
+    clip = codec.encode(wav, n_q)
+    enc = best_time(lambda: codec.encode(wav, n_q), repeats)
+    dec = best_time(lambda: codec.decode(clip.codes, clip.side, clip.num_samples), repeats)
+    seconds = wav.size / SR
+    return Row(f"onnx {directory.name}", threads, enc / seconds, dec / seconds, f"onnxruntime, n_q {n_q}")
+
+
+def time_opus(wav: np.ndarray, kbps: float, repeats: int) -> Row:
+    with tempfile.TemporaryDirectory() as tmp:
+        src, enc_path, dec_path = Path(tmp) / "in.wav", Path(tmp) / "x.opus", Path(tmp) / "out.wav"
+        sf.write(str(src), wav, SR, subtype="PCM_16")
+        encode = ["opusenc", "--quiet", "--bitrate", f"{kbps:g}", "--framesize", "20", str(src), str(enc_path)]
+        decode = ["opusdec", "--quiet", "--float", "--rate", str(SR), str(enc_path), str(dec_path)]
+        enc = best_time(lambda: subprocess.run(encode, check=True), repeats)
+        dec = best_time(lambda: subprocess.run(decode, check=True), repeats)
+        actual = enc_path.stat().st_size * 8 / (wav.size / SR) / 1000
+    seconds = wav.size / SR
+    return Row("opus (opus-tools)", 1, enc / seconds, dec / seconds, f"{kbps:g} kbps nominal, {actual:.2f} actual")
+
+
+def snac_status() -> str | None:
+    """None when SNAC can run here, else why not (we never install it from here)."""
+    if importlib.util.find_spec("snac") is None:
+        return ("snac is not installed; `pip install --dry-run snac` shows whether it would keep this torch "
+                f"({torch.__version__}); install it only if so")
+    return None
+
+
+def print_table(rows: list[Row], opus: Row | None, seconds: float) -> None:
+    def fmt(v: float | None, width: int, spec: str) -> str:
+        return f"{'-':>{width}}" if v is None else f"{v:{width}{spec}}"
+
+    print(f"\nreal speech, {seconds:.1f} s (examples/te_cv); RTF = compute s / audio s, lower is faster")
+    print(f"{'system':26s} {'thr':>3s} {'enc RTF':>9s} {'dec RTF':>9s} {'enc xOpus':>10s} {'dec xOpus':>10s}  note")
+    for r in rows:
+        enc_ratio = r.encode_rtf / opus.encode_rtf if opus and r.encode_rtf else None
+        dec_ratio = r.decode_rtf / opus.decode_rtf if opus and r.decode_rtf else None
+        print(f"{r.system:26s} {r.threads:3d} {fmt(r.encode_rtf, 9, '.4f')} {fmt(r.decode_rtf, 9, '.4f')} "
+              f"{fmt(enc_ratio, 10, '.1f')} {fmt(dec_ratio, 10, '.1f')}  {r.note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default="tiny,small,base,spectral")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--kbps", type=float, default=6.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", default=None, help="also time this model folder or checkpoint")
+    parser.add_argument("--onnx", default=None, help="also time this `telucodec export-onnx` folder with onnxruntime")
+    parser.add_argument("--no-snac", action="store_true", help="skip the SNAC anchor")
+    args = parser.parse_args(argv)
+
+    from telucodec.api import load_model
+    from telucodec.config import get_config
+    from telucodec.model.codec import Codec
+
+    wav = example_speech(args.seconds)
+    threads = [int(t) for t in args.threads.split(",") if t]
+    models = []
+    for preset in [p for p in args.presets.split(",") if p]:
+        torch.manual_seed(0)
+        models.append((f"{preset} (random)", Codec(get_config(preset)).eval()))
+    if args.model:
+        models.append(("/".join(Path(args.model).resolve().parts[-2:]), load_model(args.model)))
+
+    skipped = []
+    opus = None
+    if shutil.which("opusenc") and shutil.which("opusdec"):
+        opus = time_opus(wav, args.kbps, args.repeats)
+    else:
+        skipped.append("opus: opusenc/opusdec not installed (apt-get install opus-tools)")
+    snac_why = "--no-snac" if args.no_snac else snac_status()
+    if snac_why:
+        skipped.append(f"snac: {snac_why}")
+    onnx_why = None
+    if args.onnx:
+        if importlib.util.find_spec("telucodec.onnx_runtime") is None or importlib.util.find_spec("onnxruntime") is None:
+            onnx_why = "telucodec.onnx_runtime or onnxruntime is not available"
+        elif not (Path(args.onnx) / "config.json").is_file():
+            onnx_why = f"{args.onnx} is not an export folder (no config.json)"
+        if onnx_why:
+            skipped.append(f"onnx: {onnx_why}")
+
+    rows = [opus] if opus else []
+    for n in threads:
+        torch.set_num_threads(n)
+        for name, model in models:
+            rows.append(time_codec(name, model, wav, args.kbps, n, args.repeats))
+            print(f"  timed {name} on {n} thread(s)", file=sys.stderr)
+        if not snac_why:
+            rows.append(time_snac(wav, n, args.repeats))
+        if args.onnx and not onnx_why:
+            rows.append(time_onnx(Path(args.onnx), wav, args.kbps, n, args.repeats))
+
+    print_table(rows, opus, wav.size / SR)
+    print(f"torch {torch.__version__}; this machine has {os.cpu_count()} CPU core(s)")
+    for line in skipped:
+        print(f"skipped {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
