@@ -2,8 +2,8 @@
 1 and 2 threads, side by side with Opus (opus-tools, 1 thread) and SNAC 24 kHz (random weights)
 as anchors, and optionally a trained model folder and its ONNX export.
 
-    nice -n 10 .venv/bin/python benchmarks/speed.py
-    .venv/bin/python benchmarks/speed.py --presets tiny,spectral --seconds 30 --threads 1,2 \
+    nice -n 10 .venv/bin/python -m benchmarks.speed
+    .venv/bin/python -m benchmarks.speed --presets tiny,spectral --seconds 30 --threads 1,2 \
         --model runs/x/model --onnx runs/x/onnx
 
 RTF = compute seconds per second of audio (lower is faster; 0.01 = 100x faster than real time),

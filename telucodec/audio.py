@@ -3,8 +3,12 @@ to float32 mono at the codec's rate in [-1, 1]; and back to 16-bit WAV with a cl
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +26,8 @@ MAX_INPUT_SECONDS = 4 * 3600  # refuse longer inputs by default (resource limit)
 def _read_with_ffmpeg(path: Path, sample_rate: int) -> np.ndarray:
     if shutil.which("ffmpeg") is None:
         raise AudioError(f"{path}: soundfile cannot read it and ffmpeg is not installed")
-    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-f", "f32le", "-ac", "1",
-           "-ar", str(sample_rate), "-"]
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-t", str(MAX_INPUT_SECONDS + 1),
+           "-f", "f32le", "-ac", "1", "-ar", str(sample_rate), "-"]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=600)
     except subprocess.TimeoutExpired as exc:
@@ -31,7 +35,28 @@ def _read_with_ffmpeg(path: Path, sample_rate: int) -> np.ndarray:
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()
         raise AudioError(f"{path}: not decodable audio ({msg[-1] if msg else 'ffmpeg failed'})")
-    return np.frombuffer(proc.stdout, dtype=np.float32).copy()
+    wav = np.frombuffer(proc.stdout, dtype=np.float32).copy()
+    if wav.size > MAX_INPUT_SECONDS * sample_rate:
+        raise AudioError(f"{path}: longer than the {MAX_INPUT_SECONDS} s limit")
+    return wav
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced(active: bool) -> Iterator[None]:
+    """libsndfile decodes MP3 with libmpg123, which prints notes ("Illegal Audio-MPEG-Header",
+    "Trying to resync") straight to file descriptor 2; a CLI error must stay one line."""
+    if not active:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _check_readable(path: Path) -> None:
@@ -57,8 +82,10 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     """Read `path` as float32 mono at `sample_rate`, clipped to [-1, 1]. Raises AudioError."""
     path = Path(path)
     _check_readable(path)
+    quiet = path.suffix.lower() == ".mp3"
     try:
-        info = sf.info(str(path))
+        with _native_stderr_silenced(quiet):
+            info = sf.info(str(path))
     except PermissionError as exc:
         raise AudioError(f"{path}: permission denied") from exc
     except Exception:
@@ -75,7 +102,8 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
         raise AudioError(f"{path}: {info.frames / info.samplerate:.0f} s is longer than the "
                          f"{MAX_INPUT_SECONDS} s limit")
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with _native_stderr_silenced(quiet):
+            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except PermissionError as exc:
         raise AudioError(f"{path}: permission denied") from exc
     except Exception as exc:  # libsndfile errors are plain RuntimeError/LibsndfileError

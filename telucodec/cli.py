@@ -5,11 +5,11 @@ TelucodecError (or ValueError/OSError with a message) and printed here as one li
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
 from telucodec.errors import TelucodecError
+from telucodec.runtime import bound_kernel_cache
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -116,9 +116,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # oneDNN caches kernels per input shape; clips of many lengths would otherwise grow memory
-    # without bound. Must be set before the first convolution runs in this process.
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
+    bound_kernel_cache()
     args = build_parser().parse_args(argv)
     try:
         return int(_dispatch(args) or 0)

@@ -149,7 +149,7 @@ class CodecConfig:
     def load(cls, path: str | Path) -> CodecConfig:
         try:
             data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
             raise TelucodecError(f"{path}: not a readable JSON config ({exc})") from exc
         return cls.from_dict(data)
 

@@ -34,6 +34,7 @@ import numpy as np
 from telucodec import tokens as T
 from telucodec.data import discover
 from telucodec.errors import TelucodecError
+from telucodec.runtime import bound_kernel_cache
 
 if TYPE_CHECKING:
     from telucodec.model.codec import Codec
@@ -42,11 +43,6 @@ SHARD_BYTES = 256 * 2**20     # roll to a new shard file past this size ...
 SHARD_SECONDS = 15 * 60.0     # ... or after this much wall time (bounds the work a crash loses)
 HEADER_BYTES = 128            # fixed .npy header size, so the header can be written last
 CODES_DTYPE = np.dtype("<u2")
-# oneDNN caches one conv "primitive" (with its scratch memory) per input length; a dataset of
-# clips of many lengths then grows RSS without bound (~1.3 GB after 200 lengths with the
-# spectral preset). 64 entries keep it flat at no measurable speed cost. Read by oneDNN on
-# first use, so this takes effect only if no conv has run in the process yet.
-ONEDNN_CACHE_ENV, ONEDNN_CACHE_ENTRIES = "ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64"
 
 
 @dataclass
@@ -129,7 +125,7 @@ _worker: dict[str, Any] = {}
 
 
 def _init_worker(config: dict[str, Any], state: dict[str, np.ndarray], device: str, kbps: float | None) -> None:
-    os.environ.setdefault(ONEDNN_CACHE_ENV, ONEDNN_CACHE_ENTRIES)
+    bound_kernel_cache()
     import torch
 
     from telucodec.config import CodecConfig
@@ -362,7 +358,7 @@ def tokenize_dataset(data_dir: str | Path, out: str | Path, model: Codec, kbps: 
                      log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Tokenize this job's share of `data_dir` into `out`; returns a summary (this run + folder totals)."""
     started = time.monotonic()
-    os.environ.setdefault(ONEDNN_CACHE_ENV, ONEDNN_CACHE_ENTRIES)
+    bound_kernel_cache()
     index, count = shard
     if count < 1 or not 0 <= index < count:
         raise TelucodecError(f"shard {index}/{count}: need 0 <= I < N")

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from telucodec.data import AudioItem, CropDataset, Clip, discover, split_validation
+from telucodec.data import AudioItem, Clip, CropDataset, discover, split_validation
 from telucodec.errors import ModelError, TelucodecError
 from telucodec.train import checkpoint
 from telucodec.train.checkpoint import atomic_torch_save, load_checkpoint

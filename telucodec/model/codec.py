@@ -210,11 +210,12 @@ class Codec(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
         tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in tensors.items()}
-        tmp = directory / "model.safetensors.tmp"
-        save_file(tensors, str(tmp), metadata={"format": "telucodec", "config_version": str(self.config.version)})
-        tmp.replace(directory / "model.safetensors")
         cfg_tmp = directory / "config.json.tmp"
         cfg_tmp.write_text(self.config.to_json() + "\n")
+        tmp = directory / "model.safetensors.tmp"
+        save_file(tensors, str(tmp), metadata={"format": "telucodec", "config_version": str(self.config.version)})
+        tmp.chmod(cfg_tmp.stat().st_mode & 0o777)  # safetensors makes it 0600; umask's mode, as config.json
+        tmp.replace(directory / "model.safetensors")
         cfg_tmp.replace(directory / "config.json")
         return directory
 

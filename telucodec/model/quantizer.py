@@ -40,10 +40,23 @@ def _broadcast(t: torch.Tensor) -> None:
 
 
 def kmeans(samples: torch.Tensor, k: int, iters: int) -> torch.Tensor:
-    """Plain k-means on samples [N, D] -> centroids [k, D] (sampled with replacement if N < k)."""
+    """k-means on samples [N, D] -> centroids [k, D], seeded k-means++ style (each new seed drawn
+    with probability proportional to its squared distance from the seeds so far), so separate
+    clusters are not left sharing one centroid. With N < k, seeds repeat and are jittered apart."""
     n = samples.shape[0]
-    idx = torch.randperm(n, device=samples.device)[:k] if n >= k else torch.randint(0, n, (k,), device=samples.device)
-    centroids = samples[idx].clone()
+    if n <= k:  # every sample becomes a seed; the rest repeat random samples
+        extra = torch.randint(0, n, (k - n,), device=samples.device)
+        seeds = torch.cat([torch.randperm(n, device=samples.device), extra])
+    else:
+        seeds = torch.empty(k, dtype=torch.long, device=samples.device)
+        seeds[0] = torch.randint(0, n, ())
+        dist2 = (samples - samples[seeds[0]]).pow(2).sum(1)
+        draws = torch.rand(k, device=samples.device, dtype=samples.dtype)
+        for i in range(1, k):
+            cdf = torch.cumsum(dist2, 0)
+            seeds[i] = torch.searchsorted(cdf, draws[i] * cdf[-1]).clamp(max=n - 1)
+            dist2 = torch.minimum(dist2, (samples - samples[seeds[i]]).pow(2).sum(1))
+    centroids = samples[seeds].clone()
     for _ in range(iters):
         assign = torch.cdist(samples, centroids).argmin(dim=1)
         counts = torch.bincount(assign, minlength=k).to(samples.dtype)

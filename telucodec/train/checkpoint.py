@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,17 @@ from telucodec.errors import ModelError, TelucodecError
 CHECKPOINT_FORMAT = 1
 
 
+def disk_full(exc: BaseException | None) -> bool:
+    """True when `exc` or an exception it was raised from is ENOSPC/EDQUOT. torch.save reports
+    a full disk as a RuntimeError ("unexpected pos") whose context holds the OSError."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -29,13 +41,10 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
+        if disk_full(exc):
             raise TelucodecError(f"{path}: disk full while saving the checkpoint; the previous one is intact") from exc
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -45,7 +54,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelError(f"{path}: no such checkpoint")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: refused: not a plain-tensor telucodec checkpoint ({first[:200]})") from exc

@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +35,7 @@ from telucodec.train.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_torch_save,
     checkpoint_config,
+    disk_full,
     load_checkpoint,
 )
 
@@ -127,6 +129,28 @@ def prepare_experiment(root: Path, resume: bool, overwrite: bool, rank: int) -> 
     return None
 
 
+def tidy_for_resume(root: Path, epoch: int) -> None:
+    """After a crash (kill -9, power loss): delete temp files of atomic writes that never
+    finished, and metrics.jsonl rows newer than the checkpoint (or cut short), which the resumed
+    run is about to write again."""
+    for sub in ("checkpoints", "model"):
+        for tmp in (root / sub).glob("*.tmp*") if (root / sub).is_dir() else ():
+            tmp.unlink(missing_ok=True)
+    metrics = root / "metrics.jsonl"
+    if not metrics.is_file():
+        return
+    kept = []
+    for line in metrics.read_text().splitlines():
+        try:
+            if json.loads(line)["epoch"] <= epoch:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    tmp = metrics.with_name(".metrics.jsonl.tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, metrics)
+
+
 # ---- the loop --------------------------------------------------------------------------------
 
 class Trainer:
@@ -141,6 +165,8 @@ class Trainer:
         self.resume_from = prepare_experiment(self.root, args.resume, args.overwrite, self.rank)
         self._barrier()
         self.state = load_checkpoint(self.resume_from) if self.resume_from else None
+        if self.state is not None and self.is_main:
+            tidy_for_resume(self.root, int(self.state["epoch"]))
         self.config = self._build_config()
         if self.is_main:
             for sub in ("checkpoints", "samples", "tensorboard"):
@@ -442,10 +468,20 @@ def train_from_args(args: argparse.Namespace) -> int:
         return overfit_check(args)
     trainer = Trainer(args)
     trainer.setup()
+    last = trainer.root / "checkpoints" / "last.pt"
+    previous_hook = threading.excepthook
+    threading.excepthook = lambda a: None if disk_full(a.exc_value) else previous_hook(a)
     try:
         return trainer.run()
     except TrainingHalted as exc:
-        last = trainer.root / "checkpoints" / "last.pt"
         where = f"; last good checkpoint: {last}" if last.exists() else "; no checkpoint was written yet"
         print(f"telucodec train: stopped: {exc}{where}", file=sys.stderr)
         return 3
+    except OSError as exc:
+        if not disk_full(exc):
+            raise
+        # e.g. TensorBoard's writer thread (its own report is silenced above: this line says it)
+        where = f"; last checkpoint intact: {last}" if last.exists() else ""
+        raise TelucodecError(f"{trainer.root}: disk full while writing logs ({exc.strerror}){where}") from exc
+    finally:
+        threading.excepthook = previous_hook
