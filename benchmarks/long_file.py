@@ -1,8 +1,8 @@
 """Long files: encode and decode a synthesized 1-hour file through the `telucodec` CLI and report
 wall time, real-time factor and peak memory (RSS) of each subprocess.
 
-    nice -n 10 .venv/bin/python -m benchmarks.long_file                 # random-weight `spectral` model
-    nice -n 10 .venv/bin/python -m benchmarks.long_file --model runs/x/model --minutes 60 --kbps 6
+    nice -n 10 .venv/bin/python benchmarks/long_file.py                 # random-weight `spectral` model
+    nice -n 10 .venv/bin/python benchmarks/long_file.py --model runs/x/model --minutes 60 --kbps 6
 
 The audio is the real example clips in examples/te_cv, repeated until the file is long enough.
 Target: peak RSS under 1.5 GB for both commands (the codec works on 20 s chunks, so memory
@@ -20,10 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-
 ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, this folder comes first on sys.path, where benchmarks/tokenize.py would
+# shadow the standard library's tokenize: put the repository root there instead.
+sys.path[0] = str(ROOT)
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+
 EXAMPLES = ROOT / "examples" / "te_cv"
 SAMPLE_RATE = 16000
 TARGET_GB = 1.5

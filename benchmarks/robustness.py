@@ -128,7 +128,7 @@ def run_all(b: Bench) -> None:
     if a.quick:
         return
     spectral = make_tiny_model(b.work / "spectral-random", "rms", seed=3, preset="spectral")
-    b.section("memory per second", lambda: faults.measure_memory(b.folder("memory"), spectral, b.clip, (10, 60, 180)))
+    b.section("memory per second", lambda: faults.measure_memory(b.folder("memory"), spectral, b.clip, (10, 60, 180, 600)))
     pair = b.folder("eval_data")
     for clip in b.clips[:2]:
         shutil.copy(clip, pair / clip.name)

@@ -305,6 +305,7 @@ import torch; torch.set_num_threads(1)
 from telucodec.api import load_model
 from telucodec.audio import load_audio, write_wav
 from telucodec.bitstream import read_bitstream, write_bitstream
+mode, model_dir, src, dst = sys.argv[2:6]
 page = __import__("os").sysconf("SC_PAGE_SIZE")
 peak = [0]
 def rss():
@@ -314,46 +315,61 @@ def sample():
     while True:
         peak[0] = max(peak[0], rss()); time.sleep(0.002)
 threading.Thread(target=sample, daemon=True).start()
-model = load_model(sys.argv[2])
-model.encode(load_audio(sys.argv[3])[:16000])  # warm-up: first-call allocations are not per-second costs
+model = load_model(model_dir)
+def encode(path, out):
+    with open(out, "wb") as f:
+        f.write(write_bitstream(model.encode(load_audio(path), 16000)))
+def decode(path, out):
+    with open(path, "rb") as f:
+        write_wav(out, model.decode(read_bitstream(f.read(), model.model_id)).numpy())
+op = encode if mode == "encode" else decode
+op(sys.argv[6], sys.argv[7])  # warm-up on 1 s: first-call allocations are not a cost of length
 gc.collect(); time.sleep(0.05); base = rss(); peak[0] = base
-data = write_bitstream(model.encode(load_audio(sys.argv[3]), 16000))
-enc = peak[0] - base
-del data; gc.collect(); time.sleep(0.05)
-data = write_bitstream(model.encode(load_audio(sys.argv[3]), 16000))
-gc.collect(); time.sleep(0.05); base2 = rss(); peak[0] = base2
-write_wav(sys.argv[4], model.decode(read_bitstream(data, model.model_id)).numpy())
-dec = peak[0] - base2
-print(base / 2**20, enc / 2**20, dec / 2**20)
+op(src, dst)
+time.sleep(0.01)
+print(base / 2**20, (peak[0] - base) / 2**20)
 """
 
 
+def _memory_run(mode: str, model: Path, src: Path, dst: Path, warm: tuple[Path, Path]) -> tuple[float, float]:
+    proc = subprocess.run([PYTHON, "-c", MEMORY_CHILD, str(ROOT), mode, str(model), str(src), str(dst),
+                           str(warm[0]), str(warm[1])], capture_output=True, text=True, timeout=600, env=child_env())
+    if proc.returncode != 0:
+        raise TelucodecError(first_line(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"))
+    base, extra = proc.stdout.split()
+    return float(base), float(extra)
+
+
 def measure_memory(work: Path, model: Path, clip: Path, seconds: tuple[int, ...]) -> list[Row]:
-    """Peak RSS above the loaded-model baseline while encoding (file -> .tcd) and decoding
-    (.tcd -> file), each length in a fresh process."""
+    """Peak RSS above the loaded (and warmed-up) model while encoding (file -> .tcd) or decoding
+    (.tcd -> file) inputs of each length, each run in a fresh process."""
     import numpy as np
     import soundfile as sf
 
     from telucodec.audio import load_audio
 
     x = load_audio(clip, 16000)
-    results = {}
-    for s in seconds:
-        wav = work / f"input_{s}s.wav"
-        sf.write(wav, np.resize(x, s * 16000), 16000)
-        proc = subprocess.run([PYTHON, "-c", MEMORY_CHILD, str(ROOT), str(model), str(wav), str(work / "out.wav")],
-                              capture_output=True, text=True, timeout=600, env=child_env())
-        if proc.returncode != 0:
-            return [Row("resource limits", "memory per second of audio", 1, 1, first_line(proc.stderr[-300:]))]
-        results[s] = [float(v) for v in proc.stdout.split()]
+    sf.write(work / "warm.wav", x[:16000], 16000)
+    warm = {"encode": (work / "warm.wav", work / "warm.tcd"), "decode": (work / "warm.tcd", work / "warm_out.wav")}
+    results: dict[str, dict[int, tuple[float, float]]] = {"encode": {}, "decode": {}}
+    try:
+        _memory_run("encode", model, work / "warm.wav", work / "warm.tcd", warm["encode"])
+        for s in seconds:
+            wav, tcd = work / f"input_{s}s.wav", work / f"input_{s}s.tcd"
+            sf.write(wav, np.resize(x, s * 16000), 16000)
+            results["encode"][s] = _memory_run("encode", model, wav, tcd, warm["encode"])
+            results["decode"][s] = _memory_run("decode", model, tcd, work / "out.wav", warm["decode"])
+    except (TelucodecError, subprocess.TimeoutExpired) as exc:
+        return [Row("resource limits", "memory per second of audio", 1, 1, str(exc)[:300])]
     lo, hi = sorted(seconds)[-2:]  # both beyond one 24 s window: the per-second cost of length
     rows = []
-    for phase, k in (("encode (file -> .tcd)", 1), ("decode (.tcd -> file)", 2)):
-        per_s = (results[hi][k] - results[lo][k]) / (hi - lo)
-        text = "; ".join(f"{s} s: +{results[s][k]:.1f} MB" for s in seconds)
-        rows.append(Row("resource limits", f"peak RSS above the loaded model, {phase}", len(seconds), 0,
-                        f"{text} (model loaded: {results[lo][0]:.0f} MB) -> {per_s:.2f} MB per extra second "
-                        f"of audio from {lo} to {hi} s"))
+    for phase, label in (("encode", "encode (file -> .tcd)"), ("decode", "decode (.tcd -> file)")):
+        r = results[phase]
+        per_s = (r[hi][1] - r[lo][1]) / (hi - lo)
+        text = "; ".join(f"{s} s: +{r[s][1]:.1f} MB" for s in seconds)
+        rows.append(Row("resource limits", f"peak RSS above the loaded model, {label}", len(seconds), 0,
+                        f"{text} (model loaded and warmed up: {r[lo][0]:.0f} MB) -> {per_s:.2f} MB per extra "
+                        f"second of audio from {lo} to {hi} s"))
     return rows
 
 

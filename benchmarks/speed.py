@@ -2,8 +2,8 @@
 1 and 2 threads, side by side with Opus (opus-tools, 1 thread) and SNAC 24 kHz (random weights)
 as anchors, and optionally a trained model folder and its ONNX export.
 
-    nice -n 10 .venv/bin/python -m benchmarks.speed
-    .venv/bin/python -m benchmarks.speed --presets tiny,spectral --seconds 30 --threads 1,2 \
+    nice -n 10 .venv/bin/python benchmarks/speed.py
+    .venv/bin/python benchmarks/speed.py --presets tiny,spectral --seconds 30 --threads 1,2 \
         --model runs/x/model --onnx runs/x/onnx
 
 RTF = compute seconds per second of audio (lower is faster; 0.01 = 100x faster than real time),
@@ -14,23 +14,28 @@ Weights do not change speed, so random-weight presets time the architectures we 
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, this folder comes first on sys.path, where benchmarks/tokenize.py would
+# shadow the standard library's tokenize (dataclasses imports it): put the repository root there.
+sys.path[0] = str(ROOT)
+
+import argparse  # noqa: E402
+import importlib.util  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+import torch  # noqa: E402
+
 EXAMPLES = ROOT / "examples" / "te_cv"
 SR = 16000
 
