@@ -62,12 +62,12 @@ def _native_stderr_silenced(active: bool) -> Iterator[None]:
 def _check_readable(path: Path) -> None:
     """Refuse, with the reason, what is not a non-empty regular file we may read (before any
     decoder sees it: a FIFO or a device would block or never end)."""
-    if not path.exists():
-        loop = path.is_symlink()
-        raise AudioError(f"{path}: {'broken symlink or symlink loop' if loop else 'no such file'}")
-    if not path.is_file():
-        raise AudioError(f"{path}: not a regular file")
     try:
+        if not path.exists():
+            loop = path.is_symlink()
+            raise AudioError(f"{path}: {'broken symlink or symlink loop' if loop else 'no such file'}")
+        if not path.is_file():
+            raise AudioError(f"{path}: not a regular file")
         with path.open("rb") as f:
             first = f.read(1)
     except PermissionError as exc:

@@ -66,6 +66,7 @@ class LossConfig:
 
     mse: float = 1.0                        # the seed's waveform MSE
     rms: float = 15.0                       # the seed's 15 * MSE(RMS), per 20 ms frame
+    log_rms: float = 0.0                    # L1 of log10 frame RMS: level loss that does not vanish for quiet speech
     l1: float = 0.0                         # waveform L1 (EnCodec uses 0.1)
     mel: float = 1.0                        # multi-resolution log-mel L1
     stft: float = 1.0                       # multi-resolution spectral convergence + log magnitude

@@ -33,6 +33,16 @@ def rms_loss(x: torch.Tensor, y: torch.Tensor, frame: int = 320) -> torch.Tensor
     return F.mse_loss(frame_rms(x, frame), frame_rms(y, frame))
 
 
+def log_rms_loss(x: torch.Tensor, y: torch.Tensor, frame: int = 320, floor: float = 1e-3) -> torch.Tensor:
+    """L1 between log10 frame RMS of output and target, over frames of the target above `floor`
+    (-60 dBFS). Unlike the seed's MSE(RMS) it does not shrink with the signal level: an output at
+    half the target's level costs the same for quiet and loud speech (0.3 = 6 dB)."""
+    rx = torch.log10(frame_rms(x, frame).clamp_min(floor * 1e-2))
+    ry = torch.log10(frame_rms(y, frame).clamp_min(floor * 1e-2))
+    mask = (ry > math.log10(floor)).float()
+    return ((rx - ry).abs() * mask).sum() / mask.sum().clamp_min(1.0)
+
+
 @functools.lru_cache(maxsize=16)
 def _mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, device: str) -> torch.Tensor:
     """HTK-style triangular mel filters [n_mels, n_fft // 2 + 1]."""

@@ -164,3 +164,12 @@ def test_save_and_load_pretrained(tmp_path):
     model.save_pretrained(tmp_path / "half", dtype=torch.float16)
     half = Codec.from_pretrained(tmp_path / "half")
     assert all(p.dtype == torch.float32 for p in half.parameters())
+
+
+def test_log_rms_loss_is_level_invariant():
+    x = 0.1 * torch.randn(2, 1, 16000)
+    half_loud = float(L.log_rms_loss(0.5 * x, x))
+    half_quiet = float(L.log_rms_loss(0.005 * x, 0.01 * x))
+    assert abs(half_loud - 0.30103) < 1e-3 and abs(half_quiet - half_loud) < 1e-3
+    assert float(L.log_rms_loss(x, x)) == 0.0
+    assert float(L.log_rms_loss(x, torch.zeros_like(x))) == 0.0  # silent target frames are ignored

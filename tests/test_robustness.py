@@ -7,10 +7,12 @@ import errno
 import json
 import os
 import pickle
+import re
 import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 import zlib
@@ -19,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from telucodec import audio
@@ -78,27 +79,38 @@ def test_audio_errors_name_the_problem(tmp_path):
                 "fifo.wav": "not a regular file", "zero.wav": "not a regular file",
                 "missing.wav": "no such file"}
     for name, reason in expected.items():
-        with pytest.raises(AudioError, match=reason):
+        with pytest.raises(AudioError, match=re.escape(reason)):
             load_audio(tmp_path / name)
 
 
-def test_unreadable_file_says_permission_denied(tmp_path, example_clips):
-    path = tmp_path / "locked.wav"
-    shutil.copy(example_clips[0], path)
-    path.chmod(0)
+def test_unreadable_file_says_permission_denied(example_clips):
+    folder = Path(tempfile.mkdtemp())  # pytest's tmp_path sits in a 0700 folder nobody cannot enter
+    try:
+        folder.chmod(0o755)
+        path = folder / "locked.wav"
+        shutil.copy(example_clips[0], path)
+        path.chmod(0)
+        out = _load_as_unprivileged(path)
+        assert out.endswith("locked.wav: permission denied"), out
+        (folder / "inner").mkdir(mode=0o700)  # a folder we may not enter: refused the same way
+        assert _load_as_unprivileged(folder / "inner" / "x.wav").endswith("x.wav: permission denied")
+    finally:
+        shutil.rmtree(folder)
+
+
+def _load_as_unprivileged(path: Path) -> str:
+    """`load_audio(path)`'s error as a user who is not root (nobody, when we are root)."""
     code = f"from telucodec.audio import load_audio\ntry:\n    load_audio({str(path)!r})\nexcept Exception as e:\n    print(e)"
     cmd = [sys.executable, "-c", code]
     if os.geteuid() == 0:  # root reads anything: run as nobody, if this system lets us
+        if shutil.which("setpriv") is None:
+            pytest.skip("root without setpriv: chmod 000 cannot be tested")
         cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
-        tmp_path.chmod(0o755)
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
-    except FileNotFoundError:
-        pytest.skip("root without setpriv: chmod 000 cannot be tested")
-    if os.geteuid() == 0 and proc.returncode != 0:
-        pytest.skip(f"cannot drop root here: {proc.stderr.strip()[-200:]}")
-    assert proc.stdout.strip().endswith("locked.wav: permission denied"), proc.stdout + proc.stderr
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if proc.returncode != 0:
+        pytest.skip(f"cannot run as another user here: {proc.stderr.strip()[-200:]}")
+    return proc.stdout.strip()
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg to make MP3/AAC files")
@@ -133,8 +145,8 @@ def test_ffmpeg_path_enforces_the_duration_limit(tmp_path, example_clips, monkey
 
 # ---- decode refuses codes the model cannot have made --------------------------------------------
 
-def _forged(codes: Codes, **changes) -> Codes:
-    return replace(codes, **changes)
+def _forged(original: Codes, **changes) -> Codes:
+    return replace(original, **changes)
 
 
 def test_decode_refuses_codes_of_another_format():

@@ -78,6 +78,8 @@ def reconstruction_losses(out: CodecOutput, target: torch.Tensor, cfg: CodecConf
         terms["mse"] = L.waveform_mse(y, target)
     if lc.rms:
         terms["rms"] = L.rms_loss(y, target, lc.rms_frame)
+    if lc.log_rms:
+        terms["log_rms"] = L.log_rms_loss(y, target, lc.rms_frame)
     if lc.l1:
         terms["l1"] = L.waveform_l1(y, target)
     if lc.mel:
@@ -273,6 +275,13 @@ class Trainer:
         self.log(f"data: {len(self.data.train)} train clips ({train_seconds / 60:.1f} min), {len(self.data.val)} validation "
                  f"clips, {len(self.data.skipped)} skipped; {self.steps_per_epoch} steps/epoch x {cfg.train.num_epochs} epochs, "
                  f"batch {cfg.train.batch_size}")
+        if self.is_main:
+            summary = {"parameters": params, "kbps": kbps, "train_clips": len(self.data.train),
+                       "train_seconds": train_seconds, "val_clips": len(self.data.val),
+                       "val_speakers": sorted({c.speaker for c in self.data.val if c.speaker}),
+                       "skipped": len(self.data.skipped), "steps_per_epoch": self.steps_per_epoch,
+                       "world_size": self.world, "device": str(self.device)}
+            (self.root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         advice = monitor.learning_rate_advice(cfg.train.learning_rate, cfg.train.optimizer)
         self.start_warnings = [advice] if advice else []
         for note in ([f"WARNING: {advice}"] if advice else []) + monitor.expectation_notes(kbps):
