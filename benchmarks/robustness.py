@@ -6,6 +6,7 @@ parallel = serial. Every case states what must happen; the report counts the one
     nice -n 10 .venv/bin/python benchmarks/robustness.py --quick --out X.md  # bounded (tests/test_robustness.py)
 
 Sections (see docs/robustness.md for the table and what each row checks):
+- audio container fuzz: mutated WAV/FLAC files through load_audio (refused or read, nothing on stderr).
 - bitstream fuzz: mutated .tcd files of a real clip encoded by random-weight `tiny` models (plain
   and entropy coded, amplitude none and rms), parsed and decoded in a forked child with a time
   limit per case: rejected (BitstreamError, or ModelError when the model refuses the codes) or
@@ -114,6 +115,7 @@ def run_all(b: Bench) -> None:
     a = b.args
     none_model = b.models["tiny-none"]
     b.section("bitstream fuzz", lambda: hostile.fuzz_bitstream(b.models, b.clip, a.fuzz, a.seed))
+    b.section("audio container fuzz", lambda: hostile.fuzz_audio(b.work / "audio_fuzz", b.clip, a.fuzz // 5, a.seed))
     bad = b.folder("bad_audio")
     cases = hostile.build_bad_audio(bad, b.clip)
     b.section("bad audio: encode", lambda: hostile.encode_bad_audio(
@@ -179,9 +181,11 @@ LIMITS = """
 - Input sample rate: {min_sr}..{max_sr} Hz (`MIN_INPUT_SAMPLE_RATE`..`MAX_INPUT_SAMPLE_RATE`),
   bounds included: 384 kHz is accepted (resampled to 16 kHz), 400 kHz and 1 kHz are refused.
   Any channel count libsndfile reads is mixed down to mono.
-- Decoding an input holds the decoded file once as float32: frames × channels × 4 bytes (an hour
-  of 16 kHz mono = 230 MB), then the 16 kHz mono copy. Encoding and decoding run in windows, so
-  the model's own memory per second of audio is small (rows "peak RSS above the loaded model").
+- Reading an input holds it once as float32 at its own rate and channel count (frames × channels
+  × 4 bytes: an hour of 16 kHz mono is 230 MB, of 48 kHz stereo 1.4 GB), then the 16 kHz mono
+  copy. The model encodes and decodes in 24 s windows (20 s + 2 s context each side), so past one
+  window the memory per extra second of audio is about the 64 KB/s of the signal itself (rows
+  "peak RSS above the loaded model", random-weight `spectral` preset).
 - `.tcd` files: sample rate {tcd_sr[0]}..{tcd_sr[1]} Hz, n_q {n_q[0]}..{n_q[1]}, codebook bits
   {bits[0]}..{bits[1]}; every segment holds at most 8 codes per payload byte, so a parser never
   allocates more than a small multiple of the file's size (fuzz row "memory and time per case").
@@ -190,6 +194,8 @@ LIMITS = """
 NOTES = """
 ## How to read the rows
 
+- Audio container fuzz: each mutated file must be refused with `AudioError` or read as a float32
+  array in [-1, 1] of at most 10 s, with nothing printed on file descriptor 2, within 10 s.
 - Bitstream fuzz: "BitstreamError" = refused by the parser (CRC, sizes, ranges, model id);
   "ModelError" = a well-formed file (CRC recomputed by the fuzzer) that this model refuses with the
   reason (another amplitude side-info kind, sample rate, frame rate or code width than the model's);
@@ -209,19 +215,41 @@ NOTES = """
 
 ## Found and fixed by this benchmark
 
-- A real full disk made `torch.save` raise `RuntimeError("unexpected pos …")` (the ENOSPC
-  `OSError` only in its context), so training died with a traceback; the unit test simulated a
-  plain `OSError`. `atomic_torch_save` now recognises ENOSPC/EDQUOT anywhere in the chain.
-- A `.tcd` with a valid CRC but another code width (e.g. n_q 8 × 8 bits rewritten as 4 × 16 bits,
-  same payload size) crashed `telucodec decode` with `IndexError`; other sample/frame rates
-  were silently decoded at the model's rate. `Codec.decode` now refuses codes whose sample rate,
-  frame rate, code width, value range or amplitude side info do not fit the model.
-- Audio: a chmod-000 file said "not a readable audio file", now "permission denied"; a 0-byte
-  file now says "empty file (0 bytes)"; a symlink loop said "no such file", now "broken symlink or
-  symlink loop".
-- kill -9 left the killed process's checkpoint temp file behind; a resumed run now removes stale
-  temp files in `checkpoints/`, and drops metrics.jsonl rows of epochs after the checkpoint (a kill
-  between the metrics line and the checkpoint otherwise repeated that epoch in metrics.jsonl).
+Each of these made a row fail before the fix; `tests/test_robustness.py` pins each one.
+
+- Full disk, checkpoint: on a real full disk `torch.save` raises `RuntimeError("unexpected pos …")`
+  with the ENOSPC `OSError` only as its context, so training died with a traceback (the unit test
+  had simulated a plain `OSError`). `atomic_torch_save` now finds ENOSPC/EDQUOT anywhere in the
+  exception chain (`telucodec/train/checkpoint.py`).
+- Full disk, logs: TensorBoard's writer thread printed its own traceback, then training stopped with
+  a bare `[Errno 28] No space left on device`. Now one line naming the experiment and the intact
+  checkpoint; the thread's report of the same error is silenced (`telucodec/train/loop.py`).
+- Forged `.tcd` (valid CRC): n_q 8 × 8 bits rewritten as 4 × 16 bits (same payload size) crashed
+  `telucodec decode` with `IndexError`; another sample/frame rate was silently decoded at the
+  model's rate; an rms file without side values raised a bare `ValueError`. `Codec.decode` now
+  refuses codes whose sample rate, frame rate, code width, value range or side info do not fit the
+  model (`telucodec/model/codec.py`).
+- Audio messages (`telucodec/audio.py`): chmod 000 said "not a readable audio file" (now
+  "permission denied"); a 0-byte file now says "empty file (0 bytes)"; a symlink loop said "no
+  such file" (now "broken symlink or symlink loop"); a file in a folder we may not enter raised a
+  bare `PermissionError`, which a training run (e.g. from a manifest) did not skip.
+- libsndfile's MP3 decoder (libmpg123) prints notes ("Illegal Audio-MPEG-Header", "Trying to
+  resync", "Xing stream size off") straight to file descriptor 2: a bad `.mp3` gave 4 stderr
+  lines, a merely damaged one printed noise on success, and libsndfile tries the MP3 decoder on
+  damaged `.wav` files too (audio container fuzz). File descriptor 2 is now silenced while
+  libsndfile reads; its errors still reach us as exceptions. Files decoded by ffmpeg now obey
+  `MAX_INPUT_SECONDS` too (they were read whole, whatever their length).
+- Pickle checkpoint: torch printed a 2-line `UserWarning` about the pickle protocol before our
+  refusal; now only the refusal (`telucodec/train/checkpoint.py`).
+- A binary `config.json` gave `'utf-8' codec can't decode …` without the file name; now
+  "FILE: not a readable JSON config (…)" (`telucodec/config.py`).
+- `Codec.save_pretrained` wrote `model.safetensors` with mode 0600 (safetensors' default), so
+  another user could not load a shared model folder (found when the chmod-000 case ran as
+  nobody); it now gets the mode `config.json` gets from the umask.
+- kill -9 left the killed process's checkpoint temp file behind for good, and a kill between the
+  metrics line and the checkpoint repeated that epoch in metrics.jsonl. A resumed run now deletes
+  stale temp files in `checkpoints/` and `model/` and drops metrics rows newer than the checkpoint
+  or cut short (`tidy_for_resume` in `telucodec/train/loop.py`).
 """
 
 

@@ -42,12 +42,10 @@ def _read_with_ffmpeg(path: Path, sample_rate: int) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced(active: bool) -> Iterator[None]:
-    """libsndfile decodes MP3 with libmpg123, which prints notes ("Illegal Audio-MPEG-Header",
-    "Trying to resync") straight to file descriptor 2; a CLI error must stay one line."""
-    if not active:
-        yield
-        return
+def _native_stderr_silenced() -> Iterator[None]:
+    """libsndfile decodes MP3 with libmpg123 (and tries it on any file it cannot place, a damaged
+    .wav too), which prints notes ("Illegal Audio-MPEG-Header", "Trying to resync") straight to
+    file descriptor 2. Errors are raised to us anyway; a CLI error must stay one line."""
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
@@ -82,9 +80,8 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     """Read `path` as float32 mono at `sample_rate`, clipped to [-1, 1]. Raises AudioError."""
     path = Path(path)
     _check_readable(path)
-    quiet = path.suffix.lower() == ".mp3"
     try:
-        with _native_stderr_silenced(quiet):
+        with _native_stderr_silenced():
             info = sf.info(str(path))
     except PermissionError as exc:
         raise AudioError(f"{path}: permission denied") from exc
@@ -102,7 +99,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
         raise AudioError(f"{path}: {info.frames / info.samplerate:.0f} s is longer than the "
                          f"{MAX_INPUT_SECONDS} s limit")
     try:
-        with _native_stderr_silenced(quiet):
+        with _native_stderr_silenced():
             data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except PermissionError as exc:
         raise AudioError(f"{path}: permission denied") from exc

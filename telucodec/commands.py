@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from telucodec.api import load_model
 from telucodec.audio import load_audio, write_wav
 from telucodec.bitstream import describe, read_bitstream, write_bitstream
 from telucodec.errors import TelucodecError
+
+T = TypeVar("T")
 
 
 def _check_output(path: Path, force: bool) -> None:
@@ -24,6 +28,18 @@ def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
+
+
+def _parse_tcd(src: Path, parse: Callable[[bytes], T]) -> T:
+    """Read a .tcd file and parse it; every failure becomes one line naming the file."""
+    try:
+        data = src.read_bytes()
+    except OSError as exc:
+        raise TelucodecError(f"{src}: cannot read ({exc.strerror})") from exc
+    try:
+        return parse(data)
+    except ValueError as exc:
+        raise TelucodecError(f"{src}: {exc}") from exc
 
 
 def encode(args: argparse.Namespace) -> int:
@@ -59,15 +75,7 @@ def decode(args: argparse.Namespace) -> int:
     else:
         if not args.input:
             raise TelucodecError("give IN.tcd (or --tokens DIR --id X)")
-        src = Path(args.input)
-        try:
-            data = src.read_bytes()
-        except OSError as exc:
-            raise TelucodecError(f"{src}: cannot read ({exc.strerror})") from exc
-        try:
-            codes = read_bitstream(data, expected_model_id=model.model_id)
-        except ValueError as exc:
-            raise TelucodecError(f"{src}: {exc}") from exc
+        codes = _parse_tcd(Path(args.input), lambda data: read_bitstream(data, expected_model_id=model.model_id))
     wav = model.decode(codes).numpy()
     tmp = dst.with_name(f".{dst.stem}.tmp.wav")
     try:
@@ -81,15 +89,7 @@ def decode(args: argparse.Namespace) -> int:
 
 
 def info(args: argparse.Namespace) -> int:
-    src = Path(args.input)
-    try:
-        data = src.read_bytes()
-    except OSError as exc:
-        raise TelucodecError(f"{src}: cannot read ({exc.strerror})") from exc
-    try:
-        d = describe(data)
-    except ValueError as exc:
-        raise TelucodecError(f"{src}: {exc}") from exc
+    d = _parse_tcd(Path(args.input), describe)
     if args.json:
         print(json.dumps(d, indent=2))
     else:

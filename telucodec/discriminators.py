@@ -12,6 +12,17 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
 
+def _conv_stack(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Leaky-ReLU conv layers then a 1-channel output conv -> (flattened logits, every feature map)."""
+    feats = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), 0.1)
+        feats.append(x)
+    x = post(x)
+    feats.append(x)
+    return x.flatten(1), feats
+
+
 class PeriodDiscriminator(nn.Module):
     def __init__(self, period: int, channels: int = 16):
         super().__init__()
@@ -27,13 +38,7 @@ class PeriodDiscriminator(nn.Module):
         b, c, t = wav.shape
         x = F.pad(wav, (0, (-t) % self.period), mode="reflect" if t > self.period else "constant")
         x = x.view(b, c, -1, self.period)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _conv_stack(self.convs, self.post, x)
 
 
 class STFTDiscriminator(nn.Module):
@@ -53,13 +58,7 @@ class STFTDiscriminator(nn.Module):
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         spec = torch.stft(wav.squeeze(1), self.n_fft, self.n_fft // 4, window=self.window, return_complex=True)
         x = torch.stack([spec.real, spec.imag], dim=1).transpose(2, 3)  # [B, 2, frames, bins]
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _conv_stack(self.convs, self.post, x)
 
 
 class Discriminators(nn.Module):
