@@ -184,8 +184,9 @@ LIMITS = """
 - Reading an input holds it once as float32 at its own rate and channel count (frames × channels
   × 4 bytes: an hour of 16 kHz mono is 230 MB, of 48 kHz stereo 1.4 GB), then the 16 kHz mono
   copy. The model encodes and decodes in 24 s windows (20 s + 2 s context each side), so past one
-  window the memory per extra second of audio is about the 64 KB/s of the signal itself (rows
-  "peak RSS above the loaded model", random-weight `spectral` preset).
+  window the memory grows only by a few float32 copies of the 16 kHz signal (64 KB/s each):
+  0.03-0.2 MB per extra second of audio across runs (rows "peak RSS above the loaded model",
+  random-weight `spectral` preset; allocator noise makes single numbers jitter by tens of MB).
 - `.tcd` files: sample rate {tcd_sr[0]}..{tcd_sr[1]} Hz, n_q {n_q[0]}..{n_q[1]}, codebook bits
   {bits[0]}..{bits[1]}; every segment holds at most 8 codes per payload byte, so a parser never
   allocates more than a small multiple of the file's size (fuzz row "memory and time per case").
