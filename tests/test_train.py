@@ -48,6 +48,11 @@ def test_two_epochs_loss_falls_and_metrics_complete(trained_tiny):
     assert list((trained_tiny / "tensorboard").iterdir())
     assert list((trained_tiny / "samples").rglob("*.wav")) and list((trained_tiny / "samples").rglob("*.png"))
     assert rows[-1]["pesq_wb"] is not None  # PESQ/STOI ran on the last epoch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(trained_tiny / "tensorboard")).Reload().Tags()
+    assert "val/rms_ratio" in events["scalars"] and "loss/total" in events["scalars"]
+    assert any("spectrogram" in t for t in events["images"]) and any("output" in t for t in events["audio"])
 
 
 def test_seed_learning_rate_is_warned_about(tmp_path, capsys):

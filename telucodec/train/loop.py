@@ -448,9 +448,13 @@ class Trainer:
         for q, (u, p) in enumerate(zip(row["codebook_usage"], row["codebook_perplexity"])):
             self.writer.add_scalar(f"vq/usage_{q}", u, self.step)
             self.writer.add_scalar(f"vq/perplexity_{q}", p, self.step)
-        for i, (_ref, out) in enumerate(v.examples):
+        from telucodec.plots import log_spectrogram
+        for i, (ref, out) in enumerate(v.examples):
             self.writer.add_audio(f"sample_{i}/output", torch.from_numpy(np.clip(out, -1, 1)).view(1, -1), self.step,
                                   sample_rate=self.config.model.sample_rate)
+            spec = np.concatenate([log_spectrogram(ref), log_spectrogram(out)], axis=0)[::-1]  # original below
+            image = np.clip((spec - spec.max() + 80.0) / 80.0, 0.0, 1.0)
+            self.writer.add_image(f"sample_{i}/spectrogram_original_and_output", image[None], self.step)
         self.writer.flush()
 
     def _write_samples(self, v: monitor.ValidationResult) -> None:
