@@ -5,8 +5,7 @@ budget, then measure how each keeps level across inputs from -45 to -1 dBFS peak
     python benchmarks/amplitude.py --data_dir DATA --val_speakers A,B,C --steps 600 --out docs/amplitude.md
 
 Each strategy trains `--preset` (default small) for the same number of optimizer steps on
-`--threads` threads (same seed, same crops: equal compute; the CPU seconds each used are
-measured and reported). Held-out clips (the validation speakers) are re-leveled to each
+`--threads` threads (same seed, same crops: equal compute; the wall time each took is reported). Held-out clips (the validation speakers) are re-leveled to each
 peak level, encoded to codes and decoded through the real `encode`/`decode` path (side info
 included), and scored: RMS ratio, SI-SDR, PESQ-WB, fraction of clipped samples. Digital silence
 and a hard-clipped input are checked too. The winner is the strategy whose worst RMS ratio over
@@ -18,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import subprocess
 import sys
 import time
@@ -35,13 +33,20 @@ import torch  # noqa: E402
 from telucodec import metrics  # noqa: E402
 from telucodec.api import load_model  # noqa: E402
 from telucodec.data import load_dataset  # noqa: E402
+from telucodec.train.checkpoint import load_checkpoint  # noqa: E402
 
 LEVELS_DBFS = (-45, -35, -26, -16, -6, -1)
 STRATEGIES = ("none", "rms", "lufs")
 
 
 def train(strategy: str, args: argparse.Namespace, work: Path) -> tuple[Path, float]:
-    """Train one strategy; returns the experiment folder and the CPU seconds it used."""
+    """Train one strategy (or, with --reuse, keep a finished run of the same step count); returns
+    the experiment folder and its training wall seconds (sum over epochs, from metrics.jsonl)."""
+    exp = work / strategy
+    last = exp / "checkpoints" / "last.pt"
+    if args.reuse and last.is_file() and load_checkpoint(last)["step"] == args.steps:
+        print(f"reusing {exp} ({args.steps} steps)", flush=True)
+        return exp, training_seconds(exp)
     cmd = [sys.executable, str(ROOT / "train_codec.py"), "--data_dir", args.data_dir, "--checkpoint_dir", str(work),
            "--experiment_name", strategy, "--config", args.preset, "--amplitude", strategy, "--batch_size",
            str(args.batch_size), "--num_epochs", str(math.ceil(args.steps / args.steps_per_epoch)),
@@ -52,10 +57,12 @@ def train(strategy: str, args: argparse.Namespace, work: Path) -> tuple[Path, fl
     if args.learning_rate:
         cmd += ["--learning_rate", str(args.learning_rate)]
     print("+", " ".join(cmd), flush=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return work / strategy, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return exp, training_seconds(exp)
+
+
+def training_seconds(exp: Path) -> float:
+    return sum(json.loads(line)["seconds"] for line in (exp / "metrics.jsonl").read_text().splitlines())
 
 
 def peak_normalize(wav: np.ndarray, peak_dbfs: float) -> np.ndarray:
@@ -90,6 +97,12 @@ def score_strategy(model, clips: list[np.ndarray]) -> dict:
             "clipped_input_clipped": float(np.mean(np.abs(y_hot) > 1.0))}
 
 
+def level_spread(result: dict) -> float:
+    """How much the RMS ratio moves across input levels, in dB (0 = perfectly level-invariant)."""
+    ratios = [max(r["rms_ratio"], 1e-6) for r in result["levels"].values()]
+    return 20 * math.log10(max(ratios) / min(ratios))
+
+
 def worst_ratio_error(result: dict) -> float:
     """How far the worst clip-mean RMS ratio is from 1, in dB."""
     return max(abs(20 * math.log10(max(r["rms_ratio"], 1e-6))) for r in result["levels"].values())
@@ -99,7 +112,7 @@ def write_markdown(results: dict, args: argparse.Namespace, command: str, winner
     lines = ["# Amplitude: who owns loudness?", "",
              f"Made by: `{command}`", "",
              f"Each strategy trained the `{args.preset}` preset for {args.steps} steps of batch {args.batch_size} x 1 s on "
-             f"{args.threads} CPU thread(s) (same data, seed and crops; CPU minutes per strategy below); scored on {args.clips} held-out clips "
+             f"{args.threads} CPU thread(s) (same data, seed and crops: equal compute; training wall minutes on one thread of a shared 2-core machine below); scored on {args.clips} held-out clips "
              f"(speakers {args.val_speakers or 'from the hash split'}) re-leveled to each peak level, through the real "
              "encode -> bitstream codes -> decode path at full bitrate.", "",
              "| strategy | peak dBFS | RMS ratio (mean, min-max) | SI-SDR dB | PESQ-WB | clipped % |",
@@ -108,14 +121,19 @@ def write_markdown(results: dict, args: argparse.Namespace, command: str, winner
         for level, r in res["levels"].items():
             lines.append(f"| {s} | {level} | {r['rms_ratio']:.3f} ({r['rms_ratio_min']:.2f}-{r['rms_ratio_max']:.2f}) | "
                          f"{r['si_sdr_db']:.2f} | {r['pesq_wb']:.2f} | {100 * r['clipped']:.3f} |")
-    lines += ["", "| strategy | training CPU min | digital silence: output peak | finite | clipped input: RMS ratio | "
-              "output clipped % | worst level error dB |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| strategy | training wall min | digital silence: output peak | finite | clipped input: RMS ratio | "
+              "output clipped % | level spread dB | worst level error dB |", "|---|---|---|---|---|---|---|---|"]
     for s, res in results.items():
-        lines.append(f"| {s} | {cpu[s] / 60:.1f} | {res['silence_peak']:.2e} | {res['silence_finite']} | "
+        minutes = "-" if math.isnan(cpu[s]) else f"{cpu[s] / 60:.1f}"
+        lines.append(f"| {s} | {minutes} | {res['silence_peak']:.2e} | {res['silence_finite']} | "
                      f"{res['clipped_input_rms_ratio']:.3f} | {100 * res['clipped_input_clipped']:.2f} | "
                      f"{worst_ratio_error(res):.2f} |")
-    lines += ["", f"**Decision: `{winner}`** — the smallest worst-case level error across -45..-1 dBFS "
-              "(ties broken by mean PESQ). It is the default in `ModelConfig.amplitude` for the shipped model's preset.", ""]
+    lines += ["", "Level spread = how far the RMS ratio moves between the quietest and loudest input (what the "
+              "strategy controls); worst level error = the largest distance of a level's mean RMS ratio from 1 "
+              "(also how well the decoder has learned its output level, which improves with training).", "",
+              f"**Decision: `{winner}`** — the smallest level spread across -45..-1 dBFS (0.5 dB bins), then the "
+              "smallest worst-case level error, then mean PESQ. It is the default amplitude of the presets "
+              "trained for use (`small`, `base`, `spectral`) and of the shipped model.", ""]
     return "\n".join(lines)
 
 
@@ -133,6 +151,9 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/telucodec-amplitude")
     p.add_argument("--out", default=str(ROOT / "docs" / "amplitude.md"))
     p.add_argument("--strategies", default=",".join(STRATEGIES))
+    p.add_argument("--reuse", action="store_true", help="keep finished runs of the same step count in --work")
+    p.add_argument("--also", action="append", default=[], metavar="LABEL=MODEL",
+                   help="also score an already trained model (e.g. the shipped one) on the same clips")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
@@ -148,8 +169,12 @@ def main() -> None:
         results[strategy] = score_strategy(model, clips)
         print(f"{strategy}: trained+scored in {time.monotonic() - t:.0f} s; worst level error "
               f"{worst_ratio_error(results[strategy]):.2f} dB", flush=True)
-    winner = min(results, key=lambda s: (round(worst_ratio_error(results[s]), 1),
+    winner = min(results, key=lambda s: (round(2 * level_spread(results[s])) / 2, round(worst_ratio_error(results[s]), 1),
                                          -np.mean([r["pesq_wb"] for r in results[s]["levels"].values()])))
+    for extra in args.also:
+        label, _, path = extra.partition("=")
+        results[label] = score_strategy(load_model(path), clips)
+        cpu[label] = float("nan")
     text = write_markdown(results, args, command, winner, cpu)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

@@ -201,7 +201,7 @@ def _preset_spectral() -> CodecConfig:
         name="spectral",
         model=ModelConfig(channels=16, latent_dim=64, decoder="spectral", decoder_hidden=256,
                           spectral_layers=6, amplitude="rms"),
-        loss=LossConfig(l1=1.0),
+        loss=LossConfig(l1=1.0, log_rms=1.0),
         train=TrainConfig(learning_rate=1e-3, adversarial_after=4000, warmup_steps=500),
     )
 
