@@ -127,7 +127,7 @@ def write_markdown(results: dict, args: argparse.Namespace, command: str, winner
         minutes = "-" if math.isnan(cpu[s]) else f"{cpu[s] / 60:.1f}"
         lines.append(f"| {s} | {minutes} | {res['silence_peak']:.2e} | {res['silence_finite']} | "
                      f"{res['clipped_input_rms_ratio']:.3f} | {100 * res['clipped_input_clipped']:.2f} | "
-                     f"{worst_ratio_error(res):.2f} |")
+                     f"{level_spread(res):.2f} | {worst_ratio_error(res):.2f} |")
     lines += ["", "Level spread = how far the RMS ratio moves between the quietest and loudest input (what the "
               "strategy controls); worst level error = the largest distance of a level's mean RMS ratio from 1 "
               "(also how well the decoder has learned its output level, which improves with training).", "",

@@ -29,7 +29,7 @@ class ModelConfig:
     causal: bool = False                    # causal padding everywhere (streaming)
     spectral_layers: int = 8                # spectral decoder: ConvNeXt blocks at the frame rate
     spectral_n_fft: int = 1280              # spectral decoder: iSTFT size (hop = frame hop)
-    amplitude: str = "none"                 # "none" | "rms" | "lufs"
+    amplitude: str = "rms"                  # "none" | "rms" | "lufs": rms won docs/amplitude.md
 
     @property
     def hop_length(self) -> int:
@@ -176,7 +176,7 @@ def _build(kind: type, data: dict[str, Any], section: str):
 def _preset_tiny() -> CodecConfig:
     return CodecConfig(
         name="tiny",
-        model=ModelConfig(channels=8, latent_dim=32, decoder_hidden=64),
+        model=ModelConfig(channels=8, latent_dim=32, decoder_hidden=64, amplitude="none"),  # "none" keeps it streamable
         quantizer=QuantizerConfig(n_q=8, codebook_size=256, dead_code_steps=20),
         train=TrainConfig(batch_size=8, learning_rate=1e-3, warmup_steps=20, pesq_every=2,
                           samples_every=2, val_max_clips=4, pesq_clips=2),

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -343,9 +344,25 @@ class Trainer:
         return logged, grad_norm
 
     # -- the loop --------------------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_signal = signum
+        self.log(f"\n{signal.Signals(signum).name}: stopping after this step with a checkpoint (again to abort)")
+        signal.signal(signum, signal.SIG_DFL)
+
+    def _stop_requested(self) -> bool:
+        """True once SIGINT/SIGTERM arrived (on any rank: all ranks must stop at the same step)."""
+        flag = torch.tensor(float(self.stop_signal is not None))
+        if self.world > 1:
+            dist.all_reduce(flag)
+        return bool(flag > 0)
+
     def run(self) -> int:
         tc = self.config.train
         start = time.monotonic()
+        self.stop_signal = None
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C or a preempted machine: save, then stop
+                signal.signal(sig, self._on_signal)
         deadline = start + self.args.max_minutes * 60 if self.args.max_minutes else math.inf
         stopped_early = False
         from tqdm import tqdm
@@ -380,23 +397,24 @@ class Trainer:
                     for k, v in logged.items():
                         self.writer.add_scalar(f"loss/{k}", v, self.step)
                     self.writer.add_scalar("other/grad_norm", grad_norm, self.step)
-                if time.monotonic() > deadline or (self.args.max_steps and self.step >= self.args.max_steps):
+                if (time.monotonic() > deadline or (self.args.max_steps and self.step >= self.args.max_steps)
+                        or self._stop_requested()):
                     stopped_early = True
                     break
             bar.close()
             if stopped_early and self.step_in_epoch < self.steps_per_epoch:
                 self.save("last")
-                self.log(f"stopped at the time/step budget at epoch {self.epoch + 1}, step {self.step}; "
+                self.log(f"stopped (time/step budget or signal) at epoch {self.epoch + 1}, step {self.step}; "
                          f"--resume continues from {self.root / 'checkpoints' / 'last.pt'}")
                 break
             n = max(1, len(grad_norms))
             self.end_epoch({k: v / n for k, v in sums.items()}, float(np.mean(grad_norms)) if grad_norms else 0.0,
                            time.monotonic() - epoch_start)
             if stopped_early:
-                self.log(f"stopped at the time/step budget after epoch {self.epoch}; --resume continues")
+                self.log(f"stopped (time/step budget or signal) after epoch {self.epoch}; --resume continues")
                 break
         self._finish()
-        return 0
+        return 128 + self.stop_signal if self.stop_signal else 0
 
     def end_epoch(self, mean_terms: dict[str, float], grad_norm: float, seconds: float) -> None:
         cfg, tc = self.config, self.config.train
