@@ -22,6 +22,7 @@ sys.path[0] = str(ROOT)
 import torch  # noqa: E402
 
 from telucodec.api import load_model  # noqa: E402
+from telucodec.train.checkpoint import load_checkpoint  # noqa: E402
 
 CARD = """# {name}: telucodec's default Telugu speech codec
 
@@ -30,15 +31,16 @@ A {params:.2f} M-parameter neural speech codec (preset `{preset}`: SEANet encode
 50 frames/s, serving {kbps_list} kbps from one model (quantizer dropout). Weights: fp16
 safetensors, loaded as fp32. Model id `{model_id}`.
 
-Trained for {cpu_hours:.2f} CPU-hours on a 2-core machine. Against the targets (same eval run):
+Trained for {cpu_hours:.2f} hours on one CPU thread of a 2-core machine. Against the targets (same eval run):
 {status}
 Training continues across sessions (`docs/training-log.md`).
 
 ## Training
 - Data: {train_minutes:.1f} min of real speech ({train_clips} clips) from `../shared/data` (below), held-out
   validation speakers never trained on: {val_speakers}.
-- {steps} optimizer steps of batch {batch} x {segment:g} s ({hours_seen:.1f} h of audio seen), {epochs} epochs,
-  {cpu_minutes:.0f} wall minutes on 1 CPU thread. Command and config: `docs/training-log.md`, `config.json`.
+- {steps} optimizer steps of batch {batch} x {segment:g} s ({hours_seen:.1f} h of audio seen), {cpu_minutes:.0f} wall
+  minutes on 1 CPU thread, over these runs (commands and configs: `docs/training-log.md`, `config.json`):
+{lineage}
 - Last validation epoch (held-out speakers, 6 kbps): {val_line}
 
 ## Evaluation on held-out Telugu speakers
@@ -69,6 +71,14 @@ SNR. Not for music. Quality on unseen recording conditions is unknown beyond the
 """
 
 
+def run_totals(exp: Path) -> dict:
+    """Steps (from the last checkpoint) and timed wall seconds (complete epochs) of one experiment."""
+    rows = [json.loads(x) for x in (exp / "metrics.jsonl").read_text().splitlines()]
+    steps = int(load_checkpoint(exp / "checkpoints" / "last.pt")["step"])
+    return {"name": exp.name, "steps": steps, "seconds": sum(r["seconds"] for r in rows),
+            "untimed_steps": steps - rows[-1]["step"]}
+
+
 def target_status(results: dict) -> str:
     """The issue's required targets, checked against the eval's own numbers."""
     def get(system: str, setting: str) -> dict | None:
@@ -93,6 +103,8 @@ def main() -> None:
     p.add_argument("--eval", required=True, help="a `telucodec eval` output folder with results.md and COMMAND")
     p.add_argument("--name", default="telugu-v1")
     p.add_argument("--speed", default="", help="one line of measured speed (with its command)")
+    p.add_argument("--previous", action="append", default=[],
+                   help="an earlier experiment this one continued (--init_from), oldest first")
     args = p.parse_args()
     exp, ev = Path(args.experiment), Path(args.eval)
     model = load_model(exp / "checkpoints" / "last.pt")
@@ -102,7 +114,12 @@ def main() -> None:
     rows = [json.loads(x) for x in (exp / "metrics.jsonl").read_text().splitlines()]
     last = rows[-1]
     cfg = model.config
-    seconds = sum(r["seconds"] for r in rows)
+    runs = [run_totals(Path(e)) for e in [*args.previous, args.experiment]]
+    seconds = sum(r["seconds"] for r in runs)
+    steps = sum(r["steps"] for r in runs)
+    lineage = "\n".join(f"  - `{r['name']}`: {r['steps']} steps, {r['seconds'] / 60:.0f} min"
+                         + (f" (+ {r['untimed_steps']} steps of an unfinished epoch, not timed)" if r["untimed_steps"] else "")
+                         for r in runs)
     summary = json.loads((exp / "summary.json").read_text())
     card = CARD.format(
         name=args.name, params=sum(p.numel() for p in model.parameters()) / 1e6, preset=cfg.name,
@@ -110,12 +127,12 @@ def main() -> None:
         amplitude=cfg.model.amplitude, kbps_list="0.5, 1, ... " + f"{model.max_n_q * model.kbps_per_codebook():g}",
         model_id=shipped.model_id, cpu_hours=seconds / 3600, train_minutes=summary["train_seconds"] / 60,
         train_clips=summary["train_clips"],
-        val_speakers=", ".join(cfg.train.val_speakers) or "hash split", steps=last["step"], batch=cfg.train.batch_size,
-        segment=cfg.train.segment_seconds, hours_seen=last["step"] * cfg.train.batch_size * cfg.train.segment_seconds / 3600,
-        epochs=last["epoch"], cpu_minutes=seconds / 60,
+        val_speakers=", ".join(cfg.train.val_speakers) or "hash split", steps=steps, batch=cfg.train.batch_size,
+        segment=cfg.train.segment_seconds, hours_seen=steps * cfg.train.batch_size * cfg.train.segment_seconds / 3600,
+        cpu_minutes=seconds / 60, lineage=lineage,
         val_line=(f"mel distance {last['mel_distance']:.3f}, RMS ratio {last['rms_ratio']:.3f}, SI-SDR {last['si_sdr_db']:.1f} dB, "
                   f"codebook usage {min(last['codebook_usage']):.2f}-{max(last['codebook_usage']):.2f}"),
-        eval_command=(ev / "COMMAND").read_text().strip(), eval_table=(ev / "results.md").read_text().strip(),
+        eval_command="\n    ".join((ev / "COMMAND").read_text().strip().splitlines()), eval_table=(ev / "results.md").read_text().strip(),
         eval_name=ev.name, speed_line=args.speed or "see benchmarks/speed.py",
         status=target_status(json.loads((ev / "results.json").read_text())),
     )
