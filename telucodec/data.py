@@ -12,8 +12,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +24,7 @@ from telucodec.audio import AUDIO_SUFFIXES, load_audio
 from telucodec.errors import AudioError, TelucodecError
 
 MIN_SECONDS = 0.25
+T = TypeVar("T")
 SILENCE_RMS = 1e-4  # about -80 dBFS
 
 
@@ -149,16 +152,18 @@ def load_dataset(data_dir: str | Path, sample_rate: int, val_fraction: float,
     train_items, val_items = split_validation(usable, val_fraction, val_speakers)
     by_path = {c.path: c for c in clips}
     train = [by_path[i.path] for i in train_items]
-    val = _round_robin_by_speaker([by_path[i.path] for i in val_items]) or train[:1]
+    val = spread([by_path[i.path] for i in val_items], lambda c: c.speaker) or train[:1]
     return LoadedData(train, val, skipped)
 
 
-def _round_robin_by_speaker(clips: list[Clip]) -> list[Clip]:
-    """Interleave speakers so that the first N validation clips cover as many speakers as possible."""
-    groups: dict[str, list[Clip]] = {}
-    for c in clips:
-        groups.setdefault(c.speaker, []).append(c)
-    ordered, queues = [], list(groups.values())
+def spread(items: list[T], key: Callable[[T], str]) -> list[T]:
+    """Items reordered round-robin over `key` groups, so the first N cover as many groups (speakers)
+    as possible; order inside a group kept. Used for validation clips, --max_clips and reports."""
+    groups: dict[str, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    ordered: list[T] = []
+    queues = list(groups.values())
     while any(queues):
         for q in queues:
             if q:

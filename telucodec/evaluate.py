@@ -34,7 +34,7 @@ import torch
 from telucodec import baselines as bl
 from telucodec import report
 from telucodec.audio import AUDIO_SUFFIXES, load_audio, write_wav
-from telucodec.data import AudioItem, discover, write_skipped
+from telucodec.data import AudioItem, discover, spread, write_skipped
 from telucodec.errors import AudioError, TelucodecError
 from telucodec.metrics import align, score_all, shift_to
 
@@ -271,21 +271,6 @@ def _clip_name(item: AudioItem, root: Path) -> str:
 
 def _speaker(item: AudioItem) -> str:
     return item.speaker or item.path.parent.name
-
-
-def spread(items: list[Any], key: Callable[[Any], str]) -> list[Any]:
-    """Items reordered round-robin over `key` groups, so the first N cover as many groups as
-    possible (speakers for --max_clips and for the report's clips); order inside a group kept."""
-    groups: dict[str, list[Any]] = {}
-    for item in items:
-        groups.setdefault(key(item), []).append(item)
-    ordered: list[Any] = []
-    queues = list(groups.values())
-    while any(queues):
-        for q in queues:
-            if q:
-                ordered.append(q.pop(0))
-    return ordered
 
 
 def _find_decoded(reference: Path, name: str) -> Path | None:
