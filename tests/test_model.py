@@ -173,3 +173,11 @@ def test_log_rms_loss_is_level_invariant():
     assert abs(half_loud - 0.30103) < 1e-3 and abs(half_quiet - half_loud) < 1e-3
     assert float(L.log_rms_loss(x, x)) == 0.0
     assert float(L.log_rms_loss(x, torch.zeros_like(x))) == 0.0  # silent target frames are ignored
+
+
+def test_model_id_is_cached_but_follows_training_updates():
+    model = Codec(get_config("tiny"))
+    first = model.model_id
+    assert model.__dict__["_model_id_cache"][1] == first
+    model(0.1 * torch.randn(2, 1, 3200))  # train mode: k-means init and EMA codebook updates
+    assert model.model_id != first

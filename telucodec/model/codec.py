@@ -83,12 +83,23 @@ class Codec(nn.Module):
     @property
     def model_id(self) -> str:
         """16 hex chars: a hash of the architecture and every weight, so codes made by one model
-        are never silently decoded by another."""
+        are never silently decoded by another.
+
+        Hashing every weight costs tens of milliseconds, and one decode asks twice (bitstream
+        check, then `decode`), so the id is cached until any tensor changes: every in-place write
+        (an optimizer step, `load_state_dict`, `.add_`) bumps that tensor's version counter."""
+        state = self.state_dict()
+        fingerprint = tuple((name, t.data_ptr(), t._version) for name, t in state.items())
+        cached = self.__dict__.get("_model_id_cache")
+        if cached is not None and cached[0] == fingerprint:
+            return cached[1]
         h = hashlib.sha256(json.dumps(self.config.architecture(), sort_keys=True).encode())
-        for name, tensor in sorted(self.state_dict().items()):
+        for name, tensor in sorted(state.items()):
             h.update(name.encode())
             h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        model_id = h.hexdigest()[:16]
+        self.__dict__["_model_id_cache"] = (fingerprint, model_id)
+        return model_id
 
     # ---- training ------------------------------------------------------------------------
     def forward(self, wav: torch.Tensor, n_q: int | None = None) -> CodecOutput:

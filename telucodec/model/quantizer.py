@@ -103,7 +103,7 @@ class VectorQuantizer(nn.Module):
     def _init_from(self, x: torch.Tensor) -> None:
         centroids = kmeans(x, self.cfg.codebook_size, self.cfg.kmeans_iters)
         _broadcast(centroids)
-        self.codebook.data.copy_(centroids)
+        self.codebook.copy_(centroids)
         self.embed_sum.copy_(centroids)
         self.cluster_size.fill_(1.0)
         self.initialized.fill_(True)
@@ -119,17 +119,17 @@ class VectorQuantizer(nn.Module):
             self.embed_sum.mul_(d).add_(sums, alpha=1 - d)
             total = self.cluster_size.sum()
             smoothed = (self.cluster_size + 1e-5) / (total + self.cfg.codebook_size * 1e-5) * total
-            self.codebook.data.copy_(self.embed_sum / smoothed[:, None])
+            self.codebook.copy_(self.embed_sum / smoothed[:, None])
         self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
         if self.cfg.dead_code_steps > 0:
             dead = self.steps_unused >= self.cfg.dead_code_steps
             n_dead = int(dead.sum())
             if n_dead:
                 pick = x[torch.randint(0, x.shape[0], (n_dead,), device=x.device)]
-                replacement = self.codebook.data.clone()
+                replacement = self.codebook.clone()
                 replacement[dead] = pick
                 _broadcast(replacement)
-                self.codebook.data.copy_(replacement)
+                self.codebook.copy_(replacement)
                 self.embed_sum[dead] = replacement[dead]
                 self.cluster_size[dead] = 1.0
                 self.steps_unused[dead] = 0
