@@ -496,6 +496,15 @@ def build_untrusted(work: Path, model_a: Path, model_b: Path, clip: Path) -> tup
     def decode_with(model: Path) -> list[str]:
         return ["decode", str(good_tcd), out, "--model", str(model), "--force"]
 
+    config_a = (model_a / "config.json").read_text()
+
+    def variant(name: str, filename: str, data: bytes) -> Path:
+        """A copy of model A's folder with one file replaced."""
+        folder = work / name
+        shutil.copytree(model_a, folder)
+        (folder / filename).write_bytes(data)
+        return folder
+
     cases = []
     raw = work / "raw_pickle.pt"
     raw.write_bytes(pickle.dumps({"format": 1, "model": {}, "x": _Payload(work / "pwned_raw")}))
@@ -505,20 +514,13 @@ def build_untrusted(work: Path, model_a: Path, model_b: Path, clip: Path) -> tup
     torch.save({"format": 1, "model": {}, "x": _Payload(work / "pwned_zip")}, zipped)
     cases.append(UntrustedCase("checkpoint .pt = torch.save zip with a code-running payload", decode_with(zipped),
                                "refused", work / "pwned_zip"))
-    evil_weights = work / "evil_weights"
-    shutil.copytree(model_a, evil_weights)
-    (evil_weights / "model.safetensors").write_bytes(pickle.dumps(_Payload(work / "pwned_st")))
+    evil_weights = variant("evil_weights", "model.safetensors", pickle.dumps(_Payload(work / "pwned_st")))
     cases.append(UntrustedCase("model folder: model.safetensors is a pickle payload", decode_with(evil_weights),
                                "not a valid safetensors file", work / "pwned_st"))
-    evil_cfg = work / "evil_config"
-    shutil.copytree(model_a, evil_cfg)
-    (evil_cfg / "config.json").write_bytes(pickle.dumps(_Payload(work / "pwned_cfg")))
+    evil_cfg = variant("evil_config", "config.json", pickle.dumps(_Payload(work / "pwned_cfg")))
     cases.append(UntrustedCase("model folder: config.json is a pickle payload", decode_with(evil_cfg),
                                "not a readable JSON config", work / "pwned_cfg"))
-    other_arch = work / "other_arch"
-    shutil.copytree(model_a, other_arch)
-    cfg = (other_arch / "config.json").read_text().replace('"channels": 8', '"channels": 12')
-    (other_arch / "config.json").write_text(cfg)
+    other_arch = variant("other_arch", "config.json", config_a.replace('"channels": 8', '"channels": 12').encode())
     cases.append(UntrustedCase("model folder: weights of another architecture", decode_with(other_arch),
                                "different architecture"))
     cases.append(UntrustedCase(".tcd made by another model", decode_with(model_b), "wrong model"))
@@ -530,10 +532,7 @@ def build_untrusted(work: Path, model_a: Path, model_b: Path, clip: Path) -> tup
                                "newer than this telucodec"))
     cases.append(UntrustedCase(".tcd with a future format version (info)", ["info", str(future)],
                                "newer than this telucodec", command="info"))
-    future_cfg = work / "future_config"
-    shutil.copytree(model_a, future_cfg)
-    text = (future_cfg / "config.json").read_text().replace('"version": 1', '"version": 99')
-    (future_cfg / "config.json").write_text(text)
+    future_cfg = variant("future_config", "config.json", config_a.replace('"version": 1', '"version": 99').encode())
     cases.append(UntrustedCase("model folder with a future config version", decode_with(future_cfg),
                                "newer than this telucodec"))
     control = work / "control.pkl"
