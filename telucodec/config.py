@@ -30,6 +30,7 @@ class ModelConfig:
     spectral_layers: int = 8                # spectral decoder: ConvNeXt blocks at the frame rate
     spectral_n_fft: int = 1280              # spectral decoder: iSTFT size (hop = frame hop)
     amplitude: str = "rms"                  # "none" | "rms" | "lufs": rms won docs/amplitude.md
+    level_match: bool = False               # rms only: decode sets every 1 s chunk to its sent RMS
 
     @property
     def hop_length(self) -> int:
@@ -70,6 +71,8 @@ class LossConfig:
     l1: float = 0.0                         # waveform L1 (EnCodec uses 0.1)
     mel: float = 1.0                        # multi-resolution log-mel L1
     stft: float = 1.0                       # multi-resolution spectral convergence + log magnitude
+    complex_stft: float = 0.0               # compressed complex spectral MSE (phase-aware)
+    phase: float = 0.0                      # anti-wrapping phase losses (instantaneous phase, group delay, frequency)
     commitment: float = 1.0
     codebook: float = 1.0                   # only with quantizer.update == "loss"
     adversarial: float = 1.0                # generator's adversarial term (after adversarial_after)
@@ -77,6 +80,7 @@ class LossConfig:
     mel_windows: tuple[int, ...] = (256, 512, 1024, 2048)
     n_mels: int = 64
     stft_windows: tuple[int, ...] = (512, 1024, 2048)
+    phase_windows: tuple[int, ...] = (512, 1024)  # for complex_stft and phase
     rms_frame: int = 320
     gan_loss: str = "hinge"                 # "hinge" | "lsgan"
 

@@ -177,6 +177,7 @@ def export_onnx(model: Codec, out_dir: str | Path, parity_clip: str | Path | np.
         "codebook_bits": model.codebook_bits, "latent_dim": model.config.model.latent_dim,
         "causal": model.config.model.causal, "opset": OPSET,
         "amplitude": {"kind": model.amplitude.kind, "options": model.amplitude.options(),
+                      "level_match": bool(model.config.model.level_match),
                       "note": "applied outside the graphs; see telucodec/onnx_runtime.py"},
         "encoder": {"file": ENCODER_FILE, "input": "wav [1, 1, T] float32, amplitude-normalized, T a multiple of hop_length (zero-pad the end)",
                     "output": "codes [1, n_q, T / hop] int64 (keep the first n for fewer kbps)"},

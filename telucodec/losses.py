@@ -93,6 +93,54 @@ def stft_loss(x: torch.Tensor, y: torch.Tensor, windows: tuple[int, ...]) -> tor
     return total / len(windows)
 
 
+def _spectrum(wav: torch.Tensor, n_fft: int) -> torch.Tensor:
+    window = torch.hann_window(n_fft, device=wav.device, dtype=wav.dtype)
+    return torch.stft(wav.reshape(-1, wav.shape[-1]), n_fft, hop_length=n_fft // 4, window=window,
+                      return_complex=True, center=True,
+                      pad_mode="reflect" if wav.shape[-1] > n_fft // 2 else "constant")
+
+
+def complex_stft_loss(x: torch.Tensor, y: torch.Tensor, windows: tuple[int, ...], power: float = 0.3) -> torch.Tensor:
+    """Power-law compressed complex spectral MSE (speech enhancement's phase-aware loss, Braun &
+    Tashev 2021): 0.7 * |X^c - Y^c|^2 + 0.3 * (|X|^c - |Y|^c)^2 with X^c = |X|^c e^{i angle X}.
+
+    Magnitude losses (mel, STFT) leave the phase free; waveform L1/MSE constrain it but are
+    dominated by the few loud low-frequency bins. Compressing magnitudes to the power 0.3 gives
+    quiet bins (upper harmonics, consonants) a say in the phase, which is what PESQ listens to.
+    """
+    total = x.new_zeros(())
+    for n_fft in windows:
+        sx, sy = _spectrum(x, n_fft), _spectrum(y, n_fft)
+        mx, my = sx.abs().clamp_min(1e-5), sy.abs().clamp_min(1e-5)
+        cx, cy = mx.pow(power), my.pow(power)
+        complex_term = (cx * (sx / mx) - cy * (sy / my)).abs().pow(2).mean()
+        total = total + 0.7 * complex_term + 0.3 * F.mse_loss(cx, cy)
+    return total / len(windows)
+
+
+def _anti_wrap(d: torch.Tensor) -> torch.Tensor:
+    """|d| after wrapping d into [-pi, pi): the distance between two angles."""
+    return torch.abs(d - 2 * math.pi * torch.round(d / (2 * math.pi)))
+
+
+def phase_loss(x: torch.Tensor, y: torch.Tensor, windows: tuple[int, ...]) -> torch.Tensor:
+    """APNet/APCodec's anti-wrapping phase losses on re-analysed spectra: instantaneous phase,
+    group delay (phase difference across frequency) and instantaneous frequency (across time),
+    each weighted by the target's compressed magnitude so bins holding only noise, whose phase
+    is unpredictable, do not steer the decoder."""
+    total = x.new_zeros(())
+    for n_fft in windows:
+        sx, sy = _spectrum(x, n_fft), _spectrum(y, n_fft)
+        px, py = torch.angle(sx + 1e-9), torch.angle(sy)
+        w = sy.abs().pow(0.3).detach()
+        w = w / w.sum().clamp_min(1e-9)
+        ip = (_anti_wrap(px - py) * w).sum()
+        gd = (_anti_wrap(torch.diff(px, dim=1) - torch.diff(py, dim=1)) * w[:, 1:]).sum()
+        iaf = (_anti_wrap(torch.diff(px, dim=2) - torch.diff(py, dim=2)) * w[:, :, 1:]).sum()
+        total = total + ip + gd + iaf
+    return total / len(windows)
+
+
 # ---- adversarial (hifi-gan style free functions over lists of discriminator outputs) ----------
 
 def discriminator_loss(real: list[torch.Tensor], fake: list[torch.Tensor], kind: str = "hinge") -> torch.Tensor:

@@ -15,6 +15,7 @@ mirrors `telucodec.model.amplitude` and `Codec.encode/decode` exactly:
             codes = encoder.onnx(x[None, None])[0]         -> int64 [n_q, F]
     decode: y = decoder.onnx(codes[None, :n])[0, 0]       -> float32 [F * hop]
             wav = y[:num_samples] * gain_curve(side, num_samples)
+            wav = match_level(wav, side)          (only when amplitude.level_match is true)
 
 The encoder graph always emits every codebook; a lower bitrate keeps the first n of them
 (residual VQ: the first n codes do not depend on the later stages). The decoder accepts any
@@ -61,21 +62,44 @@ def rms_side_info(wav: np.ndarray, sample_rate: int, opts: dict[str, Any]) -> li
 
 def rms_gain_curve(side: list[int], num_samples: int, sample_rate: int, opts: dict[str, Any]) -> np.ndarray:
     """float32 [num_samples]: chunk gains at chunk centres, linear in amplitude in between."""
-    chunk = int(round(opts["chunk_seconds"] * sample_rate))
     index = np.clip(np.round(np.asarray(side, dtype=np.float64)), 0, 255)
     gains = np.power(10.0, (opts["min_db"] + index * opts["step_db"] - opts["target_db"]) / 20.0)
+    if num_samples and len(side) == 0:
+        raise ValueError("rms amplitude: no side values to restore a non-empty waveform")
+    return _interpolate(gains, num_samples, int(round(opts["chunk_seconds"] * sample_rate)))
+
+
+def _interpolate(gains: np.ndarray, num_samples: int, chunk: int) -> np.ndarray:
     if num_samples == 0:
         return np.ones(0, dtype=np.float32)
-    if len(side) == 0:
-        raise ValueError("rms amplitude: no side values to restore a non-empty waveform")
-    if len(side) == 1:
+    if len(gains) == 1:
         return np.full(num_samples, gains[0], dtype=np.float32)
     pos = (np.arange(num_samples, dtype=np.float64) + 0.5) / chunk - 0.5
-    pos = np.clip(pos, 0.0, float(len(side) - 1))
-    left = np.minimum(np.floor(pos), len(side) - 2).astype(np.int64)
+    pos = np.clip(pos, 0.0, float(len(gains) - 1))
+    left = np.minimum(np.floor(pos), len(gains) - 2).astype(np.int64)
     frac = pos - left
     curve = gains[left] + (gains[left + 1] - gains[left]) * frac
     return curve.astype(np.float32)
+
+
+def rms_match_level(wav: np.ndarray, side: list[int], sample_rate: int, opts: dict[str, Any],
+                    max_db: float = 6.0) -> np.ndarray:
+    """Restored float32 [T] -> each 1 s chunk set to the RMS the side info carries (mirror of
+    `RmsAmplitude.match_level`: floor chunks untouched, gains limited to +-max_db)."""
+    chunk = int(round(opts["chunk_seconds"] * sample_rate))
+    t = wav.shape[0]
+    s = max(0, math.ceil(t / chunk))
+    x = np.zeros(s * chunk, dtype=np.float64)
+    x[:t] = wav
+    counts = np.full(s, float(chunk))
+    if s:
+        counts[-1] = t - (s - 1) * chunk
+    actual = np.sqrt(np.square(x).reshape(s, chunk).sum(-1) / counts)
+    levels = opts["min_db"] + np.clip(np.round(np.asarray(side[:s], dtype=np.float64)), 0, 255) * opts["step_db"]
+    limit = 10.0 ** (max_db / 20.0)
+    gains = np.clip(np.power(10.0, levels / 20.0) / np.maximum(actual, 1e-12), 1.0 / limit, limit)
+    gains = np.where(levels > opts["floor_db"] + opts["step_db"] / 2, gains, 1.0)
+    return wav * _interpolate(gains, t, chunk)
 
 
 def normalize(wav: np.ndarray, kind: str, sample_rate: int, opts: dict[str, Any]) -> tuple[np.ndarray, list[int]]:
@@ -111,6 +135,7 @@ class OnnxCodec:
         self.model_id = str(c["model_id"])
         self.amplitude_kind = str(c["amplitude"]["kind"])
         self.amplitude_options: dict[str, Any] = dict(c["amplitude"]["options"])
+        self.level_match = bool(c["amplitude"].get("level_match", False))
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(c.get("threads", 1))
         providers = providers or ["CPUExecutionProvider"]
@@ -142,4 +167,7 @@ class OnnxCodec:
     def decode(self, codes: np.ndarray, side: list[int], num_samples: int) -> np.ndarray:
         """Codes [n, F] + side info -> float32 audio [num_samples], unbounded (clip when writing)."""
         y = self.decode_normalized(codes)[:num_samples]
-        return restore(y, side, self.amplitude_kind, self.sample_rate, self.amplitude_options)
+        wav = restore(y, side, self.amplitude_kind, self.sample_rate, self.amplitude_options)
+        if self.level_match:
+            wav = rms_match_level(wav, side, self.sample_rate, self.amplitude_options)
+        return wav

@@ -3,6 +3,7 @@ normalized level where documented, bitstream-safe side info, differentiable rest
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -324,3 +325,75 @@ def test_gradients_flow_through_restore_and_normalize(kind: str) -> None:
     assert not side.requires_grad
     norm.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and float(x.grad.abs().min()) > 0
+
+
+# -- decode-time level matching ---------------------------------------------------------------
+
+def _chunk_db(x: np.ndarray, chunk: int = SR) -> np.ndarray:
+    n = len(x) // chunk
+    return 10 * np.log10(np.mean(np.square(x[: n * chunk].reshape(n, chunk)), axis=1) + 1e-20)
+
+
+def test_match_level_restores_each_chunk_to_the_sent_level() -> None:
+    amp = RmsAmplitude()
+    levels = (-30.0, -18.0, -24.0, -12.0)
+    original = np.concatenate([_at_level(_signal("noise", SR, seed=i), lv) for i, lv in enumerate(levels)])
+    quiet = original * np.repeat([0.6, 0.8, 0.7, 0.9], SR)  # a decoder 1-4.4 dB too quiet, unevenly
+    x, y = _batch([original]), _batch([quiet])
+    side = amp.side_info(x)
+    matched = amp.match_level(y, side)[0, 0].numpy()
+    before, after = _chunk_db(quiet) - _chunk_db(original), _chunk_db(matched) - _chunk_db(original)
+    assert np.all(before < -0.9)
+    assert np.all(np.abs(after) < 0.8), after  # gains are interpolated between chunk centres
+    assert abs(_db(np.sqrt(np.mean(matched**2)) / np.sqrt(np.mean(original**2)))) < 0.5
+    uniform = amp.match_level(_batch([0.7 * original]), side)[0, 0].numpy()
+    assert np.all(np.abs(_chunk_db(uniform) - _chunk_db(original)) < 0.25)  # within the 0.2 dB side-info step
+
+
+def test_match_level_leaves_silence_and_limits_gain() -> None:
+    amp = RmsAmplitude()
+    speech = _at_level(_signal("noise", SR), -20.0)
+    original = np.concatenate([speech, np.zeros(SR), speech])
+    decoded = np.concatenate([0.1 * speech, np.full(SR, 1e-6), 0.1 * speech])  # -20 dB: beyond the limit
+    side = amp.side_info(_batch([original]))
+    matched = amp.match_level(_batch([decoded]), side)[0, 0].numpy()
+    gain_db = _chunk_db(matched) - _chunk_db(decoded)
+    assert np.all(gain_db[[0, 2]] < 6.01) and np.all(gain_db[[0, 2]] > 5.0)
+    assert np.max(np.abs(matched[SR + SR // 2 - 100: SR + SR // 2 + 100])) < 1e-5  # silence stays silent
+
+
+def test_match_level_numpy_mirror_and_long_blocks(real_clip: np.ndarray) -> None:
+    from telucodec.onnx_runtime import rms_match_level
+
+    amp = RmsAmplitude()
+    clip = np.tile(real_clip, 3)[: 5 * SR + 1234]
+    decoded = clip * np.linspace(0.5, 1.2, clip.size)
+    side = amp.side_info(_batch([clip]))
+    torch_out = amp.match_level(_batch([decoded]), side, block_chunks=2)[0, 0].numpy()  # blocks of 2 s
+    np.testing.assert_allclose(torch_out, amp.match_level(_batch([decoded]), side)[0, 0].numpy(), atol=1e-7)
+    numpy_out = rms_match_level(decoded.astype(np.float32), [int(v) for v in side[0]], SR, amp.options())
+    np.testing.assert_allclose(numpy_out, torch_out, atol=1e-6)
+
+
+def test_codec_decode_applies_level_match_only_when_configured() -> None:
+    from telucodec.config import get_config
+    from telucodec.errors import ModelError
+    from telucodec.model.codec import Codec
+
+    cfg = get_config("spectral")
+    cfg.model.channels, cfg.model.latent_dim, cfg.model.decoder_hidden, cfg.model.spectral_layers = 8, 32, 64, 1
+    cfg.quantizer.n_q, cfg.quantizer.codebook_size = 2, 64
+    torch.manual_seed(0)
+    plain = Codec(copy.deepcopy(cfg)).eval()
+    cfg.model.level_match = True
+    matched = Codec(cfg).eval()
+    matched.load_state_dict(plain.state_dict())
+    wav = _at_level(_signal("noise", 2 * SR + 500), -25.0).astype(np.float32)
+    with torch.no_grad():
+        codes = plain.encode(wav, SR)
+        expected = plain.amplitude.match_level(plain.decode(codes).view(1, 1, -1), torch.tensor([codes.side]))[0, 0]
+        codes.model_id = matched.model_id
+        torch.testing.assert_close(matched.decode(codes), expected)
+    cfg.model.amplitude = "none"
+    with pytest.raises(ModelError, match="level_match needs the 'rms'"):
+        Codec(cfg)

@@ -25,6 +25,7 @@ def _small_spectral() -> Codec:
     cfg = get_config("spectral")  # amplitude "rms": exercises the numpy amplitude reference
     cfg.model.channels, cfg.model.latent_dim, cfg.model.decoder_hidden = 8, 32, 64
     cfg.model.spectral_layers = 2
+    cfg.model.level_match = True  # and the numpy mirror of decode-time level matching
     cfg.quantizer.n_q, cfg.quantizer.codebook_size = 4, 256
     torch.manual_seed(1)
     return Codec(cfg).eval()

@@ -181,3 +181,22 @@ def test_model_id_is_cached_but_follows_training_updates():
     assert model.__dict__["_model_id_cache"][1] == first
     model(0.1 * torch.randn(2, 1, 3200))  # train mode: k-means init and EMA codebook updates
     assert model.model_id != first
+
+
+def test_phase_aware_losses_see_what_magnitude_losses_miss():
+    """A polarity flip keeps every STFT magnitude: the magnitude loss does not move, the
+    phase-aware ones must; the phase loss ignores level; both stay finite (with finite
+    gradients) on a silent output."""
+    t = torch.arange(16000) / 16000
+    y = (0.3 * torch.sin(2 * torch.pi * 220 * t) + 0.1 * torch.sin(2 * torch.pi * 1330 * t)).view(1, 1, -1)
+    windows = (512, 1024)
+    flipped = -y
+    assert float(L.stft_loss(flipped, y, windows)) < 1e-3
+    assert float(L.complex_stft_loss(flipped, y, windows)) > 0.1
+    assert abs(float(L.phase_loss(flipped, y, windows)) - torch.pi) < 0.05  # every bin half a turn off
+    assert float(L.phase_loss(0.5 * y, y, windows)) < 1e-3
+    assert float(L.complex_stft_loss(y, y, windows)) < 1e-6 and float(L.phase_loss(y, y, windows)) < 1e-3
+    silent = torch.zeros(1, 1, 16000, requires_grad=True)
+    total = L.complex_stft_loss(silent, y, windows) + L.phase_loss(silent, y, windows)
+    total.backward()
+    assert torch.isfinite(total) and torch.isfinite(silent.grad).all()

@@ -288,17 +288,21 @@ class RmsAmplitude(Amplitude):
         length, so a curve for T' samples agrees with the curve for T on their common samples,
         and the window from ``start`` is exactly that stretch of the whole clip's curve.
         """
-        b, s = side.shape
-        t = max(int(num_samples), 0)
-        if t == 0:
-            return torch.ones(b, 1, 0, dtype=torch.float32, device=side.device)
-        if s == 0:
+        if side.shape[1] == 0 and int(num_samples) > 0:
             raise ValueError("rms amplitude: no side values to restore a non-empty waveform")
         gains = torch.pow(10.0, (self.levels_db(side) - self.target_db) / 20.0)  # [B, S] float64
+        return self._interpolate(gains, num_samples, start)
+
+    def _interpolate(self, gains: Tensor, num_samples: int, start: int = 0) -> Tensor:
+        """Per-chunk factors [B, S] -> per-sample curve [B, 1, T] float32 (see ``gain_curve``)."""
+        b, s = gains.shape
+        t = max(int(num_samples), 0)
+        if t == 0:
+            return torch.ones(b, 1, 0, dtype=torch.float32, device=gains.device)
         if s == 1:
             return gains.to(torch.float32)[:, :, None].expand(b, 1, t).contiguous()
         # Position of every sample in chunk-centre units: chunk k's centre maps to exactly k.
-        samples = torch.arange(start, start + t, dtype=torch.float64, device=side.device)
+        samples = torch.arange(start, start + t, dtype=torch.float64, device=gains.device)
         pos = (samples + 0.5) / self.chunk_samples - 0.5
         pos = pos.clamp(0.0, float(s - 1))
         left = pos.floor().clamp(max=s - 2).long()
@@ -307,6 +311,34 @@ class RmsAmplitude(Amplitude):
         g_right = gains[:, left + 1]
         curve = g_left + (g_right - g_left) * frac
         return curve.to(torch.float32)[:, None, :]
+
+    def match_level(self, wav: Tensor, side: Tensor, max_db: float = 6.0, block_chunks: int = 64) -> Tensor:
+        """Decoded, restored wav [B,1,T] -> the same wav with each chunk's RMS set to the level
+        the side info carries (gains interpolated between chunk centres as in ``gain_curve``).
+
+        Why: the side info already tells the decoder every chunk's true loudness, yet a decoder
+        whose phase is not yet coherent comes out 1-2 dB quiet (the waveform terms of the loss
+        pull it toward silence). Matching at decode time makes the delivered level exact
+        whatever the network learned. Chunks at the silence floor are left alone, and a gain
+        is limited to +-``max_db`` so a decoder that fails on a chunk is not amplified into
+        noise. Not differentiable training-time machinery: ``Codec.decode`` applies it after
+        the last window, ``block_chunks`` chunks at a time so an hour-long clip stays small.
+        """
+        _check_wav(wav)
+        _check_side(side, wav.shape[0])
+        with torch.no_grad():
+            actual = self.chunk_rms(wav)
+            levels = self.levels_db(side.to(actual.device))[:, : actual.shape[1]]
+            limit = 10.0 ** (max_db / 20.0)
+            gains = (torch.pow(10.0, levels / 20.0) / actual.clamp_min(1e-12)).clamp(1.0 / limit, limit)
+            gains = torch.where(levels > self.floor_db + self.step_db / 2, gains, torch.ones_like(gains))
+            out = torch.empty_like(wav)
+            step = block_chunks * self.chunk_samples
+            for lo in range(0, wav.shape[-1], step):
+                piece = wav[..., lo: lo + step]
+                curve = self._interpolate(gains, piece.shape[-1], lo).to(device=wav.device, dtype=wav.dtype)
+                out[..., lo: lo + step] = piece * curve
+        return out
 
 
 class LufsAmplitude(Amplitude):

@@ -58,6 +58,8 @@ class Codec(nn.Module):
         self.quantizer = ResidualVQ(mc.latent_dim, config.quantizer)
         self.decoder = SpectralDecoder(mc) if mc.decoder == "spectral" else SEANetDecoder(mc)
         self.amplitude = get_amplitude(mc.amplitude, mc.sample_rate)
+        if mc.level_match and mc.amplitude != "rms":
+            raise ModelError(f"level_match needs the 'rms' amplitude strategy, not '{mc.amplitude}'")
 
     # ---- facts ---------------------------------------------------------------------------
     @property
@@ -199,6 +201,8 @@ class Codec(nn.Module):
             start = keep_lo * self.hop
             y = self.amplitude.restore(y, side, start)[0, 0, : codes.num_samples - start]
             out[start: start + y.shape[-1]] = y.cpu()
+        if self.config.model.level_match:
+            out = self.amplitude.match_level(out.view(1, 1, -1), side.cpu())[0, 0]
         return out
 
     # ---- streaming (causal models; see telucodec/model/streaming.py) ------------------------

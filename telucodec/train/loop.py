@@ -87,6 +87,10 @@ def reconstruction_losses(out: CodecOutput, target: torch.Tensor, cfg: CodecConf
         terms["mel"] = L.mel_loss(y, target, lc.mel_windows, lc.n_mels, sr)
     if lc.stft:
         terms["stft"] = L.stft_loss(y, target, lc.stft_windows)
+    if lc.complex_stft:
+        terms["complex_stft"] = L.complex_stft_loss(y, target, lc.phase_windows)
+    if lc.phase:
+        terms["phase"] = L.phase_loss(y, target, lc.phase_windows)
     terms["commitment"] = out.quantizer.commitment_loss
     if cfg.quantizer.update == "loss":
         terms["codebook"] = out.quantizer.codebook_loss

@@ -1,0 +1,132 @@
+#!/usr/bin/env python
+"""Short measured recipe trials: train each variant for the same CPU minutes, score them side by
+side on the same held-out clips.
+
+    python benchmarks/recipe.py --data_dir state/train_manifest.tsv --val_speakers A,B,C \
+        --minutes 10 --work state/trials \
+        --variant seanet=small --variant spectral=spectral
+
+A variant is NAME=CONFIG[@INIT]: CONFIG is a preset or a config .json, INIT an optional
+checkpoint or model folder to start from (`--init_from`); NAME=score@CHECKPOINT scores a
+checkpoint or model folder as it is (the starting point of fine-tuning trials, say). Every variant trains on `--threads`
+threads with the same seed and data order for `--minutes` wall minutes (`--max_minutes`), one at a
+time (never two trainings at once on this machine). Then each last checkpoint encodes and decodes
+`--clips` held-out clips (round-robin over the validation speakers) at full bitrate and at
+1.5 kbps, and the table shows PESQ-WB, STOI, SI-SDR, mel distance, RMS ratio and steps taken,
+with PESQ as a ratio to the first variant. `--reuse` keeps a variant's finished run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# benchmarks/tokenize.py would shadow the standard library's tokenize: put the root first.
+sys.path[0] = str(ROOT)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from telucodec import metrics  # noqa: E402
+from telucodec.api import load_model  # noqa: E402
+from telucodec.data import discover, load_clip, spread  # noqa: E402
+from telucodec.train.checkpoint import load_checkpoint  # noqa: E402
+
+METRICS = ("pesq_wb", "stoi", "si_sdr_db", "mel_distance", "rms_ratio")
+
+
+def parse_variant(text: str) -> tuple[str, str, str | None]:
+    name, _, rest = text.partition("=")
+    config, _, init = rest.partition("@")
+    if not name or not config:
+        raise SystemExit(f"--variant {text!r}: expected NAME=CONFIG[@INIT]")
+    return name, config, init or None
+
+
+def train(name: str, config: str, init: str | None, args: argparse.Namespace) -> Path:
+    if config == "score":
+        return Path(init)
+    exp = Path(args.work) / name
+    last = exp / "checkpoints" / "last.pt"
+    if args.reuse and last.is_file():
+        print(f"reusing {exp}", flush=True)
+        return last
+    cmd = [sys.executable, str(ROOT / "train_codec.py"), "--data_dir", args.data_dir, "--checkpoint_dir", args.work,
+           "--experiment_name", name, "--config", config, "--batch_size", str(args.batch_size),
+           "--max_minutes", str(args.minutes), "--threads", str(args.threads), "--seed", "1", "--quiet",
+           "--overwrite"]
+    if init:
+        cmd += ["--init_from", init]
+    if args.val_speakers:
+        cmd += ["--val_speakers", args.val_speakers]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return last
+
+
+def held_out_clips(args: argparse.Namespace) -> list[np.ndarray]:
+    speakers = set(args.val_speakers.split(","))
+    items = [item for item in discover(args.data_dir) if item.speaker in speakers]
+    chosen = spread(items, key=lambda item: item.speaker)[: args.clips]
+    return [load_clip(item, 16000).wav for item in chosen]
+
+
+def score(checkpoint: Path, clips: list[np.ndarray], kbps: float | None) -> dict[str, float]:
+    model = load_model(checkpoint)
+    rows = []
+    with torch.no_grad():
+        for wav in clips:
+            decoded = np.clip(model.decode(model.encode(wav, 16000, kbps)).numpy(), -1, 1)
+            rows.append(metrics.score_all(wav, decoded[: wav.size]))
+    return {key: float(np.mean([r[key] for r in rows])) for key in METRICS}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", required=True)
+    p.add_argument("--val_speakers", required=True)
+    p.add_argument("--variant", action="append", required=True, help="NAME=CONFIG[@INIT]")
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--clips", type=int, default=24)
+    p.add_argument("--work", default="state/trials")
+    p.add_argument("--reuse", action="store_true")
+    p.add_argument("--json", default=None, help="also write the table as JSON here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    variants = [parse_variant(v) for v in args.variant]
+    checkpoints = {name: train(name, config, init, args) for name, config, init in variants}
+    clips = held_out_clips(args)
+    print(f"scoring on {len(clips)} held-out clips ({sum(c.size for c in clips) / 16000:.0f} s)", flush=True)
+    results = []
+    for name, config, init in variants:
+        ckpt = checkpoints[name]
+        steps = int(load_checkpoint(ckpt)["step"]) if ckpt.is_file() else -1
+        row = {"variant": name, "config": config, "init": init, "steps": steps}
+        start = time.perf_counter()
+        for label, kbps in (("full", None), ("1.5", 1.5)):
+            row[label] = score(checkpoints[name], clips, kbps)
+        row["score_seconds"] = time.perf_counter() - start
+        results.append(row)
+    base = results[0]["full"]["pesq_wb"]
+    print(f"\n{args.minutes:g} CPU minutes each on {args.threads} thread(s); full bitrate | 1.5 kbps")
+    print("| variant | steps | PESQ-WB | PESQ / first | STOI | SI-SDR dB | mel dist | RMS ratio | PESQ @1.5 | STOI @1.5 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        f, low = r["full"], r["1.5"]
+        print(f"| {r['variant']} | {r['steps']} | {f['pesq_wb']:.3f} | {f['pesq_wb'] / base:.3f} | {f['stoi']:.3f} | "
+              f"{f['si_sdr_db']:.1f} | {f['mel_distance']:.3f} | {f['rms_ratio']:.3f} | {low['pesq_wb']:.3f} | {low['stoi']:.3f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
