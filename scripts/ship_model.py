@@ -94,6 +94,11 @@ def target_status(results: dict) -> str:
             continue
         parts = [f"{k} {ours[k]:.2f} vs {base[k]:.2f} ({'above' if ours[k] > base[k] else 'below'})" for k in keys]
         lines.append(f"- {label}: " + ", ".join(parts))
+    ratios = [e["rms_ratio"] for e in results.get("per_speaker", []) if e["system"] == "telucodec"]
+    if ratios:
+        inside = all(0.9 <= r <= 1.1 for r in ratios)
+        lines.append(f"- RMS ratio per held-out speaker and bitrate: {min(ratios):.2f}-{max(ratios):.2f} "
+                     f"({'all within' if inside else 'not all within'} 0.9-1.1)")
     return "\n".join(lines)
 
 

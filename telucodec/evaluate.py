@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 SAMPLE_RATE = 16000
 METRICS = ("pesq_wb", "stoi", "si_sdr_db", "snr_db", "mel_distance", "rms_ratio")
-CSV_COLUMNS = ("clip", "system", "setting", "kbps_nominal", "kbps_actual", "bytes", "duration_s",
+CSV_COLUMNS = ("clip", "speaker", "system", "setting", "kbps_nominal", "kbps_actual", "bytes", "duration_s",
                *METRICS, "delay", "clipped")
 REFERENCE_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a")
 COMPRESSED_SUFFIXES = (".ogg", ".opus", ".mp3", ".m4a")  # their file size is a real bitrate
@@ -73,6 +73,7 @@ class ClipTask:
 
     name: str  # path relative to the data folder, with "/"
     wav: np.ndarray  # [T] float32, 16 kHz
+    speaker: str = ""  # the manifest's speaker column, else the clip's folder name
     audio_dir: str | None = None  # write decoded WAVs here (report clips only)
     decoded: np.ndarray | None = None  # --reference: the decoded file [T'] float32
     decoded_bytes: int | None = None  # --reference: size of a compressed decoded file
@@ -215,7 +216,7 @@ def process_clip(task: ClipTask) -> ClipResult:
             result.failures.append(f"{task.name}: {system.label} failed: {exc}")
             continue
         row: dict[str, Any] = {
-            "clip": task.name, "system": system.name, "setting": system.setting,
+            "clip": task.name, "speaker": task.speaker, "system": system.name, "setting": system.setting,
             "kbps_nominal": system.kbps_nominal,
             "kbps_actual": None if n_bytes is None else n_bytes * 8 / duration / 1000,
             "bytes": n_bytes, "duration_s": duration,
@@ -303,7 +304,7 @@ def _load_tasks(data_dir: Path, items: list[AudioItem], reference: Path | None, 
             break
         name = _clip_name(item, root)
         try:
-            task = ClipTask(name, load_audio(item.path, SAMPLE_RATE))
+            task = ClipTask(name, load_audio(item.path, SAMPLE_RATE), speaker=_speaker(item))
             if reference is not None:
                 found = _find_decoded(reference, name)
                 if found is None:
@@ -350,6 +351,19 @@ def summarize(rows: list[dict[str, Any]], systems: list[System]) -> list[dict[st
                      bytes=sum(sizes) if known else None,
                      clipped_samples=sum(r["clipped"] for r in sel))
         out.append(entry)
+    return out
+
+
+def summarize_speakers(rows: list[dict[str, Any]], systems: list[System]) -> list[dict[str, Any]]:
+    """Per system × setting × speaker: clips and mean PESQ-WB, STOI, RMS ratio. A codec can look
+    fine on average and still be quiet or broken for one voice; this is where that shows."""
+    out = []
+    for system in systems:
+        sel = [r for r in rows if r["system"] == system.name and r["setting"] == system.setting]
+        for speaker in sorted({r["speaker"] for r in sel}):
+            mine = [r for r in sel if r["speaker"] == speaker]
+            out.append({"system": system.name, "setting": system.setting, "speaker": speaker, "clips": len(mine),
+                        **{m: _mean([r[m] for r in mine]) for m in ("pesq_wb", "stoi", "rms_ratio")}})
     return out
 
 
@@ -443,6 +457,7 @@ def evaluate(data_dir: str | Path, out: str | Path, model: str | Path | Codec | 
         log(f"warning: {line}")
     results = _json_safe({
         "systems": summarize(rows, systems),
+        "per_speaker": summarize_speakers(rows, systems),
         "data_dir": str(data_dir),
         "model_id": codec.model_id if codec is not None else None,
         "reference": str(ref_dir) if ref_dir is not None else None,
@@ -456,7 +471,8 @@ def evaluate(data_dir: str | Path, out: str | Path, model: str | Path | Codec | 
     if skipped:
         write_skipped(out / "skipped.tsv", skipped)
     table = report.markdown_table(results["systems"])
-    (out / "results.md").write_text(table + "\n")
+    speakers = report.speaker_table(results["per_speaker"])
+    (out / "results.md").write_text(table + "\n" + (f"\nPer held-out speaker:\n\n{speakers}\n" if speakers else ""))
     report.save_rd_plot(out / "rd_pesq.png", results["systems"], "pesq_wb", "PESQ-WB (MOS-LQO)")
     report.save_rd_plot(out / "rd_stoi.png", results["systems"], "stoi", "STOI")
     shown_clips = [(t.name, t.audio_dir) for t in tasks if t.audio_dir]

@@ -75,6 +75,22 @@ def markdown_table(systems: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def speaker_table(per_speaker: list[dict[str, Any]], system: str = "telucodec") -> str:
+    """`system`'s rows of results.json's per_speaker as a markdown table ("" when it has none)."""
+    rows = [e for e in per_speaker if e["system"] == system]
+    if not rows:
+        return ""
+    lines = ["| system | setting | speaker | clips | PESQ-WB | STOI | RMS ratio |", "|---|---|---|---|---|---|---|"]
+    for e in rows:
+        lines.append(f"| {e['system']} | {e['setting']} | {e['speaker']} | {e['clips']} | {_num(e['pesq_wb'], 2)} | "
+                     f"{_num(e['stoi'], 3)} | {_num(e['rms_ratio'], 2)} |")
+    return "\n".join(lines)
+
+
+def _num(value: Any, digits: int) -> str:
+    return f"{value:.{digits}f}" if _finite(value) else "-"
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 

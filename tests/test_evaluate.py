@@ -88,8 +88,15 @@ def test_full_eval_writes_every_output_with_the_contract_keys(full_run, data_dir
     with (out / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * len(pairs) and {r["clip"] for r in rows} == set(CLIPS)
-    table = (out / "results.md").read_text()
+    speakers = {rel.split("/")[0] for rel in CLIPS}
+    assert {r["speaker"] for r in rows} == speakers
+    table, _, per_speaker = (out / "results.md").read_text().partition("\nPer held-out speaker:\n\n")
     assert table.startswith("| system |") and table.count("\n") == len(pairs) + 2
+    assert per_speaker.count("| telucodec |") == 2 * len(speakers)  # 1.5 and 3 kbps x 2 speakers
+    by_speaker = [e for e in results["per_speaker"] if e["system"] == "telucodec" and e["setting"] == "3"]
+    assert {e["speaker"] for e in by_speaker} == speakers and all(e["clips"] == 1 for e in by_speaker)
+    overall = _entry(results, "telucodec", "3")["rms_ratio"]
+    assert overall == pytest.approx(sum(e["rms_ratio"] for e in by_speaker) / 2)
 
 
 def test_full_eval_numbers_are_plausible(full_run) -> None:
