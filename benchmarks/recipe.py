@@ -14,6 +14,11 @@ time (never two trainings at once on this machine). Then each last checkpoint en
 `--clips` held-out clips (round-robin over the validation speakers) at full bitrate and at
 1.5 kbps, and the table shows PESQ-WB, STOI, SI-SDR, mel distance, RMS ratio and steps taken,
 with PESQ as a ratio to the first variant. `--reuse` keeps a variant's finished run.
+
+Quality against CPU time: `--cpu_minutes NAME=M` records how many CPU minutes of training
+(cumulative over its lineage) a scored checkpoint holds, and `--plot PNG` draws PESQ-WB and STOI
+against those minutes, with the baselines of an eval (`--baselines_from results.json`: Opus 6 kbps
+and Codec2 3200) as horizontal lines.
 """
 
 from __future__ import annotations
@@ -98,6 +103,9 @@ def main() -> int:
     p.add_argument("--work", default="state/trials")
     p.add_argument("--reuse", action="store_true")
     p.add_argument("--json", default=None, help="also write the table as JSON here")
+    p.add_argument("--cpu_minutes", action="append", default=[], help="NAME=MINUTES of training a variant holds")
+    p.add_argument("--plot", default=None, help="PNG: PESQ-WB and STOI against --cpu_minutes")
+    p.add_argument("--baselines_from", default=None, help="an eval's results.json for reference lines on --plot")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -123,9 +131,41 @@ def main() -> int:
         f, low = r["full"], r["1.5"]
         print(f"| {r['variant']} | {r['steps']} | {f['pesq_wb']:.3f} | {f['pesq_wb'] / base:.3f} | {f['stoi']:.3f} | "
               f"{f['si_sdr_db']:.1f} | {f['mel_distance']:.3f} | {f['rms_ratio']:.3f} | {low['pesq_wb']:.3f} | {low['stoi']:.3f} |")
+    minutes = {name: float(m) for name, _, m in (item.partition("=") for item in args.cpu_minutes)}
+    for r in results:
+        r["cpu_minutes"] = minutes.get(r["variant"])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    if args.plot:
+        plot_against_minutes(results, Path(args.plot), args.baselines_from)
     return 0
+
+
+def plot_against_minutes(results: list[dict], path: Path, baselines_from: str | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = sorted((r for r in results if r.get("cpu_minutes") is not None), key=lambda r: r["cpu_minutes"])
+    systems = json.loads(Path(baselines_from).read_text())["systems"] if baselines_from else []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, label in zip(axes, ("pesq_wb", "stoi"), ("PESQ-WB", "STOI")):
+        hours = [r["cpu_minutes"] / 60 for r in points]
+        ax.plot(hours, [r["full"][key] for r in points], "o-", color="#1f77b4", label="telucodec 6 kbps")
+        ax.plot(hours, [r["1.5"][key] for r in points], "s--", color="#6baed6", label="telucodec 1.5 kbps")
+        for name, setting, colour in (("opus", "6", "#d62728"), ("codec2", "3200", "#2ca02c"), ("lyra", "6", "#9467bd")):
+            ref = next((e for e in systems if e["system"] == name and e["setting"] == setting), None)
+            if ref and ref.get(key) is not None:
+                ax.axhline(ref[key], color=colour, linestyle=":", label=f"{name} {setting}")
+        ax.set_xlabel("CPU hours of training (1 thread)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

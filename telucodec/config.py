@@ -83,6 +83,7 @@ class LossConfig:
     phase_windows: tuple[int, ...] = (512, 1024)  # for complex_stft and phase
     rms_frame: int = 320
     gan_loss: str = "hinge"                 # "hinge" | "lsgan"
+    balancer: bool = False                  # EnCodec's balancer: weights = shares of the output gradient
 
 
 @dataclass

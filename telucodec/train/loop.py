@@ -32,6 +32,7 @@ from telucodec.discriminators import Discriminators
 from telucodec.errors import TelucodecError
 from telucodec.model.codec import Codec, CodecOutput, load_matching_state
 from telucodec.train import monitor
+from telucodec.train.balancer import Balancer
 from telucodec.train.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_torch_save,
@@ -95,6 +96,11 @@ def reconstruction_losses(out: CodecOutput, target: torch.Tensor, cfg: CodecConf
     if cfg.quantizer.update == "loss":
         terms["codebook"] = out.quantizer.codebook_loss
     return terms
+
+
+# Terms that are functions of the decoded waveform: the ones the balancer can balance.
+WAVEFORM_TERMS = ("mse", "rms", "log_rms", "l1", "mel", "stft", "complex_stft", "phase", "adversarial",
+                  "feature_matching")
 
 
 def weighted_total(terms: dict[str, torch.Tensor], cfg: CodecConfig) -> torch.Tensor:
@@ -223,6 +229,7 @@ class Trainer:
         self.discs = Discriminators().to(self.device) if tc.adversarial_after >= 0 else None
         self.opt = self._optimizer(self.model.parameters(), tc.learning_rate)
         self.opt_d = self._optimizer(self.discs.parameters(), tc.disc_learning_rate) if self.discs else None
+        self.balancer = Balancer({k: getattr(cfg.loss, k) for k in WAVEFORM_TERMS}) if cfg.loss.balancer else None
         self.total_steps = self.steps_per_epoch * tc.num_epochs
         self.step, self.epoch, self.step_in_epoch = 0, 0, 0
         self.best_val = math.inf
@@ -261,6 +268,8 @@ class Trainer:
         if self.discs is not None and "discriminators" in s:
             self.discs.load_state_dict(s["discriminators"])
             self.opt_d.load_state_dict(s["optimizer_d"])
+        if self.balancer is not None and s.get("balancer"):
+            self.balancer.load_state_dict(s["balancer"])
         self.step, self.epoch, self.step_in_epoch = s["step"], s["epoch"], s["step_in_epoch"]
         self.best_val = s["best_val"]
         torch.set_rng_state(s["rng_cpu"])
@@ -306,6 +315,8 @@ class Trainer:
         if self.discs is not None:
             s["discriminators"] = self.discs.state_dict()
             s["optimizer_d"] = self.opt_d.state_dict()
+        if self.balancer is not None:
+            s["balancer"] = self.balancer.state_dict()
         atomic_torch_save(s, self.root / "checkpoints" / f"{name}.pt")
 
     # -- one step --------------------------------------------------------------------------
@@ -328,7 +339,12 @@ class Trainer:
             bad = [k for k, v in terms.items() if not torch.isfinite(v)]
             raise TrainingHalted(f"step {self.step}: loss is {float(total.detach())} (non-finite terms: {', '.join(bad) or 'total'})")
         self.opt.zero_grad(set_to_none=True)
-        total.backward()
+        if self.balancer is None:
+            total.backward()
+        else:
+            balanced = {k: v for k, v in terms.items() if k in WAVEFORM_TERMS}
+            rest = [getattr(cfg.loss, k) * v for k, v in terms.items() if k not in WAVEFORM_TERMS]
+            self.balancer.backward(balanced, out.wav, sum(rest) if rest else None)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip))
         if not math.isfinite(grad_norm):
             name = first_nonfinite_grad(self.model)
