@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Ship a trained experiment as the package's default model (fp16 safetensors + config + card).
 
-    python scripts/ship_model.py state/runs/telugu-spectral-v1 --eval docs/eval-v1 --name telugu-v1
+    python scripts/ship_model.py state/runs/telugu-spectral-v3 --eval docs/eval-telugu-v2 --name telugu-v2 \
+        --previous state/runs/telugu-spectral-v1 --previous state/runs/telugu-spectral-v2 --notes NOTES.md
 
 Writes telucodec/pretrained/NAME/{config.json, model.safetensors, MODEL_CARD.md}. The card's
 numbers are read from the experiment's metrics.jsonl and the eval folder's results.md, and the
@@ -27,7 +28,7 @@ from telucodec.train.checkpoint import load_checkpoint  # noqa: E402
 CARD = """# {name}: telucodec's default Telugu speech codec
 
 A {params:.2f} M-parameter neural speech codec (preset `{preset}`: SEANet encoder, residual VQ
-{n_q} x {codebook_size}, {decoder} decoder, amplitude strategy `{amplitude}`) at 16 kHz,
+{n_q} x {codebook_size}, {decoder} decoder, amplitude strategy `{amplitude}`{level_note}) at 16 kHz,
 50 frames/s, serving {kbps_list} kbps from one model (quantizer dropout). Weights: fp16
 safetensors, loaded as fp32. Model id `{model_id}`.
 
@@ -55,7 +56,7 @@ Made by:
 
 ## Speed
 {speed_line}
-
+{notes}
 ## Data and licenses
 - Mozilla Common Voice Telugu (`dev_te/cv`): CC0-1.0.
 - Telugu emotional speech (`dev_te/temd`): research-only, redistribution terms unclear (not redistributed here).
@@ -106,8 +107,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("experiment")
     p.add_argument("--eval", required=True, help="a `telucodec eval` output folder with results.md and COMMAND")
-    p.add_argument("--name", default="telugu-v1")
+    p.add_argument("--name", required=True, help="folder name under telucodec/pretrained/")
     p.add_argument("--speed", default="", help="one line of measured speed (with its command)")
+    p.add_argument("--notes", default=None, help="a markdown file appended to the card as its own sections")
     p.add_argument("--previous", action="append", default=[],
                    help="an earlier experiment this one continued (--init_from), oldest first")
     args = p.parse_args()
@@ -129,7 +131,10 @@ def main() -> None:
     card = CARD.format(
         name=args.name, params=sum(p.numel() for p in model.parameters()) / 1e6, preset=cfg.name,
         n_q=cfg.quantizer.n_q, codebook_size=cfg.quantizer.codebook_size, decoder=cfg.model.decoder,
-        amplitude=cfg.model.amplitude, kbps_list="0.5, 1, ... " + f"{model.max_n_q * model.kbps_per_codebook():g}",
+        amplitude=cfg.model.amplitude,
+        level_note=", decoded level matched to the sent chunk RMS" if cfg.model.level_match else "",
+        notes="\n" + Path(args.notes).read_text().strip() + "\n" if args.notes else "",
+        kbps_list="0.5, 1, ... " + f"{model.max_n_q * model.kbps_per_codebook():g}",
         model_id=shipped.model_id, cpu_hours=seconds / 3600, train_minutes=summary["train_seconds"] / 60,
         train_clips=summary["train_clips"],
         val_speakers=", ".join(cfg.train.val_speakers) or "hash split", steps=steps, batch=cfg.train.batch_size,
