@@ -160,8 +160,10 @@ class CodecConfig:
         return cls.from_dict(data)
 
     def architecture(self) -> dict[str, Any]:
-        """The fields that decide tensor shapes: two configs with equal architecture share weights."""
-        arch = asdict(self.model)
+        """The fields that decide tensor shapes: two configs with equal architecture share weights.
+        Decode-time options (`level_match`) are left out: they change no weight and no code, so
+        turning one on must not change the model id and orphan bitstreams already written."""
+        arch = {k: v for k, v in asdict(self.model).items() if k not in ("level_match",)}
         arch.update({k: v for k, v in asdict(self.quantizer).items() if k in ("n_q", "codebook_size")})
         return arch
 
