@@ -43,8 +43,8 @@ if TYPE_CHECKING:
 
 SAMPLE_RATE = 16000
 METRICS = ("pesq_wb", "stoi", "si_sdr_db", "snr_db", "mel_distance", "rms_ratio")
-CSV_COLUMNS = ("clip", "speaker", "system", "setting", "kbps_nominal", "kbps_actual", "bytes", "duration_s",
-               *METRICS, "delay", "clipped")
+CSV_COLUMNS = ("clip", "system", "setting", "kbps_nominal", "kbps_actual", "bytes", "duration_s",
+               *METRICS, "delay", "clipped", "speaker")  # speaker last: added after v1 of the CSV
 REFERENCE_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a")
 COMPRESSED_SUFFIXES = (".ogg", ".opus", ".mp3", ".m4a")  # their file size is a real bitrate
 REFERENCE_MAX_SHIFT = 1600  # samples (0.1 s) searched either way when aligning --reference files
