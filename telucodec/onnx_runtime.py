@@ -43,18 +43,21 @@ class OnnxCodes:
 
 
 # ---- amplitude (numpy mirror of telucodec.model.amplitude) -----------------------------------
-def rms_side_info(wav: np.ndarray, sample_rate: int, opts: dict[str, Any]) -> list[int]:
-    """Per-chunk RMS indices (8-bit, log scale) of a float32 clip [T]; a short last chunk uses its length."""
-    chunk = int(round(opts["chunk_seconds"] * sample_rate))
+def _chunk_rms(wav: np.ndarray, chunk: int) -> np.ndarray:
+    """RMS per chunk of a float32 clip [T] (float64 [S]); a short last chunk uses its own length."""
     t = wav.shape[0]
     s = max(0, math.ceil(t / chunk))
     x = np.zeros(s * chunk, dtype=np.float64)
     x[:t] = wav
-    energy = np.square(x).reshape(s, chunk).sum(-1)
     counts = np.full(s, float(chunk))
     if s:
         counts[-1] = t - (s - 1) * chunk
-    rms = np.sqrt(energy / counts)
+    return np.sqrt(np.square(x).reshape(s, chunk).sum(-1) / counts)
+
+
+def rms_side_info(wav: np.ndarray, sample_rate: int, opts: dict[str, Any]) -> list[int]:
+    """Per-chunk RMS indices (8-bit, log scale) of a float32 clip [T]."""
+    rms = _chunk_rms(wav, int(round(opts["chunk_seconds"] * sample_rate)))
     level_db = 20.0 * np.log10(np.maximum(rms, 10.0 ** (opts["floor_db"] / 20.0)))
     index = np.clip(np.round((level_db - opts["min_db"]) / opts["step_db"]), 0, 255)
     return [int(v) for v in index]
@@ -87,19 +90,13 @@ def rms_match_level(wav: np.ndarray, side: list[int], sample_rate: int, opts: di
     """Restored float32 [T] -> each 1 s chunk set to the RMS the side info carries (mirror of
     `RmsAmplitude.match_level`: floor chunks untouched, gains limited to +-max_db)."""
     chunk = int(round(opts["chunk_seconds"] * sample_rate))
-    t = wav.shape[0]
-    s = max(0, math.ceil(t / chunk))
-    x = np.zeros(s * chunk, dtype=np.float64)
-    x[:t] = wav
-    counts = np.full(s, float(chunk))
-    if s:
-        counts[-1] = t - (s - 1) * chunk
-    actual = np.sqrt(np.square(x).reshape(s, chunk).sum(-1) / counts)
+    actual = _chunk_rms(wav, chunk)
+    s = actual.shape[0]
     levels = opts["min_db"] + np.clip(np.round(np.asarray(side[:s], dtype=np.float64)), 0, 255) * opts["step_db"]
     limit = 10.0 ** (max_db / 20.0)
     gains = np.clip(np.power(10.0, levels / 20.0) / np.maximum(actual, 1e-12), 1.0 / limit, limit)
     gains = np.where(levels > opts["floor_db"] + opts["step_db"] / 2, gains, 1.0)
-    return wav * _interpolate(gains, t, chunk)
+    return wav * _interpolate(gains, wav.shape[0], chunk)
 
 
 def normalize(wav: np.ndarray, kind: str, sample_rate: int, opts: dict[str, Any]) -> tuple[np.ndarray, list[int]]:
