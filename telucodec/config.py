@@ -103,6 +103,9 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     adversarial_after: int = -1             # step at which discriminators switch on (-1 = never)
     disc_learning_rate: float = 3e-4
+    disc_periods: tuple[int, ...] = (2, 3, 5, 7, 11)  # multi-period discriminators (HiFi-GAN)
+    disc_stft_sizes: tuple[int, ...] = (512, 1024, 2048)  # multi-scale STFT discriminators (EnCodec)
+    disc_channels: int = 16                 # base width (benchmarks/gan_cost.py: cost per step)
     val_fraction: float = 0.1
     val_speakers: tuple[str, ...] = ()      # with a manifest: hold these speakers out
     val_max_clips: int = 16

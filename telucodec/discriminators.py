@@ -67,6 +67,8 @@ class Discriminators(nn.Module):
     def __init__(self, periods: tuple[int, ...] = (2, 3, 5, 7, 11), stft_sizes: tuple[int, ...] = (512, 1024, 2048),
                  channels: int = 16):
         super().__init__()
+        if not periods and not stft_sizes:
+            raise ValueError("discriminators: give at least one period or one STFT size")
         self.discs = nn.ModuleList([PeriodDiscriminator(p, channels) for p in periods]
                                    + [STFTDiscriminator(n, channels * 2) for n in stft_sizes])
 

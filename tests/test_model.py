@@ -200,3 +200,14 @@ def test_phase_aware_losses_see_what_magnitude_losses_miss():
     total = L.complex_stft_loss(silent, y, windows) + L.phase_loss(silent, y, windows)
     total.backward()
     assert torch.isfinite(total) and torch.isfinite(silent.grad).all()
+
+
+def test_discriminator_set_follows_the_config():
+    from telucodec.discriminators import Discriminators
+
+    wav = 0.1 * torch.randn(2, 1, 4000)
+    logits, feats = Discriminators(periods=(2, 3), stft_sizes=(512,), channels=4)(wav)
+    assert len(logits) == len(feats) == 3 and all(torch.isfinite(x).all() for x in logits)
+    assert get_config("spectral").train.disc_periods == (2, 3, 5, 7, 11)  # old checkpoints keep their set
+    with pytest.raises(ValueError, match="at least one"):
+        Discriminators(periods=(), stft_sizes=())

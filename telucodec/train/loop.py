@@ -226,7 +226,8 @@ class Trainer:
         self.dataset = CropDataset(self.data.train, segment, self.steps_per_epoch * tc.batch_size * self.world,
                                    tc.seed, tc.augment_gain_db, tc.augment_noise_snr_db)
         self.model = Codec(cfg).to(self.device)
-        self.discs = Discriminators().to(self.device) if tc.adversarial_after >= 0 else None
+        self.discs = (Discriminators(tc.disc_periods, tc.disc_stft_sizes, tc.disc_channels).to(self.device)
+                      if tc.adversarial_after >= 0 else None)
         self.opt = self._optimizer(self.model.parameters(), tc.learning_rate)
         self.opt_d = self._optimizer(self.discs.parameters(), tc.disc_learning_rate) if self.discs else None
         self.balancer = Balancer({k: getattr(cfg.loss, k) for k in WAVEFORM_TERMS}) if cfg.loss.balancer else None
