@@ -124,7 +124,9 @@ def main() -> int:
         row["score_seconds"] = time.perf_counter() - start
         results.append(row)
     base = results[0]["full"]["pesq_wb"]
-    print(f"\n{args.minutes:g} CPU minutes each on {args.threads} thread(s); full bitrate | 1.5 kbps")
+    trained = any(config != "score" for _, config, _ in variants)
+    budget = f"{args.minutes:g} CPU minutes of training each on {args.threads} thread(s); " if trained else ""
+    print(f"\n{budget}full bitrate (all codebooks) | 1.5 kbps")
     print("| variant | steps | PESQ-WB | PESQ / first | STOI | SI-SDR dB | mel dist | RMS ratio | PESQ @1.5 | STOI @1.5 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:

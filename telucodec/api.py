@@ -17,7 +17,7 @@ from telucodec.errors import ModelError
 from telucodec.model.codec import Codec, load_matching_state
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-DEFAULT_MODEL = "telugu-v1"
+DEFAULT_MODEL = "telugu-v2"
 
 
 def default_model_dir() -> Path:

@@ -118,3 +118,24 @@ def test_onnxruntime_decode_without_torch(tiny_export, example_clips, tmp_path):
     codes = model.encode(wav, 16000)
     np.testing.assert_array_equal(np.load(tmp_path / "codes.npy"), codes.codes.numpy())
     assert float(np.abs(np.load(tmp_path / "out.npy") - model.decode(codes).numpy()).max()) < 1e-4
+
+
+def test_near_ties_are_told_apart_from_real_mismatches():
+    """Two codebook entries equally near the residual may flip between engines; anything else fails."""
+    model = _small_spectral()
+    book = model.quantizer.layers[0].codebook
+    with torch.no_grad():
+        book[1] = book[0] + 1e-3
+        book[2] = book[0] + 5.0
+        latent = (book[0] + book[1]).div(2).view(-1, 1).repeat(1, 3)  # equidistant from entries 0 and 1
+        out = model.quantizer(latent[None])
+    codes = out.codes[0]
+    assert int(codes[0, 0]) in (0, 1)
+    flipped = codes.numpy().copy()
+    flipped[0, 1] = 1 - flipped[0, 1]
+    flipped[1:, 1] = (flipped[1:, 1] + 1) % 256  # later stages differ as a consequence: allowed
+    assert E.mismatches_are_near_ties(model, latent, codes, flipped)
+    wrong = codes.numpy().copy()
+    wrong[0, 2] = 2  # far from the residual: a real mismatch
+    assert not E.mismatches_are_near_ties(model, latent, codes, wrong)
+    assert E.mismatches_are_near_ties(model, latent, codes, codes.numpy())
