@@ -116,8 +116,14 @@ def main() -> None:
     exp, ev = Path(args.experiment), Path(args.eval)
     model = load_model(exp / "checkpoints" / "last.pt")
     out = ROOT / "telucodec" / "pretrained" / args.name
+    weights = out / "model.safetensors"
+    before = (load_model(out).model_id, weights.read_bytes()) if weights.is_file() else None
     model.save_pretrained(out, dtype=torch.float16)
     shipped = load_model(out)
+    if before is not None and before[0] == shipped.model_id:
+        # Same tensors (re-running to refresh the card): keep the committed bytes, since git
+        # keeps every version of a binary forever.
+        weights.write_bytes(before[1])
     rows = [json.loads(x) for x in (exp / "metrics.jsonl").read_text().splitlines()]
     last = rows[-1]
     cfg = model.config
