@@ -81,8 +81,7 @@ def held_out_clips(args: argparse.Namespace) -> list[np.ndarray]:
     return [load_clip(item, 16000).wav for item in chosen]
 
 
-def score(checkpoint: Path, clips: list[np.ndarray], kbps: float | None) -> dict[str, float]:
-    model = load_model(checkpoint)
+def score(model: torch.nn.Module, clips: list[np.ndarray], kbps: float | None) -> dict[str, float]:
     rows = []
     with torch.no_grad():
         for wav in clips:
@@ -119,8 +118,9 @@ def main() -> int:
         steps = int(load_checkpoint(ckpt)["step"]) if ckpt.is_file() else -1
         row = {"variant": name, "config": config, "init": init, "steps": steps}
         start = time.perf_counter()
+        model = load_model(ckpt)
         for label, kbps in (("full", None), ("1.5", 1.5)):
-            row[label] = score(checkpoints[name], clips, kbps)
+            row[label] = score(model, clips, kbps)
         row["score_seconds"] = time.perf_counter() - start
         results.append(row)
     base = results[0]["full"]["pesq_wb"]

@@ -59,11 +59,15 @@ def _mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, device: str) -> t
     return torch.clamp(torch.minimum(up, down), min=0.0).float().to(device)
 
 
-def _magnitude(wav: torch.Tensor, n_fft: int) -> torch.Tensor:
+def _spectrum(wav: torch.Tensor, n_fft: int) -> torch.Tensor:
     window = torch.hann_window(n_fft, device=wav.device, dtype=wav.dtype)
-    spec = torch.stft(wav.reshape(-1, wav.shape[-1]), n_fft, hop_length=n_fft // 4, window=window,
-                      return_complex=True, center=True, pad_mode="reflect" if wav.shape[-1] > n_fft // 2 else "constant")
-    return spec.abs().clamp_min(1e-7)  # [B, bins, frames]
+    return torch.stft(wav.reshape(-1, wav.shape[-1]), n_fft, hop_length=n_fft // 4, window=window,
+                      return_complex=True, center=True,
+                      pad_mode="reflect" if wav.shape[-1] > n_fft // 2 else "constant")
+
+
+def _magnitude(wav: torch.Tensor, n_fft: int) -> torch.Tensor:
+    return _spectrum(wav, n_fft).abs().clamp_min(1e-7)  # [B, bins, frames]
 
 
 def log_mel(wav: torch.Tensor, n_fft: int, n_mels: int, sample_rate: int) -> torch.Tensor:
@@ -91,13 +95,6 @@ def stft_loss(x: torch.Tensor, y: torch.Tensor, windows: tuple[int, ...]) -> tor
         sc = torch.linalg.vector_norm(my - mx) / torch.linalg.vector_norm(my).clamp_min(1e-5)
         total = total + sc + F.l1_loss(torch.log(mx), torch.log(my))
     return total / len(windows)
-
-
-def _spectrum(wav: torch.Tensor, n_fft: int) -> torch.Tensor:
-    window = torch.hann_window(n_fft, device=wav.device, dtype=wav.dtype)
-    return torch.stft(wav.reshape(-1, wav.shape[-1]), n_fft, hop_length=n_fft // 4, window=window,
-                      return_complex=True, center=True,
-                      pad_mode="reflect" if wav.shape[-1] > n_fft // 2 else "constant")
 
 
 def complex_stft_loss(x: torch.Tensor, y: torch.Tensor, windows: tuple[int, ...], power: float = 0.3) -> torch.Tensor:

@@ -65,11 +65,15 @@ def rms_side_info(wav: np.ndarray, sample_rate: int, opts: dict[str, Any]) -> li
 
 def rms_gain_curve(side: list[int], num_samples: int, sample_rate: int, opts: dict[str, Any]) -> np.ndarray:
     """float32 [num_samples]: chunk gains at chunk centres, linear in amplitude in between."""
-    index = np.clip(np.round(np.asarray(side, dtype=np.float64)), 0, 255)
-    gains = np.power(10.0, (opts["min_db"] + index * opts["step_db"] - opts["target_db"]) / 20.0)
+    gains = np.power(10.0, (_levels_db(side, opts) - opts["target_db"]) / 20.0)
     if num_samples and len(side) == 0:
         raise ValueError("rms amplitude: no side values to restore a non-empty waveform")
     return _interpolate(gains, num_samples, int(round(opts["chunk_seconds"] * sample_rate)))
+
+
+def _levels_db(side: list[int], opts: dict[str, Any]) -> np.ndarray:
+    """Dequantized chunk levels in dBFS (indices clamped to the 8-bit range)."""
+    return opts["min_db"] + np.clip(np.round(np.asarray(side, dtype=np.float64)), 0, 255) * opts["step_db"]
 
 
 def _interpolate(gains: np.ndarray, num_samples: int, chunk: int) -> np.ndarray:
@@ -92,7 +96,7 @@ def rms_match_level(wav: np.ndarray, side: list[int], sample_rate: int, opts: di
     chunk = int(round(opts["chunk_seconds"] * sample_rate))
     actual = _chunk_rms(wav, chunk)
     s = actual.shape[0]
-    levels = opts["min_db"] + np.clip(np.round(np.asarray(side[:s], dtype=np.float64)), 0, 255) * opts["step_db"]
+    levels = _levels_db(side[:s], opts)
     limit = 10.0 ** (max_db / 20.0)
     gains = np.clip(np.power(10.0, levels / 20.0) / np.maximum(actual, 1e-12), 1.0 / limit, limit)
     gains = np.where(levels > opts["floor_db"] + opts["step_db"] / 2, gains, 1.0)

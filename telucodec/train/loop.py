@@ -344,8 +344,8 @@ class Trainer:
             total.backward()
         else:
             balanced = {k: v for k, v in terms.items() if k in WAVEFORM_TERMS}
-            rest = [getattr(cfg.loss, k) * v for k, v in terms.items() if k not in WAVEFORM_TERMS]
-            self.balancer.backward(balanced, out.wav, sum(rest) if rest else None)
+            rest = {k: v for k, v in terms.items() if k not in WAVEFORM_TERMS}
+            self.balancer.backward(balanced, out.wav, weighted_total(rest, cfg) if rest else None)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip))
         if not math.isfinite(grad_norm):
             name = first_nonfinite_grad(self.model)
