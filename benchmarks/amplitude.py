@@ -22,19 +22,17 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: this checkout first
+
+import numpy as np
+import torch
+
+from telucodec.api import load_model
+from telucodec.evaluation import metrics
+from telucodec.formats.dataset import load_dataset
+from telucodec.model.loading import load_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
-# Run as a script, this folder comes first on sys.path, where benchmarks/tokenize.py would
-# shadow the standard library's tokenize: put the repository root there instead.
-sys.path[0] = str(ROOT)
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from telucodec import metrics  # noqa: E402
-from telucodec.api import load_model  # noqa: E402
-from telucodec.data import load_dataset  # noqa: E402
-from telucodec.train.checkpoint import load_checkpoint  # noqa: E402
-
 LEVELS_DBFS = (-45, -35, -26, -16, -6, -1)
 STRATEGIES = ("none", "rms", "lufs")
 

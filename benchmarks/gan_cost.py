@@ -13,26 +13,22 @@ to the reconstruction-only step, i.e. how many plain steps one adversarial step 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: this checkout first
+
+import torch
+
+from telucodec.cli import build_parser
+from telucodec.config import get_config
+from telucodec.train.loop import Trainer
+
 ROOT = Path(__file__).resolve().parents[1]
-# benchmarks/tokenize.py would shadow the standard library's tokenize (which dataclasses -> inspect
-# imports): put the root first, before anything else is imported.
-sys.path[0] = str(ROOT)
-
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import replace  # noqa: E402
-
-import torch  # noqa: E402
-
-from telucodec.cli import build_parser  # noqa: E402
-from telucodec.config import get_config  # noqa: E402
-from telucodec.train.loop import Trainer  # noqa: E402
-
-# name: (periods, STFT sizes, base channels); None = no discriminators
 VARIANTS = {
     "none": None,
     "full (MPD 2,3,5,7,11 + MS-STFT 512,1024,2048; 16 ch)": ((2, 3, 5, 7, 11), (512, 1024, 2048), 16),

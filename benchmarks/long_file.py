@@ -20,14 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: this checkout first
+
+import numpy as np
+import soundfile as sf
+
 ROOT = Path(__file__).resolve().parents[1]
-# Run as a script, this folder comes first on sys.path, where benchmarks/tokenize.py would
-# shadow the standard library's tokenize: put the repository root there instead.
-sys.path[0] = str(ROOT)
-
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-
 EXAMPLES = ROOT / "examples" / "te_cv"
 SAMPLE_RATE = 16000
 TARGET_GB = 1.5
@@ -35,7 +33,7 @@ TARGET_GB = 1.5
 
 def example_speech(seconds: float | None = None) -> np.ndarray:
     """The example clips concatenated (float32 mono 16 kHz), repeated or cut to `seconds`."""
-    from telucodec.audio import load_audio
+    from telucodec.formats.audio import load_audio
 
     wav = np.concatenate([load_audio(p, SAMPLE_RATE) for p in sorted(EXAMPLES.rglob("*.flac"))])
     if seconds is None:

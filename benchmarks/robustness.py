@@ -24,30 +24,30 @@ Sections (see docs/robustness.md for the table and what each row checks):
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
 import sys
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: this checkout first
+
+import torch
+
+from benchmarks import robustness_faults as faults
+from benchmarks import robustness_fuzz as fuzz
+from benchmarks import robustness_input as hostile
+from benchmarks import robustness_limits as limits
+from benchmarks.robustness_common import EXAMPLES, Row, can_drop_root, make_tiny_model
+from telucodec.formats import audio, bitstream
+
 ROOT = Path(__file__).resolve().parents[1]
-# Run as a script, this folder comes first on sys.path, where benchmarks/tokenize.py would
-# shadow the standard library's tokenize: put the repository root there instead.
-sys.path[0] = str(ROOT)
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import shlex  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-
-import torch  # noqa: E402
-
-from benchmarks import robustness_faults as faults  # noqa: E402
-from benchmarks import robustness_input as hostile  # noqa: E402
-from benchmarks.robustness_common import EXAMPLES, Row, can_drop_root, make_tiny_model  # noqa: E402
-from telucodec import audio, bitstream  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -114,8 +114,8 @@ class Bench:
 def run_all(b: Bench) -> None:
     a = b.args
     none_model = b.models["tiny-none"]
-    b.section("bitstream fuzz", lambda: hostile.fuzz_bitstream(b.models, b.clip, a.fuzz, a.seed))
-    b.section("audio container fuzz", lambda: hostile.fuzz_audio(b.work / "audio_fuzz", b.clip, a.fuzz // 5, a.seed))
+    b.section("bitstream fuzz", lambda: fuzz.fuzz_bitstream(b.models, b.clip, a.fuzz, a.seed))
+    b.section("audio container fuzz", lambda: fuzz.fuzz_audio(b.work / "audio_fuzz", b.clip, a.fuzz // 5, a.seed))
     bad = b.folder("bad_audio")
     cases = hostile.build_bad_audio(bad, b.clip)
     b.section("bad audio: encode", lambda: hostile.encode_bad_audio(
@@ -130,12 +130,12 @@ def run_all(b: Bench) -> None:
     if a.quick:
         return
     spectral = make_tiny_model(b.work / "spectral-random", "rms", seed=3, preset="spectral")
-    b.section("memory per second", lambda: faults.measure_memory(b.folder("memory"), spectral, b.clip, (10, 60, 180, 600)))
+    b.section("memory per second", lambda: limits.measure_memory(b.folder("memory"), spectral, b.clip, (10, 60, 180, 600)))
     pair = b.folder("eval_data")
     for clip in b.clips[:2]:
         shutil.copy(clip, pair / clip.name)
-    b.section("eval workers", lambda: faults.eval_parallel_equals_serial(b.folder("eval"), pair, none_model))
-    b.section("tokenize workers", lambda: faults.tokenize_parallel_equals_serial(
+    b.section("eval workers", lambda: limits.eval_parallel_equals_serial(b.folder("eval"), pair, none_model))
+    b.section("tokenize workers", lambda: limits.tokenize_parallel_equals_serial(
         b.folder("tok"), b.train_data, none_model))
 
 
@@ -172,7 +172,7 @@ def markdown(b: Bench, command: str, seconds: float) -> str:
 
 
 LIMITS = """
-## Resource limits (defaults, enforced in `telucodec/audio.py` and `telucodec/bitstream.py`)
+## Resource limits (defaults, enforced in `telucodec/formats/audio.py` and `telucodec/formats/bitstream.py`)
 
 - Input duration: at most {max_s} s ({max_h:g} h) per file (`MAX_INPUT_SECONDS`); longer files are
   refused with one line before any sample is decoded. The length is the one libsndfile measures
@@ -230,7 +230,7 @@ Each of these made a row fail before the fix; `tests/test_robustness.py` pins ea
   model's rate; an rms file without side values raised a bare `ValueError`. `Codec.decode` now
   refuses codes whose sample rate, frame rate, code width, value range or side info do not fit the
   model (`telucodec/model/codec.py`).
-- Audio messages (`telucodec/audio.py`): chmod 000 said "not a readable audio file" (now
+- Audio messages (`telucodec/formats/audio.py`): chmod 000 said "not a readable audio file" (now
   "permission denied"); a 0-byte file now says "empty file (0 bytes)"; a symlink loop said "no
   such file" (now "broken symlink or symlink loop"); a file in a folder we may not enter raised a
   bare `PermissionError`, which a training run (e.g. from a manifest) did not skip.
@@ -241,7 +241,7 @@ Each of these made a row fail before the fix; `tests/test_robustness.py` pins ea
   libsndfile reads; its errors still reach us as exceptions. Files decoded by ffmpeg now obey
   `MAX_INPUT_SECONDS` too (they were read whole, whatever their length).
 - Pickle checkpoint: torch printed a 2-line `UserWarning` about the pickle protocol before our
-  refusal; now only the refusal (`telucodec/train/checkpoint.py`).
+  refusal; now only the refusal (`telucodec/model/loading.py`).
 - A binary `config.json` gave `'utf-8' codec can't decode …` without the file name; now
   "FILE: not a readable JSON config (…)" (`telucodec/config.py`).
 - `Codec.save_pretrained` wrote `model.safetensors` with mode 0600 (safetensors' default), so
@@ -250,7 +250,7 @@ Each of these made a row fail before the fix; `tests/test_robustness.py` pins ea
 - kill -9 left the killed process's checkpoint temp file behind for good, and a kill between the
   metrics line and the checkpoint repeated that epoch in metrics.jsonl. A resumed run now deletes
   stale temp files in `checkpoints/` and `model/` and drops metrics rows newer than the checkpoint
-  or cut short (`tidy_for_resume` in `telucodec/train/loop.py`).
+  or cut short (`tidy_for_resume` in `telucodec/train/experiment.py`).
 """
 
 

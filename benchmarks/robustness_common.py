@@ -1,8 +1,8 @@
 """Shared pieces of benchmarks/robustness.py: result rows, a forked sandbox with a per-case time
 limit, running the `telucodec` CLI (in a child process or as a real subprocess), dropping root.
 
-Imported by the robustness_* modules only after robustness.py has put the repository root first
-on sys.path (see the note there about benchmarks/tokenize.py shadowing the standard library).
+Imported as `benchmarks.robustness_common`: robustness.py puts the repository root first on
+sys.path before it imports the robustness_* modules.
 """
 
 from __future__ import annotations

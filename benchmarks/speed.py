@@ -14,28 +14,25 @@ Weights do not change speed, so random-weight presets time the architectures we 
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: this checkout first
+
+import numpy as np
+import soundfile as sf
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
-# Run as a script, this folder comes first on sys.path, where benchmarks/tokenize.py would
-# shadow the standard library's tokenize (dataclasses imports it): put the repository root there.
-sys.path[0] = str(ROOT)
-
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-import torch  # noqa: E402
-
 EXAMPLES = ROOT / "examples" / "te_cv"
 SR = 16000
 
@@ -57,7 +54,7 @@ class Row:
 
 def example_speech(seconds: float) -> np.ndarray:
     """The example clips concatenated (float32 mono 16 kHz), cut (or repeated) to `seconds`."""
-    from telucodec.audio import load_audio
+    from telucodec.formats.audio import load_audio
 
     wav = np.concatenate([load_audio(p, SR) for p in sorted(EXAMPLES.rglob("*.flac"))])
     n = int(seconds * SR)
@@ -102,7 +99,7 @@ def time_snac(wav: np.ndarray, threads: int, repeats: int) -> Row:
 def time_onnx(directory: Path, wav: np.ndarray, kbps: float, threads: int, repeats: int) -> Row:
     import onnxruntime as ort
 
-    from telucodec.onnx_runtime import OnnxCodec
+    from telucodec.deploy.onnx_runtime import OnnxCodec
 
     codec = OnnxCodec(directory)
     options = ort.SessionOptions()
@@ -189,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         skipped.append(f"snac: {snac_why}")
     onnx_why = None
     if args.onnx:
-        if importlib.util.find_spec("telucodec.onnx_runtime") is None or importlib.util.find_spec("onnxruntime") is None:
-            onnx_why = "telucodec.onnx_runtime or onnxruntime is not available"
+        if importlib.util.find_spec("telucodec.deploy.onnx_runtime") is None or importlib.util.find_spec("onnxruntime") is None:
+            onnx_why = "telucodec.deploy.onnx_runtime or onnxruntime is not available"
         elif not (Path(args.onnx) / "config.json").is_file():
             onnx_why = f"{args.onnx} is not an export folder (no config.json)"
         if onnx_why:

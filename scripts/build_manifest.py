@@ -1,7 +1,10 @@
 #!/usr/bin/env python
-"""Merge the shared speech sets into one training manifest (absolute paths, speaker ids).
+"""Merge speech sets into one training manifest (absolute paths, speaker ids).
 
-    python scripts/build_manifest.py ../shared/data state/train_manifest.tsv
+    python scripts/build_manifest.py DATA state/train_manifest.tsv
+
+DATA is a folder of sets (dev_te, train_other, train_multi/...), each with a manifest.tsv
+(`path` relative to the set, `speaker`); docs/training-log.md describes the ones used.
 
 Speaker ids are prefixed with the set name so speakers never collide across sets. Validation
 speakers are chosen with `--val_speakers` at training time (see docs/training-log.md).

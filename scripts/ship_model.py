@@ -17,14 +17,14 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: this checkout first
+
+import torch
+
+from telucodec.api import load_model
+from telucodec.model.loading import load_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)
-
-import torch  # noqa: E402
-
-from telucodec.api import load_model  # noqa: E402
-from telucodec.train.checkpoint import load_checkpoint  # noqa: E402
-
 CARD = """# {name}: telucodec's default Telugu speech codec
 
 A {params:.2f} M-parameter neural speech codec (preset `{preset}`: SEANet encoder, residual VQ
@@ -37,7 +37,7 @@ Trained for {cpu_hours:.2f} hours on one CPU thread of a 2-core machine. Against
 Training continues across sessions (`docs/training-log.md`).
 
 ## Training
-- Data: {train_minutes:.1f} min of real speech ({train_clips} clips) from `../shared/data` (below), held-out
+- Data: {train_minutes:.1f} min of real speech ({train_clips} clips) from the speech sets below (`DATA`), held-out
   validation speakers never trained on: {val_speakers}.
 - {steps} optimizer steps of batch {batch} x {segment:g} s ({hours_seen:.1f} h of audio seen), {cpu_minutes:.0f} wall
   minutes on 1 CPU thread, over these runs (commands and configs: `docs/training-log.md`, `config.json`):

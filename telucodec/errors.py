@@ -11,3 +11,7 @@ class AudioError(TelucodecError, ValueError):
 
 class ModelError(TelucodecError, ValueError):
     """A model or checkpoint that cannot be loaded or does not match what is asked."""
+
+
+class BitstreamError(TelucodecError, ValueError):
+    """A `.tcd` file (or a `Codes` to be written) that is malformed; the message says what."""

@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telucodec.audio import load_audio
+from telucodec.formats.audio import load_audio
 from telucodec.model.amplitude import (
     AMPLITUDE_KINDS,
     Amplitude,
@@ -363,7 +363,7 @@ def test_match_level_leaves_silence_and_limits_gain() -> None:
 
 
 def test_match_level_numpy_mirror_and_long_blocks(real_clip: np.ndarray) -> None:
-    from telucodec.onnx_runtime import rms_match_level
+    from telucodec.deploy.onnx_runtime import rms_match_level
 
     amp = RmsAmplitude()
     clip = np.tile(real_clip, 3)[: 5 * SR + 1234]

@@ -11,8 +11,8 @@ import torch
 from telucodec import losses as L
 from telucodec.cli import main
 from telucodec.config import get_config
+from telucodec.model.loading import load_checkpoint
 from telucodec.train.balancer import Balancer
-from telucodec.train.checkpoint import load_checkpoint
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "te_cv"
 

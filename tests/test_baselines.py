@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from telucodec import baselines, metrics
-from telucodec.audio import load_audio
 from telucodec.errors import TelucodecError
+from telucodec.evaluation import baselines, metrics
+from telucodec.formats.audio import load_audio
 
 CLIP = Path(__file__).resolve().parents[1] / "examples/te_cv/cv_9e9a356b/common_voice_te_42974000.flac"
 HAVE_OPUS = shutil.which("opusenc") is not None and shutil.which("opusdec") is not None

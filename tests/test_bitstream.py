@@ -14,7 +14,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from telucodec.bitstream import (
+from telucodec.errors import TelucodecError
+from telucodec.formats.bitstream import (
     FORMAT_VERSION,
     HEADER_SIZE,
     MAGIC,
@@ -29,8 +30,7 @@ from telucodec.bitstream import (
     unpack_bits,
     write_bitstream,
 )
-from telucodec.codes import Codes
-from telucodec.errors import TelucodecError
+from telucodec.formats.codes import Codes
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 GOLDEN_NAMES = ["v1_plain_n3_b10_none", "v1_plain_n8_b12_rms", "v1_entropy_n3_b10_lufs"]

@@ -18,19 +18,19 @@ import soundfile as sf
 import torch
 
 import telucodec
-from telucodec import api
-from telucodec.audio import load_audio, write_wav
-from telucodec.bitstream import describe, read_bitstream, write_bitstream
 from telucodec.cli import main
-from telucodec.codes import Codes
 from telucodec.config import get_config
 from telucodec.errors import ModelError
+from telucodec.formats.audio import load_audio, write_wav
+from telucodec.formats.bitstream import describe, read_bitstream, write_bitstream
+from telucodec.formats.codes import Codes
 from telucodec.model import codec as codec_module
+from telucodec.model import loading
 from telucodec.model.codec import Codec
 
 SR = 16000
 INFO_KEYS = {"format_version", "model_id", "sample_rate", "num_samples", "duration_s", "n_q",
-             "codebook_bits", "frame_rate", "kbps_nominal", "kbps_actual"}  # DESIGN.md
+             "codebook_bits", "frame_rate", "kbps_nominal", "kbps_actual"}  # docs/design.md
 PCM16_STEP = 1 / 32768  # one step of a 16-bit WAV (libsndfile writes x * 32767, reads / 32768)
 
 
@@ -94,7 +94,7 @@ def test_cli_round_trip_matches_model_output(kbps, model, model_dir, example_cli
     rc, text, _ = cli(capsys, "info", tcd, "--json")
     assert rc == 0
     info = json.loads(text)
-    assert INFO_KEYS <= set(info)  # DESIGN.md's keys; more may be added, never fewer
+    assert INFO_KEYS <= set(info)  # docs/design.md's keys; more may be added, never fewer
     wav = load_audio(src, SR)
     n_q = model.n_q_for_kbps(kbps)
     assert info["n_q"] == n_q and info["num_samples"] == wav.size and info["sample_rate"] == SR
@@ -213,7 +213,7 @@ def test_corrupt_file_one_line_error(damage, encoded, model_dir, tmp_path, capsy
 
 
 def test_no_shipped_model_is_a_clear_error(monkeypatch, tmp_path, speech, encoded, capsys):
-    monkeypatch.setattr(api, "PRETRAINED_DIR", tmp_path / "nothing-here")
+    monkeypatch.setattr(loading, "PRETRAINED_DIR", tmp_path / "nothing-here")
     with pytest.raises(ModelError, match="--model"):
         telucodec.load_model()
     with pytest.raises(ModelError):

@@ -12,10 +12,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from telucodec.data import AudioItem, Clip, CropDataset, discover, split_validation
 from telucodec.errors import ModelError, TelucodecError
+from telucodec.formats.dataset import AudioItem, Clip, discover, split_validation
+from telucodec.model.loading import load_checkpoint
 from telucodec.train import checkpoint
-from telucodec.train.checkpoint import atomic_torch_save, load_checkpoint
+from telucodec.train.checkpoint import atomic_torch_save
+from telucodec.train.crops import CropDataset
 
 
 def test_discover_recursive_and_manifest(tmp_path, example_clips):

@@ -16,11 +16,11 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 
-from telucodec import baselines
-from telucodec.audio import load_audio, write_wav
 from telucodec.cli import main
 from telucodec.errors import TelucodecError
-from telucodec.evaluate import evaluate
+from telucodec.evaluation import baselines
+from telucodec.evaluation.evaluate import evaluate
+from telucodec.formats.audio import load_audio, write_wav
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "te_cv"
 CLIPS = ("cv_9e9a356b/common_voice_te_42973999.flac", "cv_ce579334/common_voice_te_43406783.flac")
@@ -265,7 +265,7 @@ def test_report_renders_with_a_player_per_file(full_run, tmp_path: Path) -> None
 
 def test_bitrates_the_model_cannot_serve_are_skipped_with_a_warning(model_dir: Path) -> None:
     from telucodec.api import load_model
-    from telucodec.evaluate import plan_systems
+    from telucodec.evaluation.plan import plan_systems
 
     model = load_model(model_dir)  # tiny: 8 codebooks of 8 bits at 50 Hz = 0.4 kbps each, 3.2 at most
     systems, warnings = plan_systems(model, "6,3,0.2,1.5,3.1", "")

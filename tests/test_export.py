@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from telucodec import export as E
-from telucodec.audio import load_audio
 from telucodec.cli import main
 from telucodec.config import get_config
+from telucodec.deploy import export as E
+from telucodec.formats.audio import load_audio
 from telucodec.model.codec import Codec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def test_cli_export_files_and_config(tiny_export):
 
 
 def test_spectral_parity_any_length_and_fewer_codebooks(spectral_export, example_clips):
-    from telucodec.onnx_runtime import OnnxCodec
+    from telucodec.deploy.onnx_runtime import OnnxCodec
 
     model, out, config = spectral_export
     parity = config["parity"]
@@ -103,7 +103,7 @@ def test_onnxruntime_decode_without_torch(tiny_export, example_clips, tmp_path):
     script = textwrap.dedent(f"""
         import sys
         import numpy as np
-        from telucodec.onnx_runtime import OnnxCodec
+        from telucodec.deploy.onnx_runtime import OnnxCodec
         codec = OnnxCodec({str(out)!r})
         wav = np.load({str(tmp_path / 'wav.npy')!r})
         clip = codec.encode(wav)

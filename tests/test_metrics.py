@@ -1,4 +1,4 @@
-"""Hand-checked cases for telucodec.metrics."""
+"""Hand-checked cases for telucodec.evaluation.metrics."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from telucodec import metrics
-from telucodec.audio import load_audio
+from telucodec.evaluation import metrics
+from telucodec.formats.audio import load_audio
 
 CLIP = Path(__file__).resolve().parents[1] / "examples/te_cv/cv_9e9a356b/common_voice_te_42974000.flac"
 

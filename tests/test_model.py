@@ -203,7 +203,7 @@ def test_phase_aware_losses_see_what_magnitude_losses_miss():
 
 
 def test_discriminator_set_follows_the_config():
-    from telucodec.discriminators import Discriminators
+    from telucodec.train.discriminators import Discriminators
 
     wav = 0.1 * torch.randn(2, 1, 4000)
     logits, feats = Discriminators(periods=(2, 3), stft_sizes=(512,), channels=4)(wav)

@@ -16,8 +16,9 @@ import pytest
 from conftest import EXAMPLES
 
 import telucodec
-from telucodec import api, metrics
-from telucodec.audio import load_audio
+from telucodec import api
+from telucodec.evaluation import metrics
+from telucodec.formats.audio import load_audio
 from telucodec.model.codec import Codec
 
 CLIPS = ("cv_ce579334/common_voice_te_43406779.flac", "cv_ce579334/common_voice_te_43406780.flac")

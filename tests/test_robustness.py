@@ -23,17 +23,18 @@ import numpy as np
 import pytest
 import torch
 
-from telucodec import audio
-from telucodec.audio import load_audio
-from telucodec.bitstream import write_bitstream
 from telucodec.cli import main
-from telucodec.codes import Codes
 from telucodec.config import CodecConfig, get_config
 from telucodec.errors import AudioError, ModelError, TelucodecError
+from telucodec.formats import audio
+from telucodec.formats.audio import load_audio
+from telucodec.formats.bitstream import write_bitstream
+from telucodec.formats.codes import Codes
 from telucodec.model.codec import Codec
+from telucodec.model.loading import load_checkpoint
 from telucodec.train import checkpoint
-from telucodec.train.checkpoint import atomic_torch_save, disk_full, load_checkpoint
-from telucodec.train.loop import tidy_for_resume
+from telucodec.train.checkpoint import atomic_torch_save, disk_full
+from telucodec.train.experiment import tidy_for_resume
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_BUDGET_S = 90
@@ -100,7 +101,7 @@ def test_unreadable_file_says_permission_denied(example_clips):
 
 def _load_as_unprivileged(path: Path) -> str:
     """`load_audio(path)`'s error as a user who is not root (nobody, when we are root)."""
-    code = f"from telucodec.audio import load_audio\ntry:\n    load_audio({str(path)!r})\nexcept Exception as e:\n    print(e)"
+    code = f"from telucodec.formats.audio import load_audio\ntry:\n    load_audio({str(path)!r})\nexcept Exception as e:\n    print(e)"
     cmd = [sys.executable, "-c", code]
     if os.geteuid() == 0:  # root reads anything: run as nobody, if this system lets us
         if shutil.which("setpriv") is None:

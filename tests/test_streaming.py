@@ -8,9 +8,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from telucodec.audio import load_audio
 from telucodec.config import get_config
 from telucodec.errors import ModelError
+from telucodec.formats.audio import load_audio
 from telucodec.model.codec import Codec
 from telucodec.model.streaming import latency_samples
 

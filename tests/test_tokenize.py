@@ -14,14 +14,14 @@ import pytest
 import soundfile as sf
 import torch
 
-from telucodec import tokens
 from telucodec.api import load_model
-from telucodec.audio import load_audio
 from telucodec.cli import main
 from telucodec.config import get_config
+from telucodec.deploy.tokenize import tokenize_dataset
 from telucodec.errors import TelucodecError
+from telucodec.formats import tokens
+from telucodec.formats.audio import load_audio
 from telucodec.model.codec import Codec
-from telucodec.tokenize import tokenize_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_SHARDS = 4000  # bytes: with n_q 8 about 250 frames (5 s) per shard, so shards roll often
@@ -139,7 +139,7 @@ def test_kill_9_leaves_a_readable_folder_and_resumes(reference, model, model_dir
             link.symlink_to(clip)
     out = tmp_path / "tokens"
     script = (f"import torch; torch.set_num_threads(1)\n"
-              f"from telucodec.api import load_model\nfrom telucodec.tokenize import tokenize_dataset\n"
+              f"from telucodec.api import load_model\nfrom telucodec.deploy.tokenize import tokenize_dataset\n"
               f"tokenize_dataset({str(data)!r}, {str(out)!r}, load_model({str(model_dir)!r}), kbps=2.0, "
               f"shard_bytes={SMALL_SHARDS})\n")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)

@@ -15,8 +15,8 @@ import soundfile as sf
 import torch
 
 from telucodec.cli import main
-from telucodec.data import CropDataset
-from telucodec.train.checkpoint import load_checkpoint
+from telucodec.model.loading import load_checkpoint
+from telucodec.train.crops import CropDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "te_cv"

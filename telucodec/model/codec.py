@@ -13,7 +13,6 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,16 +20,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from telucodec.codes import Codes
 from telucodec.config import CodecConfig
 from telucodec.errors import ModelError
+from telucodec.formats.codes import Codes
 from telucodec.model.amplitude import get_amplitude
 from telucodec.model.quantizer import QuantizerOutput, ResidualVQ
 from telucodec.model.seanet import SEANetDecoder, SEANetEncoder
 from telucodec.model.spectral import SpectralDecoder
-
-if TYPE_CHECKING:
-    from telucodec.model.streaming import StreamDecoder, StreamEncoder
+from telucodec.model.streaming import StreamDecoder, StreamEncoder
 
 CHUNK_SECONDS = 20.0     # encode/decode long clips in chunks of this length ...
 CONTEXT_SECONDS = 2.0    # ... each with this much context on both sides (beyond the receptive field)
@@ -208,14 +205,10 @@ class Codec(nn.Module):
     # ---- streaming (causal models; see telucodec/model/streaming.py) ------------------------
     def stream_encoder(self, kbps: float | None = None) -> StreamEncoder:
         """Chunks of audio in, codes of each completed frame out; equals `encode` exactly."""
-        from telucodec.model.streaming import StreamEncoder
-
         return StreamEncoder(self, kbps)
 
     def stream_decoder(self) -> StreamDecoder:
         """Chunks of codes in, audio of each final frame out; equals `decode` exactly."""
-        from telucodec.model.streaming import StreamDecoder
-
         return StreamDecoder(self)
 
     # ---- files ---------------------------------------------------------------------------

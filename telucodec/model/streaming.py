@@ -25,13 +25,17 @@ refused with a clear error.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
+from telucodec.config import CodecConfig
 from telucodec.errors import ModelError
+from telucodec.model.amplitude import Amplitude
+from telucodec.model.quantizer import ResidualVQ
 from telucodec.model.seanet import (
     BottleneckLSTM,
     PaddedConv1d,
@@ -42,8 +46,24 @@ from telucodec.model.seanet import (
 )
 from telucodec.model.spectral import SpectralDecoder
 
-if TYPE_CHECKING:
-    from telucodec.model.codec import Codec
+
+class Streamable(Protocol):
+    """What the streams use of a codec; `telucodec.model.codec.Codec` is one (and hands them out
+    as `stream_encoder()` / `stream_decoder()`, so this module never imports it)."""
+
+    config: CodecConfig
+    amplitude: Amplitude
+    hop: int
+    encoder: SEANetEncoder
+    quantizer: ResidualVQ
+    decoder: nn.Module
+
+    @property
+    def max_n_q(self) -> int: ...
+
+    def n_q_for_kbps(self, kbps: float | None) -> int: ...
+
+    def parameters(self) -> Iterator[nn.Parameter]: ...
 
 
 # ---- receptive fields -----------------------------------------------------------------------
@@ -100,7 +120,7 @@ def decoder_frames(decoder: nn.Module) -> tuple[int, int]:
     raise ModelError(f"streaming: unknown decoder {type(decoder).__name__}")
 
 
-def _check_streamable(model: Codec) -> None:
+def _check_streamable(model: Streamable) -> None:
     mc = model.config.model
     if not mc.causal:
         raise ModelError("streaming needs a causal model (ModelConfig.causal = true); this one looks ahead")
@@ -111,7 +131,7 @@ def _check_streamable(model: Codec) -> None:
                          "(its level is measured over whole seconds, which would add that much latency)")
 
 
-def latency_samples(model: Codec) -> int:
+def latency_samples(model: Streamable) -> int:
     """Algorithmic latency of streaming encode + decode, in samples: one frame + decoder lookahead."""
     _check_streamable(model)
     return model.hop + decoder_frames(model.decoder)[1] * model.hop
@@ -121,7 +141,7 @@ def latency_samples(model: Codec) -> int:
 class StreamEncoder:
     """Feed audio chunks of any size; get the codes of every frame completed so far."""
 
-    def __init__(self, model: Codec, kbps: float | None = None):
+    def __init__(self, model: Streamable, kbps: float | None = None):
         _check_streamable(model)
         self.model, self.hop, self.n_q = model, model.hop, model.n_q_for_kbps(kbps)
         self.context_frames = encoder_context_frames(model.encoder, model.hop)
@@ -167,7 +187,7 @@ class StreamEncoder:
 class StreamDecoder:
     """Feed codes [n_q, frames] of any length; get the audio of every frame that is final."""
 
-    def __init__(self, model: Codec):
+    def __init__(self, model: Streamable):
         _check_streamable(model)
         self.model, self.hop = model, model.hop
         self.context_frames, self.lookahead_frames = decoder_frames(model.decoder)

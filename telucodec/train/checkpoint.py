@@ -1,25 +1,24 @@
-"""Training checkpoints that never lose work.
+"""Training checkpoints that never lose work: the writing side.
 
 A checkpoint is a plain dict of tensors and numbers written with torch.save to a temporary file
 in the same folder, flushed to disk, then renamed over the old one: a crash or a full disk
-leaves the previous checkpoint whole. Loading uses `weights_only=True`, so a file carrying a
-pickle payload is refused without running it.
+leaves the previous checkpoint whole. Reading one (`load_checkpoint`, refusing pickle payloads)
+is `telucodec.model.loading`'s job, shared with the inference API.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from telucodec.config import CodecConfig
-from telucodec.errors import ModelError, TelucodecError
+from telucodec.errors import TelucodecError
+from telucodec.model.loading import CHECKPOINT_FORMAT
 
-CHECKPOINT_FORMAT = 1
+__all__ = ["CHECKPOINT_FORMAT", "atomic_torch_save", "disk_full"]
 
 
 def disk_full(exc: BaseException | None) -> bool:
@@ -46,27 +45,3 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         if disk_full(exc):
             raise TelucodecError(f"{path}: disk full while saving the checkpoint; the previous one is intact") from exc
         raise
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a training checkpoint safely (tensors and plain values only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such checkpoint")
-    try:
-        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: refused: not a plain-tensor telucodec checkpoint ({first[:200]})") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
-        raise ModelError(f"{path}: not a telucodec training checkpoint (format {CHECKPOINT_FORMAT})")
-    return state
-
-
-def checkpoint_config(state: dict[str, Any], source: str) -> CodecConfig:
-    try:
-        return CodecConfig.from_dict(state["config"])
-    except (KeyError, TypeError) as exc:
-        raise ModelError(f"{source}: checkpoint has no usable config") from exc

@@ -25,143 +25,23 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from telucodec import losses as L
 from telucodec.config import CodecConfig, get_config, with_overrides
-from telucodec.data import CropDataset, load_dataset, write_skipped
-from telucodec.discriminators import Discriminators
 from telucodec.errors import TelucodecError
-from telucodec.model.codec import Codec, CodecOutput, load_matching_state
-from telucodec.train import monitor
-from telucodec.train.balancer import Balancer
-from telucodec.train.checkpoint import (
-    CHECKPOINT_FORMAT,
-    atomic_torch_save,
-    checkpoint_config,
-    disk_full,
-    load_checkpoint,
-)
+from telucodec.formats.dataset import load_dataset, write_skipped
+from telucodec.model.codec import Codec, load_matching_state
+from telucodec.model.loading import checkpoint_config, load_checkpoint, read_weights
+from telucodec.train import monitor, objective
+from telucodec.train.checkpoint import CHECKPOINT_FORMAT, atomic_torch_save, disk_full
+from telucodec.train.crops import CropDataset
+from telucodec.train.discriminators import Discriminators
+from telucodec.train.experiment import pick_device, prepare_experiment, setup_distributed, tidy_for_resume
+from telucodec.train.optim import lr_factor, make_optimizer
 
 QUIET_LOG_EVERY = 100  # with --quiet (no progress bar), one progress line per this many steps
 
 
 class TrainingHalted(TelucodecError):
     """Training stopped by a health check (NaN/Inf); the last good checkpoint is intact."""
-
-
-# ---- small pieces ----------------------------------------------------------------------------
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TelucodecError("--device cuda: no CUDA device is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and dist.is_initialized():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device(name)
-
-
-def setup_distributed(device_name: str) -> tuple[int, int]:
-    """Initialise DDP when launched by torchrun (RANK/WORLD_SIZE set); returns (rank, world)."""
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    use_cuda = device_name != "cpu" and torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def reconstruction_losses(out: CodecOutput, target: torch.Tensor, cfg: CodecConfig) -> dict[str, torch.Tensor]:
-    """Every weighted reconstruction term by name (weight 0 = not computed)."""
-    lc, sr = cfg.loss, cfg.model.sample_rate
-    y = out.wav
-    terms: dict[str, torch.Tensor] = {}
-    if lc.mse:
-        terms["mse"] = L.waveform_mse(y, target)
-    if lc.rms:
-        terms["rms"] = L.rms_loss(y, target, lc.rms_frame)
-    if lc.log_rms:
-        terms["log_rms"] = L.log_rms_loss(y, target, lc.rms_frame)
-    if lc.l1:
-        terms["l1"] = L.waveform_l1(y, target)
-    if lc.mel:
-        terms["mel"] = L.mel_loss(y, target, lc.mel_windows, lc.n_mels, sr)
-    if lc.stft:
-        terms["stft"] = L.stft_loss(y, target, lc.stft_windows)
-    if lc.complex_stft:
-        terms["complex_stft"] = L.complex_stft_loss(y, target, lc.phase_windows)
-    if lc.phase:
-        terms["phase"] = L.phase_loss(y, target, lc.phase_windows)
-    terms["commitment"] = out.quantizer.commitment_loss
-    if cfg.quantizer.update == "loss":
-        terms["codebook"] = out.quantizer.codebook_loss
-    return terms
-
-
-# Terms that are functions of the decoded waveform: the ones the balancer can balance.
-WAVEFORM_TERMS = ("mse", "rms", "log_rms", "l1", "mel", "stft", "complex_stft", "phase", "adversarial",
-                  "feature_matching")
-
-
-def weighted_total(terms: dict[str, torch.Tensor], cfg: CodecConfig) -> torch.Tensor:
-    return sum(getattr(cfg.loss, name) * value for name, value in terms.items())
-
-
-def lr_factor(step: int, total_steps: int, tc) -> float:
-    if tc.warmup_steps and step < tc.warmup_steps:
-        return (step + 1) / tc.warmup_steps
-    if tc.lr_schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - tc.warmup_steps) / max(1, total_steps - tc.warmup_steps))
-    if tc.lr_schedule == "exponential":
-        return tc.min_lr_ratio ** progress
-    return tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def first_nonfinite_grad(model: torch.nn.Module) -> str | None:
-    for name, p in model.named_parameters():
-        if p.grad is not None and not torch.isfinite(p.grad).all():
-            return name
-    return None
-
-
-# ---- the experiment folder -------------------------------------------------------------------
-
-def prepare_experiment(root: Path, resume: bool, overwrite: bool, rank: int) -> Path | None:
-    """Return the checkpoint to resume from (or None), after checking the folder is ours to use."""
-    last = root / "checkpoints" / "last.pt"
-    if resume:
-        if not last.is_file():
-            raise TelucodecError(f"{root}: --resume but no checkpoint at {last}")
-        return last
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise TelucodecError(f"{root} already exists; use --resume to continue it or --overwrite to replace it")
-        if rank == 0:
-            shutil.rmtree(root)
-    return None
-
-
-def tidy_for_resume(root: Path, epoch: int) -> None:
-    """After a crash (kill -9, power loss): delete temp files of atomic writes that never
-    finished, and metrics.jsonl rows newer than the checkpoint (or cut short), which the resumed
-    run is about to write again."""
-    for sub in ("checkpoints", "model"):
-        for tmp in (root / sub).glob("*.tmp*") if (root / sub).is_dir() else ():
-            tmp.unlink(missing_ok=True)
-    metrics = root / "metrics.jsonl"
-    if not metrics.is_file():
-        return
-    kept = []
-    for line in metrics.read_text().splitlines():
-        try:
-            if json.loads(line)["epoch"] <= epoch:
-                kept.append(line + "\n")
-        except (ValueError, KeyError, TypeError):
-            continue
-    tmp = metrics.with_name(".metrics.jsonl.tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, metrics)
 
 
 # ---- the loop --------------------------------------------------------------------------------
@@ -228,9 +108,9 @@ class Trainer:
         self.model = Codec(cfg).to(self.device)
         self.discs = (Discriminators(tc.disc_periods, tc.disc_stft_sizes, tc.disc_channels).to(self.device)
                       if tc.adversarial_after >= 0 else None)
-        self.opt = self._optimizer(self.model.parameters(), tc.learning_rate)
-        self.opt_d = self._optimizer(self.discs.parameters(), tc.disc_learning_rate) if self.discs else None
-        self.balancer = Balancer({k: getattr(cfg.loss, k) for k in WAVEFORM_TERMS}) if cfg.loss.balancer else None
+        self.opt = make_optimizer(self.model.parameters(), tc.learning_rate, tc)
+        self.opt_d = make_optimizer(self.discs.parameters(), tc.disc_learning_rate, tc) if self.discs else None
+        self.balancer = objective.make_balancer(cfg)
         self.total_steps = self.steps_per_epoch * tc.num_epochs
         self.step, self.epoch, self.step_in_epoch = 0, 0, 0
         self.best_val = math.inf
@@ -249,15 +129,7 @@ class Trainer:
             self.writer = SummaryWriter(str(self.root / "tensorboard"))
         self._print_summary(train_seconds)
 
-    def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
-        tc = self.config.train
-        params = [p for p in params if p.requires_grad]
-        if tc.optimizer == "adam":
-            return torch.optim.Adam(params, lr=lr, betas=tc.betas)
-        return torch.optim.AdamW(params, lr=lr, betas=tc.betas, weight_decay=tc.weight_decay)
-
     def _init_from(self, source: str) -> None:
-        from telucodec.api import read_weights
         state = read_weights(source)
         skipped = load_matching_state(self.model, state, strict=False, source=source)
         self.log(f"init_from {source}: loaded {len(state) - len(skipped)} tensors"
@@ -328,33 +200,22 @@ class Trainer:
         adversarial = self.discs is not None and self.step >= tc.adversarial_after
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = self.ddp(batch, n_q)
-            terms = reconstruction_losses(out, batch, cfg)
+            terms = objective.reconstruction_losses(out, batch, cfg)
             if adversarial:
-                logits_fake, feats_fake = self.discs(out.wav)
-                with torch.no_grad():
-                    _, feats_real = self.discs(batch)
-                terms["adversarial"] = L.generator_adversarial_loss(logits_fake, cfg.loss.gan_loss)
-                terms["feature_matching"] = L.feature_matching_loss(feats_real, feats_fake)
-            total = weighted_total(terms, cfg)
+                terms.update(objective.adversarial_terms(self.discs, out.wav, batch, cfg))
+            total = objective.weighted_total(terms, cfg)
         if not torch.isfinite(total):
             bad = [k for k, v in terms.items() if not torch.isfinite(v)]
             raise TrainingHalted(f"step {self.step}: loss is {float(total.detach())} (non-finite terms: {', '.join(bad) or 'total'})")
         self.opt.zero_grad(set_to_none=True)
-        if self.balancer is None:
-            total.backward()
-        else:
-            balanced = {k: v for k, v in terms.items() if k in WAVEFORM_TERMS}
-            rest = {k: v for k, v in terms.items() if k not in WAVEFORM_TERMS}
-            self.balancer.backward(balanced, out.wav, weighted_total(rest, cfg) if rest else None)
+        objective.backward(terms, total, out.wav, cfg, self.balancer)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip))
         if not math.isfinite(grad_norm):
-            name = first_nonfinite_grad(self.model)
+            name = monitor.first_nonfinite_grad(self.model)
             raise TrainingHalted(f"step {self.step}: non-finite gradient in {name or 'a parameter'}")
         self.opt.step()
         if adversarial:
-            logits_real, _ = self.discs(batch)
-            logits_fake, _ = self.discs(out.wav.detach())
-            d_loss = L.discriminator_loss(logits_real, logits_fake, cfg.loss.gan_loss)
+            d_loss = objective.discriminator_loss(self.discs, out.wav, batch, cfg)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             torch.nn.utils.clip_grad_norm_(self.discs.parameters(), tc.grad_clip)
@@ -445,7 +306,7 @@ class Trainer:
         row = None
         if self.is_main:
             v = monitor.validate(self.model, self.data.val[: tc.val_max_clips], self.device,
-                                 lambda out, x: (weighted_total(reconstruction_losses(out, x, cfg), cfg),),
+                                 lambda out, x: (objective.reconstruction_total(out, x, cfg),),
                                  tc.val_max_seconds, with_pesq, tc.pesq_clips)
             warnings = (self.start_warnings if self.epoch == 1 else []) + self.monitor.check(
                 self.epoch, mean_terms.get("total", math.nan), v, cfg.model.amplitude)
@@ -487,7 +348,7 @@ class Trainer:
         for q, (u, p) in enumerate(zip(row["codebook_usage"], row["codebook_perplexity"])):
             self.writer.add_scalar(f"vq/usage_{q}", u, self.step)
             self.writer.add_scalar(f"vq/perplexity_{q}", p, self.step)
-        from telucodec.plots import log_spectrogram
+        from telucodec.evaluation.plots import log_spectrogram
         for i, (ref, out) in enumerate(v.examples):
             self.writer.add_audio(f"sample_{i}/output", torch.from_numpy(np.clip(out, -1, 1)).view(1, -1), self.step,
                                   sample_rate=self.config.model.sample_rate)
@@ -497,8 +358,8 @@ class Trainer:
         self.writer.flush()
 
     def _write_samples(self, v: monitor.ValidationResult) -> None:
-        from telucodec.audio import write_wav
-        from telucodec.plots import save_spectrograms
+        from telucodec.evaluation.plots import save_spectrograms
+        from telucodec.formats.audio import write_wav
         folder = self.root / "samples" / f"epoch_{self.epoch:04d}"
         folder.mkdir(parents=True, exist_ok=True)
         sr = self.config.model.sample_rate

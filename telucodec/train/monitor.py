@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from telucodec import metrics
-from telucodec.data import Clip
+from telucodec.evaluation import metrics
+from telucodec.formats.dataset import Clip
 from telucodec.model.codec import Codec
 
 # What codecs reach at speech bitrates; used to tell users the truth before money burns.
@@ -161,3 +161,11 @@ def format_table(row: dict) -> str:
     head = " | ".join(k.rjust(w) for (k, _), w in zip(cols, widths))
     vals = " | ".join(v.rjust(w) for (_, v), w in zip(cols, widths))
     return head + "\n" + vals
+
+
+def first_nonfinite_grad(model: torch.nn.Module) -> str | None:
+    """The name of the first parameter whose gradient holds NaN or Inf (None when all are finite)."""
+    for name, p in model.named_parameters():
+        if p.grad is not None and not torch.isfinite(p.grad).all():
+            return name
+    return None

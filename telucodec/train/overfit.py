@@ -16,11 +16,12 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from telucodec import metrics
 from telucodec.config import get_config, with_overrides
-from telucodec.data import load_dataset
+from telucodec.evaluation import metrics
+from telucodec.formats.dataset import load_dataset
 from telucodec.model.codec import Codec
-from telucodec.train.loop import pick_device, reconstruction_losses, weighted_total
+from telucodec.train.experiment import pick_device
+from telucodec.train.objective import reconstruction_total
 
 PASS_SNR_DB = 6.0        # "well above 0 dB"; 10 dB is the aim
 OVERFIT_L1_WEIGHT = 10.0  # spectral losses alone do not pin the phase; SNR needs it
@@ -37,9 +38,9 @@ def overfit_check(args: argparse.Namespace) -> int:
     if args.amplitude:
         cfg = replace(cfg, model=replace(cfg.model, amplitude=args.amplitude))
     torch.manual_seed(cfg.train.seed)
-    data = load_dataset(args.data_dir, cfg.model.sample_rate, 0.0, (), log=print)
-    clip = max(data.train, key=lambda c: float(np.mean(c.wav ** 2)) * min(c.wav.size, CLIP_SECONDS * 16000))
     sr = cfg.model.sample_rate
+    data = load_dataset(args.data_dir, sr, 0.0, (), log=print)
+    clip = max(data.train, key=lambda c: float(np.mean(c.wav ** 2)) * min(c.wav.size, CLIP_SECONDS * sr))
     wav = clip.wav[: int(CLIP_SECONDS * sr)]
     x = torch.from_numpy(wav).view(1, 1, -1).to(device)
     model = Codec(cfg).to(device)
@@ -52,7 +53,7 @@ def overfit_check(args: argparse.Namespace) -> int:
     losses, snrs, rms_ratios, grads = [], [], [], []
     while time.monotonic() - start < minutes * 60 and step < max_steps:
         out = model(x)
-        total = weighted_total(reconstruction_losses(out, x, cfg), cfg)
+        total = reconstruction_total(out, x, cfg)
         if not torch.isfinite(total):
             print(f"overfit check FAILED: loss became {float(total)} at step {step}: lower the learning rate")
             return 1

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from telucodec.bitstream import FORMAT_VERSION, write_bitstream
-from telucodec.codes import Codes
+from telucodec.formats.bitstream import FORMAT_VERSION, write_bitstream
+from telucodec.formats.codes import Codes
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,9 +1,10 @@
-"""Reference codecs run the same way for every clip (shared BASELINES.md): Opus and Codec2 through
-their command-line tools, Lyra v2 in-process through ai-edge-litert.
+"""Reference codecs run the same way for every clip (docs/design.md, "Baselines"): Opus and
+Codec2 through their command-line tools, Lyra v2 in-process through ai-edge-litert.
 
-Every runner takes wav [T] float at 16 kHz and returns a BaselineResult whose audio [T] float32
-is aligned to the input and trimmed or zero-padded to exactly T samples, so the metrics can be
-computed sample-wise, and whose `bytes` is what the codec really produced for that clip.
+Every runner takes wav [T] float at 16 kHz (`run_baseline` resamples other rates) and returns a
+BaselineResult whose audio [T] float32 is aligned to the input and trimmed or zero-padded to
+exactly T samples, so the metrics can be computed sample-wise, and whose `bytes` is what the
+codec really produced for that clip.
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
-from telucodec.audio import write_wav
 from telucodec.errors import TelucodecError
-from telucodec.metrics import align, find_delay, shift_to
+from telucodec.evaluation.metrics import align, find_delay, shift_to
+from telucodec.formats.audio import write_wav
 
 SAMPLE_RATE = 16000
 OPUS_KBPS = (6, 8, 12)
@@ -195,13 +197,14 @@ def run_codec2(wav: np.ndarray, mode: str, workdir: str | Path | None = None,
 
 
 def lyra_model_dir(model_dir: str | Path | None = None) -> Path | None:
-    """Where the Lyra .tflite files are: the argument, else $TELUCODEC_LYRA_MODELS, else
-    ../shared/lyra next to the repository if that exists; None when nothing is configured."""
+    """Where the Lyra .tflite files are: the argument, else $TELUCODEC_LYRA_MODELS, else a
+    `shared/lyra` folder beside the checkout if one exists (the development machines' layout);
+    None when nothing is configured."""
     if model_dir is not None:
         return Path(model_dir)
     if os.environ.get(LYRA_ENV):
         return Path(os.environ[LYRA_ENV])
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "lyra"
+    default = Path(__file__).resolve().parents[3] / "shared" / "lyra"
     return default if default.is_dir() else None
 
 
@@ -326,8 +329,21 @@ def available_baselines(names: Iterable[str],
 
 
 def run_baseline(system: str, setting: str | float, wav: np.ndarray, workdir: str | Path | None = None,
-                 lyra_models: str | Path | None = None) -> BaselineResult:
-    """Dispatch by name: ("opus", "6"), ("codec2", "700C"), ("lyra", "3.2")."""
+                 lyra_models: str | Path | None = None, sample_rate: int = SAMPLE_RATE) -> BaselineResult:
+    """Dispatch by name: ("opus", "6"), ("codec2", "700C"), ("lyra", "3.2").
+
+    `wav` is at `sample_rate` (the evaluated model's); the baselines run at their own 16 kHz, so
+    another rate is resampled to it and the result back (audio and delay at `sample_rate`)."""
+    if sample_rate == SAMPLE_RATE:
+        return _run_at_16k(system, setting, wav, workdir, lyra_models)
+    wav = _as_input(wav)
+    res = _run_at_16k(system, setting, soxr.resample(wav, sample_rate, SAMPLE_RATE), workdir, lyra_models)
+    audio = shift_to(soxr.resample(res.audio, SAMPLE_RATE, sample_rate), 0, wav.size)
+    return replace(res, audio=audio.astype(np.float32), delay=round(res.delay * sample_rate / SAMPLE_RATE))
+
+
+def _run_at_16k(system: str, setting: str | float, wav: np.ndarray, workdir: str | Path | None,
+                lyra_models: str | Path | None) -> BaselineResult:
     if system == "opus":
         return run_opus(wav, float(setting), workdir)
     if system == "codec2":

@@ -1,6 +1,6 @@
 """Read a tokenized dataset (what `telucodec tokenize` writes) without loading it into memory.
 
-    reader = telucodec.tokens.open("tokens/")
+    reader = telucodec.formats.tokens.open("tokens/")
     for utt_id in reader.ids():
         codes = reader[utt_id]          # uint16 [n_q, F], a view into a memory-mapped shard
         info = reader.info(utt_id)      # the utterance's index.jsonl entry (path, duration, ...)
@@ -25,18 +25,24 @@ import builtins
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from telucodec.codes import Codes
-    from telucodec.model.codec import Codec
+    from telucodec.formats.codes import Codes
 
 META_FILE = "meta.json"
 INDEX_FILE = "index.jsonl"
 SKIPPED_FILE = "skipped.tsv"
 FORMAT = "telucodec-tokens"
+
+
+class HasModelId(Protocol):
+    """What `codes_for` checks a model by: a `telucodec.model.codec.Codec`, or anything with its id."""
+
+    @property
+    def model_id(self) -> str: ...
 
 
 class TokensError(ValueError):
@@ -155,17 +161,17 @@ class TokenReader:
         self.close()
 
 
-def open(directory: str | Path) -> TokenReader:  # noqa: A001 - `telucodec.tokens.open(DIR)` reads well
+def open(directory: str | Path) -> TokenReader:  # noqa: A001 - `telucodec.formats.tokens.open(DIR)` reads well
     """Open a folder written by `telucodec tokenize`."""
     return TokenReader(directory)
 
 
-def codes_for(directory: str | Path, utt_id: str, model: Codec | None = None) -> Codes:
+def codes_for(directory: str | Path, utt_id: str, model: HasModelId | None = None) -> Codes:
     """The `Codes` of one utterance, ready for `model.decode` (exact: side info included).
 
     With `model`, codes made by a different model are refused here with a clear message."""
-    from telucodec.codes import Codes
     from telucodec.errors import TelucodecError
+    from telucodec.formats.codes import Codes
 
     try:
         reader = TokenReader(directory)

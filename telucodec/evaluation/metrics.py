@@ -1,6 +1,6 @@
 """Objective quality metrics on one clip: ref [T] and deg [T], float, 16 kHz mono.
 
-The same functions score telucodec and every baseline (see shared BASELINES.md), so that the
+The same functions score telucodec and every baseline (docs/design.md, "Baselines"), so that the
 numbers in one table are comparable.
 
 Conventions, shared by every function here:

@@ -1,12 +1,10 @@
 """`telucodec tokenize`: a dataset -> uint16 codes in a few large shards + index.jsonl, for TTS
-and speech-LM training. The folder layout is described in `telucodec.tokens` (the reader).
+and speech-LM training. The folder layout is described in `telucodec.formats.tokens` (the reader).
 
-Crash safety: codes stream into a temporary shard file; when it is full (~256 MB, or after 15
-minutes of work) it gets its real .npy header, is fsynced and renamed, and only then are its
-utterances appended to index.jsonl (one write, under a file lock, fsynced). So the index only
-ever points into complete shards, and a run killed at any moment (kill -9 included) loses at
-most the shard in progress. A rerun skips every id that is indexed (or listed in skipped.tsv),
-deletes its own leftover temporary and unindexed shards, and carries on.
+Crash safety (`telucodec.formats.token_shards`): a shard is renamed into place when full (~256
+MB, or after 15 minutes of work) and only then indexed, so a run killed at any moment (kill -9
+included) loses at most the shard in progress. A rerun skips every id that is indexed (or listed
+in skipped.tsv), deletes its own leftover temporary and unindexed shards, and carries on.
 
 Scale-out: `--shard I/N` takes every N-th item starting at I; its shard files are named with I
 and N, so N jobs can write one folder. `--workers K` encodes in K processes; results come back
@@ -18,10 +16,8 @@ from __future__ import annotations
 import argparse
 import builtins
 import hashlib
-import json
 import multiprocessing as mp
 import os
-import struct
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -31,9 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from telucodec import tokens as T
-from telucodec.data import discover
 from telucodec.errors import TelucodecError
+from telucodec.formats import tokens as T
+from telucodec.formats.dataset import discover
+from telucodec.formats.token_shards import (
+    CODES_DTYPE,
+    ShardWriter,
+    append_skipped,
+    check_meta,
+    clean_leftovers,
+    skipped_paths,
+)
 from telucodec.runtime import bound_kernel_cache
 
 if TYPE_CHECKING:
@@ -41,8 +45,6 @@ if TYPE_CHECKING:
 
 SHARD_BYTES = 256 * 2**20     # roll to a new shard file past this size ...
 SHARD_SECONDS = 15 * 60.0     # ... or after this much wall time (bounds the work a crash loses)
-HEADER_BYTES = 128            # fixed .npy header size, so the header can be written last
-CODES_DTYPE = np.dtype("<u2")
 
 
 @dataclass
@@ -109,7 +111,7 @@ def _sha256(path: str) -> str:
 
 def encode_job(model: Codec, kbps: float | None, job: Job) -> Result:
     """Load, hash and encode one file; any problem with the file becomes `Result.error`."""
-    from telucodec.audio import load_audio
+    from telucodec.formats.audio import load_audio
 
     try:
         digest = _sha256(job.path)
@@ -155,151 +157,6 @@ def _results(jobs: list[Job], model: Codec, kbps: float | None, workers: int) ->
         yield from pool.imap(_worker_encode, jobs, chunksize=1)
 
 
-# ---- files ---------------------------------------------------------------------------------
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _lock(f: Any) -> None:
-    try:
-        import fcntl
-    except ImportError:  # not on POSIX: concurrent --shard jobs must use separate folders
-        return
-    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-
-
-def _repair_tail(f: Any) -> None:
-    """Cut a torn last line (a crash mid-append) back to the last newline."""
-    size = f.seek(0, os.SEEK_END)
-    end = size
-    while end > 0:
-        start = max(0, end - 65536)
-        f.seek(start)
-        block = f.read(end - start)
-        if end == size and block.endswith(b"\n"):
-            return
-        cut = block.rfind(b"\n")
-        if cut >= 0:
-            f.truncate(start + cut + 1)
-            return
-        end = start
-    f.truncate(0)
-
-
-def append_locked(path: Path, data: bytes, header: bytes = b"") -> None:
-    """Append whole lines to `path` under an exclusive lock (several jobs may share the folder)."""
-    with builtins.open(path, "a+b") as f:
-        _lock(f)
-        _repair_tail(f)
-        if header and f.seek(0, os.SEEK_END) == 0:
-            data = header + data
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _clean_reason(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _append_skipped(out: Path, skipped: list[Result]) -> None:
-    lines = "".join(f"{r.path}\t{_clean_reason(r.error)}\t{r.id}\n" for r in skipped)
-    append_locked(out / T.SKIPPED_FILE, lines.encode(), header=b"path\treason\tid\n")
-
-
-def _skipped_paths(out: Path) -> set[str]:
-    """Files already listed in skipped.tsv (a rerun does not retry them; delete the file to retry)."""
-    path = out / T.SKIPPED_FILE
-    if not path.is_file():
-        return set()
-    return {line.split("\t", 1)[0] for line in path.read_text().splitlines()[1:] if line}
-
-
-def npy_header(n_q: int, frames: int) -> bytes:
-    """A version 1.0 .npy header of exactly HEADER_BYTES for uint16 [n_q, frames], Fortran order."""
-    text = f"{{'descr': '<u2', 'fortran_order': True, 'shape': ({n_q}, {frames}), }}"
-    body = HEADER_BYTES - 10
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", body) + (text.ljust(body - 1) + "\n").encode("latin1")
-
-
-class ShardWriter:
-    """Streams utterance codes into `.NAME.tmp`; `commit` makes it `NAME` and indexes it."""
-
-    def __init__(self, out: Path, prefix: str, n_q: int, max_bytes: int, max_seconds: float, used: set[str]):
-        self.out, self.prefix, self.n_q = out, prefix, n_q
-        self.max_bytes, self.max_seconds = max_bytes, max_seconds
-        # never reuse a name: stale index lines may still name a shard the user deleted
-        names = used | {p.name for p in out.glob(f"{prefix}-*.npy")}
-        existing = [int(Path(n).stem.rsplit("-", 1)[1]) for n in names if n.startswith(f"{prefix}-")]
-        self.seq = max(existing, default=-1) + 1
-        self._file: Any = None
-        self.committed = 0
-
-    @property
-    def name(self) -> str:
-        return f"{self.prefix}-{self.seq:05d}.npy"
-
-    @property
-    def _tmp(self) -> Path:
-        return self.out / f".{self.name}.tmp"
-
-    def add(self, r: Result, entry: dict[str, Any]) -> None:
-        if self._file is None:
-            self._file = builtins.open(self._tmp, "wb")
-            self._file.write(bytes(HEADER_BYTES))
-            self._frames, self._entries, self._started = 0, [], time.monotonic()
-        codes = r.codes
-        assert codes is not None and codes.shape[0] == self.n_q
-        # [n_q, F] in Fortran order is [F, n_q] in C order: one contiguous run per utterance
-        self._file.write(np.ascontiguousarray(codes.T, dtype=CODES_DTYPE).tobytes())
-        self._entries.append({**entry, "shard": self.name, "offset": self._frames})
-        self._frames += codes.shape[1]
-        full = self._frames * self.n_q * CODES_DTYPE.itemsize >= self.max_bytes
-        if full or time.monotonic() - self._started >= self.max_seconds:
-            self.commit()
-
-    def commit(self) -> None:
-        f, self._file = self._file, None
-        if f is None:
-            return
-        if not self._entries:
-            f.close()
-            self._tmp.unlink(missing_ok=True)
-            return
-        f.truncate(HEADER_BYTES + self._frames * self.n_q * CODES_DTYPE.itemsize)
-        f.seek(0)
-        f.write(npy_header(self.n_q, self._frames))
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
-        os.replace(self._tmp, self.out / self.name)
-        _fsync_dir(self.out)
-        lines = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in self._entries)
-        append_locked(self.out / T.INDEX_FILE, lines.encode())
-        self.committed += len(self._entries)
-        self.seq += 1
-
-
-def _clean_leftovers(out: Path, prefix: str) -> set[str]:
-    """Remove this shard prefix's temporary files and shard files no index line points to;
-    returns the shard names the index mentions."""
-    for tmp in out.glob(f".{prefix}-*.npy.tmp"):
-        tmp.unlink(missing_ok=True)
-    indexed = {entry["shard"] for _, entry in T.iter_index(out)}
-    for shard in out.glob(f"{prefix}-*.npy"):
-        if shard.name not in indexed:
-            shard.unlink()
-    return indexed
-
 
 def _meta(model: Codec, n_q: int, kbps: float | None) -> dict[str, Any]:
     if model.config.quantizer.codebook_size > 2**16:
@@ -310,19 +167,6 @@ def _meta(model: Codec, n_q: int, kbps: float | None) -> dict[str, Any]:
             "side_kind": model.amplitude.kind, "amplitude_options": model.amplitude.options(),
             "dtype": "uint16", "layout": "shards [n_q, frames] Fortran order; index offset/frames in frames"}
 
-
-def _check_meta(out: Path, meta: dict[str, Any]) -> None:
-    path = out / T.META_FILE
-    if path.is_file():
-        old = json.loads(path.read_text())
-        for key in ("format", "model_id", "n_q"):
-            if old.get(key) != meta[key]:
-                raise TelucodecError(f"{out} holds tokens with {key}={old.get(key)}, this run would write "
-                                     f"{key}={meta[key]}; use another --out")
-        return
-    tmp = out / f".{T.META_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 # ---- summary -------------------------------------------------------------------------------
@@ -365,28 +209,28 @@ def tokenize_dataset(data_dir: str | Path, out: str | Path, model: Codec, kbps: 
     data_dir, out = Path(data_dir), Path(out)
     n_q = model.n_q_for_kbps(kbps)
     out.mkdir(parents=True, exist_ok=True)
-    _check_meta(out, _meta(model, n_q, kbps))
+    check_meta(out, _meta(model, n_q, kbps))
     prefix = f"codes-{index:05d}-of-{count:05d}"
-    indexed_shards = _clean_leftovers(out, prefix)
+    indexed_shards = clean_leftovers(out, prefix)
     jobs, duplicates = _select(data_dir, shard)
-    indexed, skipped_before = set(T.live_entries(out)), _skipped_paths(out)
+    indexed, skipped_before = set(T.live_entries(out)), skipped_paths(out)
     todo = [j for j in jobs if j.id not in indexed and j.path not in skipped_before]
     duplicates = [d for d in duplicates if d.path not in skipped_before]
     if duplicates:
-        _append_skipped(out, duplicates)
+        append_skipped(out, [(r.path, r.error, r.id) for r in duplicates])
 
     writer = ShardWriter(out, prefix, n_q, shard_bytes, shard_seconds, indexed_shards)
     skipped, audio_seconds, last_log = len(duplicates), 0.0, time.monotonic()
     try:
         for i, r in enumerate(_results(todo, model, kbps, workers)):
             if r.error:
-                _append_skipped(out, [r])
+                append_skipped(out, [(r.path, r.error, r.id)])
                 skipped += 1
                 continue
             assert r.codes is not None
             duration = r.num_samples / model.sample_rate
             audio_seconds += duration
-            writer.add(r, {"id": r.id, "path": r.path, "duration": round(duration, 6),
+            writer.add(r.codes, {"id": r.id, "path": r.path, "duration": round(duration, 6),
                            "num_samples": r.num_samples, "frames": int(r.codes.shape[1]), "n_q": n_q,
                            "sha256": r.sha256, "side_kind": model.amplitude.kind, "side": r.side})
             if log is not None and time.monotonic() - last_log > 30:
@@ -418,7 +262,7 @@ def format_summary(s: dict[str, Any]) -> str:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from telucodec.api import load_model
+    from telucodec.model.loading import load_model
 
     shard = parse_shard(args.shard)
     if args.workers < 1:

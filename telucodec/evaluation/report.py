@@ -18,7 +18,7 @@ from urllib.parse import quote
 import numpy as np
 import soundfile as sf
 
-from telucodec.plots import log_spectrogram, save_spectrograms
+from telucodec.evaluation.plots import log_spectrogram, save_spectrograms
 
 AUDIO_DIR = "audio"
 SPECTROGRAM_DIR = "spectrograms"

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # only for the annotation: importing the format costs no torch import
+    import torch
+
+# The amplitude strategies whose side info a `Codes` can carry; the index is the value a .tcd
+# header stores, so this order is part of the file format (append only).
+SIDE_KINDS: tuple[str, ...] = ("none", "rms", "lufs")
 
 
 @dataclass

@@ -56,16 +56,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from telucodec.codes import Codes
-from telucodec.errors import TelucodecError
+from telucodec.errors import BitstreamError
+from telucodec.formats.bitpack import pack_bits, unpack_bits
+from telucodec.formats.codes import SIDE_KINDS, Codes
+from telucodec.formats.entropy import decode_codebook, encode_codebook
 
 MAGIC = b"TLCD"
 FORMAT_VERSION = 1
 
 FLAG_ENTROPY = 1
 KNOWN_FLAGS = FLAG_ENTROPY
-
-SIDE_KINDS = ("none", "rms", "lufs")  # index = the value stored in the header
 
 # Everything except the CRC; the CRC is the last header field and covers the bytes before it.
 _HEADER_BODY = struct.Struct("<4sBB8sIQBBHBBII")
@@ -78,15 +78,6 @@ CODEBOOK_BITS_RANGE = (1, 16)
 FRAME_RATE_RANGE = (1, 1000)
 MAX_U32 = 2**32 - 1
 MAX_U64 = 2**64 - 1
-
-_MODE_RAW = 0
-_MODE_ANS = 1
-_ANS_TOTAL = 1 << 24  # fixed-point total of the categorical frequency table
-
-
-class BitstreamError(TelucodecError, ValueError):
-    """A `.tcd` file (or a `Codes` to be written) that is malformed; the message says what."""
-
 
 @dataclass(frozen=True)
 class BitstreamHeader:
@@ -126,69 +117,6 @@ class BitstreamHeader:
 def num_frames_for(num_samples: int, sample_rate: int, frame_rate: int) -> int:
     """F = ceil(num_samples / (sample_rate / frame_rate)), in exact integer arithmetic."""
     return -(-num_samples * frame_rate // sample_rate)
-
-
-# ---------------------------------------------------------------------------------------------
-# Bit packing
-
-
-def pack_bits(values: np.ndarray, bits: int) -> bytes:
-    """Pack non-negative integers < 2**bits at exactly `bits` each, MSB first, zero-padded."""
-    if not 1 <= bits <= 16:
-        raise BitstreamError(f"bit width must be 1..16, got {bits}")
-    values = np.asarray(values).reshape(-1)
-    if values.size == 0:
-        return b""
-    if values.dtype.kind not in "iub":
-        raise BitstreamError(f"can only pack integers, got dtype {values.dtype}")
-    if int(values.min()) < 0 or int(values.max()) >= 1 << bits:
-        raise BitstreamError(
-            f"values must be in [0, {1 << bits}) to pack at {bits} bits, "
-            f"got range [{int(values.min())}, {int(values.max())}]"
-        )
-    # Each value as two big-endian bytes -> 16 bits per row; keep the low `bits` columns.
-    as_bytes = values.astype(">u2").view(np.uint8)
-    bit_rows = np.unpackbits(as_bytes).reshape(-1, 16)[:, 16 - bits :]
-    return np.packbits(bit_rows.reshape(-1)).tobytes()
-
-
-def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
-    """Inverse of `pack_bits`: the first `count` values of `bits` each, as int64 [count]."""
-    if not 1 <= bits <= 16:
-        raise BitstreamError(f"bit width must be 1..16, got {bits}")
-    if count < 0:
-        raise BitstreamError(f"value count must be >= 0, got {count}")
-    need = -(-count * bits // 8)
-    if len(data) < need:
-        raise BitstreamError(f"truncated: {count} values of {bits} bits need {need} bytes, got {len(data)}")
-    if count == 0:
-        return np.zeros(0, dtype=np.int64)
-    raw = np.frombuffer(data, dtype=np.uint8, count=need)
-    bit_rows = np.unpackbits(raw, count=count * bits).reshape(count, bits)
-    padded = np.zeros((count, 16), dtype=np.uint8)
-    padded[:, 16 - bits :] = bit_rows
-    return np.packbits(padded, axis=1).view(">u2").reshape(count).astype(np.int64)
-
-
-def _unpack_u32(data: bytes, bits: int, count: int) -> np.ndarray:
-    """Like `unpack_bits` for widths 1..32 (only the small count tables use > 16 bits)."""
-    if bits <= 16:
-        return unpack_bits(data, bits, count)
-    need = -(-count * bits // 8)
-    if len(data) < need:
-        raise BitstreamError(f"truncated: {count} values of {bits} bits need {need} bytes, got {len(data)}")
-    raw = np.frombuffer(data, dtype=np.uint8, count=need)
-    bit_rows = np.unpackbits(raw, count=count * bits).reshape(count, bits).astype(np.int64)
-    weights = np.left_shift(np.int64(1), np.arange(bits - 1, -1, -1, dtype=np.int64))
-    return bit_rows @ weights
-
-
-def _pack_u32(values: np.ndarray, bits: int) -> bytes:
-    if bits <= 16:
-        return pack_bits(values, bits)
-    values = np.asarray(values, dtype=np.int64)
-    bit_rows = (values[:, None] >> np.arange(bits - 1, -1, -1, dtype=np.int64)) & 1
-    return np.packbits(bit_rows.astype(np.uint8).reshape(-1)).tobytes()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,118 +236,6 @@ def read_header(data: bytes) -> BitstreamHeader:
 
 
 # ---------------------------------------------------------------------------------------------
-# Entropy coding (constriction, imported lazily: an optional dependency)
-
-
-def _constriction() -> Any:
-    try:
-        import constriction
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise BitstreamError(
-            "entropy-coded .tcd needs the 'constriction' package: pip install 'telucodec[entropy]'"
-        ) from e
-    return constriction
-
-
-def _ans_probabilities(counts: np.ndarray, total: int) -> np.ndarray:
-    """Deterministic float table from counts (all >= 1): each >= 1/2**24, sums to exactly 1.
-
-    Integer arithmetic first so writer and reader build bit-identical models; constriction then
-    quantizes it with `perfect=False`, whose semantics its docs promise are fixed.
-    """
-    k = counts.size
-    freq = 1 + counts * (_ANS_TOTAL - k) // total
-    freq[int(np.argmax(counts))] += _ANS_TOTAL - int(freq.sum())
-    return freq.astype(np.float64) / _ANS_TOTAL
-
-
-def _encode_codebook(row: np.ndarray, bits: int) -> bytes:
-    """One quantizer's segment (mode byte + data); the smaller of raw and ANS."""
-    f = row.size
-    raw = bytes([_MODE_RAW]) + pack_bits(row, bits)
-    constriction = _constriction()
-    counts = np.bincount(row, minlength=1 << bits).astype(np.int64)
-    present = counts > 0
-    used = counts[present]  # counts of the symbols that occur, in symbol order
-    width = max(1, int(used.max()).bit_length())
-    index = np.cumsum(present) - 1  # symbol -> position among the used symbols
-    words = b""  # one symbol only: nothing to code (constriction needs >= 2 symbols)
-    if used.size > 1:
-        model = constriction.stream.model.Categorical(_ans_probabilities(used, f), perfect=False)
-        coder = constriction.stream.stack.AnsCoder()
-        coder.encode_reverse(index[row].astype(np.int32), model)
-        words = coder.get_compressed().astype("<u4").tobytes()
-    ans = b"".join(
-        [
-            bytes([_MODE_ANS, width]),
-            np.packbits(present.astype(np.uint8)).tobytes(),
-            _pack_u32(used, width),
-            struct.pack("<I", len(words) // 4),
-            words,
-        ]
-    )
-    ans += bytes(max(0, -(-f // 8) - len(ans)))
-    return ans if len(ans) < len(raw) else raw
-
-
-def _decode_codebook(data: bytes, pos: int, f: int, bits: int, q: int) -> tuple[np.ndarray, int]:
-    """Decode quantizer q's segment starting at data[pos]; returns (codes [F], next pos)."""
-
-    def take(n: int, what: str) -> bytes:
-        nonlocal pos
-        if pos + n > len(data):
-            raise BitstreamError(f"truncated: quantizer {q} {what} needs {n} bytes, {len(data) - pos} left")
-        chunk = data[pos : pos + n]
-        pos += n
-        return chunk
-
-    start = pos
-    mode = take(1, "mode")[0]
-    if mode == _MODE_RAW:
-        row = unpack_bits(take(-(-f * bits // 8), "raw codes"), bits, f)
-        return row, pos
-    if mode != _MODE_ANS:
-        raise BitstreamError(f"bad field value: quantizer {q} segment mode {mode}, must be 0 or 1")
-    width = take(1, "count width")[0]
-    if not 1 <= width <= 32:
-        raise BitstreamError(f"bad field value: quantizer {q} count width {width}, must be 1..32")
-    k = 1 << bits
-    bitmap = np.frombuffer(take(-(-k // 8), "symbol bitmap"), dtype=np.uint8)
-    symbols = np.flatnonzero(np.unpackbits(bitmap, count=k))  # the symbols that occur
-    if symbols.size == 0:
-        raise BitstreamError(f"bad field value: quantizer {q} symbol bitmap is empty")
-    used = _unpack_u32(take(-(-symbols.size * width // 8), "count table"), width, symbols.size)
-    if int(used.min()) < 1 or int(used.sum()) != f:
-        raise BitstreamError(
-            f"sizes inconsistent: quantizer {q} symbol counts sum to {int(used.sum())} "
-            f"(min {int(used.min())}), expected {f} frames, every count >= 1"
-        )
-    (n_words,) = struct.unpack("<I", take(4, "word count"))
-    if n_words > (len(data) - pos) // 4:
-        raise BitstreamError(f"truncated: quantizer {q} announces {n_words} ANS words, data has fewer")
-    words = np.frombuffer(take(4 * n_words, "ANS words"), dtype="<u4").astype(np.uint32)
-    pad = -(-f // 8) - (pos - start)
-    if pad > 0:
-        take(pad, "padding")  # keeps every segment >= F/8 bytes, see the module docstring
-    if symbols.size == 1:
-        if n_words:
-            raise BitstreamError(f"bad entropy-coded data in quantizer {q}: one symbol but {n_words} words")
-        return np.full(f, symbols[0], dtype=np.int64), pos
-    constriction = _constriction()
-    try:
-        model = constriction.stream.model.Categorical(_ans_probabilities(used, f), perfect=False)
-        coder = constriction.stream.stack.AnsCoder(words)
-        index = np.asarray(coder.decode(model, f), dtype=np.int64)
-        empty = coder.is_empty()
-    except Exception as e:  # constriction reports bad words as ValueError/RuntimeError
-        raise BitstreamError(f"bad entropy-coded data in quantizer {q}: {e}") from e
-    ok = empty and index.size == f and int(index.min()) >= 0 and int(index.max()) < symbols.size
-    if not ok or not np.array_equal(np.bincount(index, minlength=symbols.size), used):
-        raise BitstreamError(f"bad entropy-coded data in quantizer {q}: symbols do not match the count table")
-    return symbols[index].astype(np.int64), pos
-
-
-# ---------------------------------------------------------------------------------------------
 # Public API
 
 
@@ -473,7 +289,7 @@ def write_bitstream(codes: Codes, entropy: bool = False) -> bytes:
     side_bits = 16 if side.size and int(side.max()) > 0xFF else 8
     parts = [pack_bits(side, side_bits)]
     if entropy:
-        parts += [_encode_codebook(row, codes.codebook_bits) for row in arr]
+        parts += [encode_codebook(row, codes.codebook_bits) for row in arr]
     else:
         parts.append(pack_bits(arr, codes.codebook_bits))
     payload = b"".join(parts)
@@ -516,7 +332,7 @@ def read_bitstream(data: bytes, expected_model_id: str | None = None) -> Codes:
         pos = header.side_bytes
         rows = []
         for q in range(n_q):
-            row, pos = _decode_codebook(payload, pos, f, bits, q)
+            row, pos = decode_codebook(payload, pos, f, bits, q)
             rows.append(row)
         if pos != len(payload):
             raise BitstreamError(
@@ -572,18 +388,6 @@ def entropy_saving(codes: Codes) -> float:
     return 1.0 - coded / plain
 
 
-__all__ = [
-    "FORMAT_VERSION",
-    "HEADER_SIZE",
-    "MAGIC",
-    "BitstreamError",
-    "BitstreamHeader",
-    "describe",
-    "entropy_saving",
-    "num_frames_for",
-    "pack_bits",
-    "read_bitstream",
-    "read_header",
-    "unpack_bits",
-    "write_bitstream",
-]
+__all__ = ["FORMAT_VERSION", "HEADER_SIZE", "MAGIC", "BitstreamError", "BitstreamHeader", "describe",
+           "entropy_saving", "num_frames_for", "pack_bits", "read_bitstream", "read_header",
+           "unpack_bits", "write_bitstream"]

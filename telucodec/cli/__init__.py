@@ -1,6 +1,8 @@
-"""The `telucodec` command. Parsers live here; each subcommand's work lives in its own module
-and is imported only when that subcommand runs. Errors the user can fix are raised as
-TelucodecError (or ValueError/OSError with a message) and printed here as one line, exit 1."""
+"""The `telucodec` command, the top layer. Parsers live here; each subcommand's work lives in
+its own module (`cli/commands.py` for encode/decode/info, a job's `run_from_args` for the rest)
+and is imported only when that subcommand runs, so `telucodec --help` imports no torch. Errors
+the user can fix are raised as TelucodecError (or ValueError/OSError with a message) and printed
+here as one line, exit 1."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from telucodec.errors import TelucodecError
+from telucodec.formats.codes import SIDE_KINDS
 from telucodec.runtime import bound_kernel_cache
 
 
@@ -25,7 +28,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing experiment folder")
     p.add_argument("--init_from", default=None, help="checkpoint or model folder: load the tensors that match")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--amplitude", default=None, choices=["none", "rms", "lufs"])
+    p.add_argument("--amplitude", default=None, choices=list(SIDE_KINDS))
     p.add_argument("--max_minutes", type=float, default=None, help="stop cleanly (with a checkpoint) after M minutes")
     p.add_argument("--max_steps", type=int, default=None, help="stop cleanly after this many optimizer steps in total")
     p.add_argument("--overfit_check", action="store_true",
@@ -101,16 +104,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         from telucodec.train.loop import train_from_args
         return train_from_args(args)
     if args.command in ("encode", "decode", "info"):
-        from telucodec import commands
+        from telucodec.cli import commands
         return getattr(commands, args.command)(args)
     if args.command == "eval":
-        from telucodec.evaluate import run_from_args
+        from telucodec.evaluation.evaluate import run_from_args
         return run_from_args(args)
     if args.command == "tokenize":
-        from telucodec.tokenize import run_from_args
+        from telucodec.deploy.tokenize import run_from_args
         return run_from_args(args)
     if args.command == "export-onnx":
-        from telucodec.export import run_from_args
+        from telucodec.deploy.export import run_from_args
         return run_from_args(args)
     raise AssertionError(args.command)
 
@@ -126,7 +129,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"telucodec {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

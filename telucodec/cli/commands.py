@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from telucodec.api import load_model
-from telucodec.audio import load_audio, write_wav
-from telucodec.bitstream import describe, read_bitstream, write_bitstream
 from telucodec.errors import TelucodecError
+from telucodec.formats.audio import load_audio, write_wav
+from telucodec.formats.bitstream import describe, read_bitstream, write_bitstream
 
 T = TypeVar("T")
 
@@ -70,7 +70,7 @@ def decode(args: argparse.Namespace) -> int:
     if args.tokens:
         if not args.id:
             raise TelucodecError("--tokens needs --id UTTERANCE_ID")
-        from telucodec.tokens import codes_for
+        from telucodec.formats.tokens import codes_for
         codes = codes_for(args.tokens, args.id, model)
     else:
         if not args.input:

@@ -1,7 +1,7 @@
 """Dataset tokenization: throughput on real speech, and peak memory as the input grows 1x/10x/100x.
 
-    nice -n 10 .venv/bin/python benchmarks/tokenize.py                    # random-weight `spectral` model
-    nice -n 10 .venv/bin/python benchmarks/tokenize.py --model runs/x/model --data_dir ../shared/data/dev_te
+    nice -n 10 .venv/bin/python benchmarks/tokenize_speed.py                # random-weight `spectral` model
+    nice -n 10 .venv/bin/python benchmarks/tokenize_speed.py --model runs/x/model --data_dir DATA/dev_te
 
 Throughput: `tokenize_dataset` over every clip of --data_dir (real Telugu speech), one process,
 `--threads` torch threads, reported as audio hours per wall hour (model load excluded).
@@ -13,33 +13,25 @@ shard files and the index is appended per shard, so the peak should not grow wit
 
 from __future__ import annotations
 
-import sys
-
-# This file is named like the standard library's `tokenize` (which linecache, inspect and
-# traceback import); run as a script, its folder is sys.path[0] and would shadow it.
-if sys.path and sys.path[0] == __import__("os").path.dirname(__import__("os").path.abspath(__file__)):
-    sys.path.pop(0)
-
 import argparse
 import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "dev_te"
-if not DEFAULT_DATA.is_dir():
-    DEFAULT_DATA = ROOT / "examples" / "te_cv"
+DEFAULT_DATA = ROOT / "examples" / "te_cv"
 
 CHILD = r"""
 import json, resource, sys, time
 import torch
 torch.set_num_threads(int(sys.argv[4]))
 from telucodec.api import load_model
-from telucodec.tokenize import tokenize_dataset
+from telucodec.deploy.tokenize import tokenize_dataset
 model = load_model(sys.argv[3])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 summary = tokenize_dataset(sys.argv[1], sys.argv[2], model)
@@ -87,7 +79,7 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="keep files here (default: a temporary folder)")
     args = ap.parse_args()
 
-    from telucodec.data import discover
+    from telucodec.formats.dataset import discover
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="tokenize_bench_"))
     work.mkdir(parents=True, exist_ok=True)

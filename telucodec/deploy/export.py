@@ -9,7 +9,7 @@
                         model_id, file and tensor names, the parity figures
 
 T, F and n are dynamic. Amplitude normalize/restore is not in the graphs (its side info is a
-per-clip measurement); `telucodec.onnx_runtime` does it in numpy for `none` and `rms` and runs
+per-clip measurement); `telucodec.deploy.onnx_runtime` does it in numpy for `none` and `rms` and runs
 both graphs without torch. Export uses the torch.export-based exporter (`dynamo=True`, opset 18:
 the spectral decoder's overlap-add is Col2Im) on a copy of the model with weight norm folded in.
 """
@@ -37,7 +37,7 @@ from telucodec.model.codec import Codec
 ENCODER_FILE, DECODER_FILE, CODEBOOKS_FILE = "encoder.onnx", "decoder.onnx", "codebooks.npy"
 OPSET = 18
 DECODER_TOLERANCE = 1e-4
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 class EncoderGraph(nn.Module):
@@ -144,7 +144,7 @@ def mismatches_are_near_ties(model: Codec, latent: torch.Tensor, codes: torch.Te
 
 def parity_check(model: Codec, out_dir: Path, wav: np.ndarray) -> dict[str, Any]:
     """onnxruntime vs PyTorch on `wav`: graph level (normalized domain) and end to end."""
-    from telucodec.onnx_runtime import OnnxCodec
+    from telucodec.deploy.onnx_runtime import OnnxCodec
 
     codec = OnnxCodec(out_dir)
     report: dict[str, Any] = {"clip_seconds": round(len(wav) / model.sample_rate, 3)}
@@ -182,7 +182,7 @@ def export_onnx(model: Codec, out_dir: str | Path, parity_clip: str | Path | np.
     """Write encoder.onnx, decoder.onnx, codebooks.npy and config.json to `out_dir`, then check
     parity with PyTorch on a real clip. Returns config.json's content (with a "parity" report);
     raises TelucodecError when the ONNX graphs disagree with PyTorch."""
-    from telucodec.audio import load_audio
+    from telucodec.formats.audio import load_audio
 
     if parity_clip is None:
         parity_clip = default_parity_clip()
@@ -210,7 +210,7 @@ def export_onnx(model: Codec, out_dir: str | Path, parity_clip: str | Path | np.
         "causal": model.config.model.causal, "opset": OPSET,
         "amplitude": {"kind": model.amplitude.kind, "options": model.amplitude.options(),
                       "level_match": bool(model.config.model.level_match),
-                      "note": "applied outside the graphs; see telucodec/onnx_runtime.py"},
+                      "note": "applied outside the graphs; see telucodec/deploy/onnx_runtime.py"},
         "encoder": {"file": ENCODER_FILE, "input": "wav [1, 1, T] float32, amplitude-normalized, T a multiple of hop_length (zero-pad the end)",
                     "output": "codes [1, n_q, T / hop] int64 (keep the first n for fewer kbps)"},
         "decoder": {"file": DECODER_FILE, "input": "codes [1, n, F] int64, 1 <= n <= n_q",
@@ -227,7 +227,7 @@ def export_onnx(model: Codec, out_dir: str | Path, parity_clip: str | Path | np.
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from telucodec.api import load_model
+    from telucodec.model.loading import load_model
 
     model = load_model(args.model)
     config = export_onnx(model, args.out, getattr(args, "parity_clip", None))

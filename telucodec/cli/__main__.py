@@ -1,0 +1,7 @@
+"""`python -m telucodec.cli ...` = the `telucodec` command."""
+
+import sys
+
+from telucodec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,30 @@
+"""Optimizer set-up and the learning-rate schedule (warm-up, then cosine, exponential or constant)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+from telucodec.config import TrainConfig
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, tc: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW (the default) over the parameters that require a gradient."""
+    params = [p for p in params if p.requires_grad]
+    if tc.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=tc.betas)
+    return torch.optim.AdamW(params, lr=lr, betas=tc.betas, weight_decay=tc.weight_decay)
+
+
+def lr_factor(step: int, total_steps: int, tc: TrainConfig) -> float:
+    """The multiplier of `learning_rate` at optimizer step `step` of `total_steps`."""
+    if tc.warmup_steps and step < tc.warmup_steps:
+        return (step + 1) / tc.warmup_steps
+    if tc.lr_schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - tc.warmup_steps) / max(1, total_steps - tc.warmup_steps))
+    if tc.lr_schedule == "exponential":
+        return tc.min_lr_ratio ** progress
+    return tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
