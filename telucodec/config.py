@@ -15,6 +15,11 @@ from telucodec.errors import TelucodecError
 
 CONFIG_VERSION = 1
 
+# Architecture fields added after models were shipped, with the value that reproduces the older
+# models: left out of `architecture()` at that value, so the model ids (and bitstreams) of models
+# made before the field existed stay valid.
+ADDED_LATER = {"spectral_upsample": 1, "spectral_fine_layers": 2, "spectral_fine_hidden": 128}
+
 
 @dataclass
 class ModelConfig:
@@ -28,7 +33,10 @@ class ModelConfig:
     lstm: bool = False                      # SEANet's optional LSTM at the bottleneck
     causal: bool = False                    # causal padding everywhere (streaming)
     spectral_layers: int = 8                # spectral decoder: ConvNeXt blocks at the frame rate
-    spectral_n_fft: int = 1280              # spectral decoder: iSTFT size (hop = frame hop)
+    spectral_n_fft: int = 1280              # spectral decoder: iSTFT size (hop = frame hop / spectral_upsample)
+    spectral_upsample: int = 1              # spectral decoder: synthesis frames per token frame (1 = none)
+    spectral_fine_layers: int = 2           # spectral decoder: ConvNeXt blocks after the upsampling
+    spectral_fine_hidden: int = 128         # spectral decoder: their width
     amplitude: str = "rms"                  # "none" | "rms" | "lufs": rms won docs/amplitude.md
     level_match: bool = False               # rms only: decode sets every 1 s chunk to its sent RMS
 
@@ -55,6 +63,7 @@ class QuantizerConfig:
     dead_code_steps: int = 50               # replace entries unused for this many steps (0 = never)
     quantizer_dropout: bool = True          # random n_q per batch so one model serves every bitrate
     min_n_q_dropout: int = 1
+    dropout_fraction: float = 0.0           # > 0: per-item dropout on this fraction of items (DAC: 0.5); 0: per batch
 
     @property
     def codebook_bits(self) -> int:
@@ -165,8 +174,10 @@ class CodecConfig:
     def architecture(self) -> dict[str, Any]:
         """The fields that decide tensor shapes: two configs with equal architecture share weights.
         Decode-time options (`level_match`) are left out: they change no weight and no code, so
-        turning one on must not change the model id and orphan bitstreams already written."""
-        arch = {k: v for k, v in asdict(self.model).items() if k not in ("level_match",)}
+        turning one on must not change the model id and orphan bitstreams already written; so are
+        fields of `ADDED_LATER` at their neutral value."""
+        arch = {k: v for k, v in asdict(self.model).items()
+                if k not in ("level_match",) and ADDED_LATER.get(k, object()) != v}
         arch.update({k: v for k, v in asdict(self.quantizer).items() if k in ("n_q", "codebook_size")})
         return arch
 

@@ -149,6 +149,11 @@ class VectorQuantizer(nn.Module):
         return quantized, codes.view(b, f), commitment, codebook
 
 
+def residual_commitment(quantized: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-item commitment [B]: mean squared distance of each item's input to its quantized value."""
+    return (target - quantized.detach()).pow(2).mean(dim=(1, 2))
+
+
 class ResidualVQ(nn.Module):
     def __init__(self, dim: int, cfg: QuantizerConfig):
         super().__init__()
@@ -157,15 +162,22 @@ class ResidualVQ(nn.Module):
 
     def forward(self, x: torch.Tensor, n_q: int | None = None) -> QuantizerOutput:
         n_q = n_q or self.cfg.n_q
+        keep = self._items_n_q(x) if n_q == self.cfg.n_q else None  # [B] per-item dropout, or None
         residual = x
         quantized_sum = torch.zeros_like(x)
         codes, usage, perplexity = [], [], []
         commitment = x.new_zeros(())
         codebook = x.new_zeros(())
-        for layer in self.layers[:n_q]:
-            q, c, commit, cb = layer(residual)
+        for i, layer in enumerate(self.layers[:n_q]):
+            stage_input = residual
+            q, c, commit, cb = layer(stage_input)
             residual = residual - q.detach()
-            quantized_sum = quantized_sum + q
+            if keep is None:
+                quantized_sum = quantized_sum + q
+            else:  # items past their n_q neither add this stage nor pay its commitment
+                mask = (keep > i).to(x.dtype)
+                quantized_sum = quantized_sum + q * mask[:, None, None]
+                commit = (residual_commitment(q, stage_input) * mask).sum() / mask.sum().clamp_min(1.0)
             commitment = commitment + commit
             codebook = codebook + cb
             codes.append(c)
@@ -177,6 +189,19 @@ class ResidualVQ(nn.Module):
         quantized = x + (quantized_sum - x).detach()
         return QuantizerOutput(quantized, torch.stack(codes, dim=1), commitment, codebook, usage, perplexity)
 
+    def _items_n_q(self, x: torch.Tensor) -> torch.Tensor | None:
+        """DAC's quantizer dropout (`dropout_fraction` > 0, training only): that fraction of the
+        items gets a random n_q in [min_n_q_dropout, n_q], the rest every stage. Per item rather
+        than per batch, so every batch trains the later codebooks and the low bitrates at once."""
+        fraction = self.cfg.dropout_fraction
+        if not (self.training and self.cfg.quantizer_dropout and fraction > 0):
+            return None
+        b = x.shape[0]
+        lo = max(1, self.cfg.min_n_q_dropout)
+        drawn = torch.randint(lo, self.cfg.n_q + 1, (b,), device=x.device)
+        dropped = torch.rand(b, device=x.device) < fraction
+        return torch.where(dropped, drawn, torch.full_like(drawn, self.cfg.n_q))
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, n_q, F] -> latent [B, D, F] (any n_q up to the configured one)."""
         out = self.layers[0].lookup(codes[:, 0])
@@ -185,8 +210,9 @@ class ResidualVQ(nn.Module):
         return out
 
     def sample_n_q(self, generator: torch.Generator | None = None) -> int:
-        """Quantizer dropout: half the batches use every stage, the rest a random prefix."""
-        if not self.cfg.quantizer_dropout or torch.rand((), generator=generator) < 0.5:
+        """Quantizer dropout per batch: half the batches use every stage, the rest a random prefix
+        (with `dropout_fraction` > 0 every batch uses every stage and `forward` drops per item)."""
+        if not self.cfg.quantizer_dropout or self.cfg.dropout_fraction > 0 or torch.rand((), generator=generator) < 0.5:
             return self.cfg.n_q
         lo = max(1, self.cfg.min_n_q_dropout)
         return int(torch.randint(lo, self.cfg.n_q + 1, (), generator=generator))

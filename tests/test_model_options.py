@@ -1,0 +1,70 @@
+"""Design options of round 3: the upsampled spectral decoder and per-item quantizer dropout."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from telucodec.config import QuantizerConfig, get_config
+from telucodec.errors import ModelError
+from telucodec.model.codec import Codec
+from telucodec.model.quantizer import ResidualVQ
+from telucodec.model.spectral import SpectralDecoder
+
+
+def _spectral(**model_changes):
+    cfg = get_config("tiny")
+    return replace(cfg, model=replace(cfg.model, decoder="spectral", spectral_layers=2, **model_changes))
+
+
+def test_upsampled_spectral_decoder_keeps_the_frame_rate_and_synthesises_finer_frames():
+    cfg = _spectral(spectral_upsample=4, spectral_n_fft=320, spectral_fine_layers=1, spectral_fine_hidden=32)
+    decoder = SpectralDecoder(cfg.model)
+    assert decoder.istft.hop == cfg.model.hop_length // 4 and decoder.istft.n_fft == 320
+    latent = torch.randn(2, cfg.model.latent_dim, 7)
+    assert decoder(latent).shape == (2, 1, 7 * cfg.model.hop_length)
+    model = Codec(cfg).eval()
+    wav = 0.1 * torch.randn(16000).numpy()
+    codes = model.encode(wav, 16000)
+    assert codes.frame_rate == 50 and model.decode(codes).shape == (16000,)
+
+
+def test_upsampled_decoder_refuses_bad_factors_and_streaming():
+    with pytest.raises(ModelError, match="divisor of the hop"):
+        SpectralDecoder(_spectral(spectral_upsample=3).model)
+    with pytest.raises(ModelError, match="does not stream"):
+        SpectralDecoder(_spectral(spectral_upsample=4, spectral_n_fft=320, causal=True).model)
+
+
+def test_new_architecture_fields_at_their_neutral_value_keep_old_model_ids():
+    cfg = _spectral()
+    arch = cfg.architecture()
+    assert "spectral_upsample" not in arch and "spectral_fine_layers" not in arch
+    changed = _spectral(spectral_upsample=4, spectral_n_fft=320).architecture()
+    assert changed["spectral_upsample"] == 4
+    wider = _spectral(spectral_upsample=4, spectral_n_fft=320, spectral_fine_hidden=192).architecture()
+    assert wider != changed and wider["spectral_fine_hidden"] == 192
+
+
+def test_per_item_quantizer_dropout_masks_later_stages_per_item():
+    torch.manual_seed(0)
+    rvq = ResidualVQ(8, QuantizerConfig(n_q=4, codebook_size=16, dropout_fraction=1.0, update="loss", dead_code_steps=0))
+    rvq.train()
+    x = torch.randn(64, 8, 5)
+    keep = rvq._items_n_q(x)
+    assert keep.min() >= 1 and keep.max() <= 4 and len(set(keep.tolist())) > 1
+    torch.manual_seed(1)
+    out = rvq(x)
+    torch.manual_seed(1)
+    keep = rvq._items_n_q(x)
+    rvq.eval()
+    for n in range(1, 5):  # in eval mode a prefix of n stages is the plain decode of n codebooks
+        items = keep == n
+        if items.any():
+            expected = rvq.decode(out.codes[items][:, :n])
+            assert torch.allclose(out.quantized[items], expected, atol=1e-5)
+    assert rvq.sample_n_q() == 4  # per-item mode: every batch asks for every stage
+    rvq.eval()
+    assert rvq._items_n_q(x) is None  # never at inference
