@@ -18,7 +18,8 @@ CONFIG_VERSION = 1
 # Architecture fields added after models were shipped, with the value that reproduces the older
 # models: left out of `architecture()` at that value, so the model ids (and bitstreams) of models
 # made before the field existed stay valid.
-ADDED_LATER = {"spectral_upsample": 1, "spectral_fine_layers": 2, "spectral_fine_hidden": 128}
+ADDED_LATER = {"spectral_upsample": 1, "spectral_fine_layers": 2, "spectral_fine_hidden": 128,
+               "spectral_fine_mode": "replace"}
 
 
 @dataclass
@@ -37,6 +38,7 @@ class ModelConfig:
     spectral_upsample: int = 1              # spectral decoder: synthesis frames per token frame (1 = none)
     spectral_fine_layers: int = 2           # spectral decoder: ConvNeXt blocks after the upsampling
     spectral_fine_hidden: int = 128         # spectral decoder: their width
+    spectral_fine_mode: str = "replace"     # "replace": one fine iSTFT | "residual": frame-rate head + fine correction
     amplitude: str = "rms"                  # "none" | "rms" | "lufs": rms won docs/amplitude.md
     level_match: bool = False               # rms only: decode sets every 1 s chunk to its sent RMS
 

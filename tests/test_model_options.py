@@ -68,3 +68,19 @@ def test_per_item_quantizer_dropout_masks_later_stages_per_item():
     assert rvq.sample_n_q() == 4  # per-item mode: every batch asks for every stage
     rvq.eval()
     assert rvq._items_n_q(x) is None  # never at inference
+
+
+def test_residual_fine_path_starts_exactly_at_the_plain_decoder_it_is_warm_started_from():
+    from telucodec.model.loading import load_matching_state
+
+    plain = Codec(_spectral(amplitude="rms")).eval()
+    residual = Codec(_spectral(amplitude="rms", spectral_upsample=4, spectral_fine_mode="residual",
+                               spectral_fine_layers=1, spectral_fine_hidden=32)).eval()
+    not_loaded = load_matching_state(residual, plain.state_dict(), strict=False, source="plain")
+    assert not_loaded and all(".fine_" in name or ".upsample." in name for name in not_loaded)
+    wav = 0.1 * torch.randn(1, 1, 8000)
+    with torch.no_grad():
+        assert torch.equal(plain(wav).wav, residual(wav).wav)
+    assert residual.decoder.fine_istft.hop == 80 and residual.decoder.fine_istft.n_fft == 320
+    with pytest.raises(ModelError, match="spectral_fine_mode"):
+        SpectralDecoder(_spectral(spectral_upsample=4, spectral_fine_mode="sideways").model)

@@ -78,9 +78,10 @@ class SpectralDecoder(nn.Module):
     """latent [B, D, F] -> ConvNeXt blocks at the frame rate -> (log-magnitude, phase) -> iSTFT.
 
     With `spectral_upsample` U > 1 the frame-rate features are upsampled U times (a transposed
-    conv) and refined by `spectral_fine_layers` narrower blocks at U x the frame rate, ending in an
-    iSTFT of hop `hop / U` and size `spectral_n_fft`: the tokens stay at the frame rate, the
-    synthesis frames get shorter. Why: the 1280/320 head must predict 641 magnitudes and phases per
+    conv) and refined by `spectral_fine_layers` narrower blocks at U x the frame rate: the tokens
+    stay at the frame rate, the synthesis frames get shorter. `spectral_fine_mode` "replace" ends
+    in one iSTFT of hop `hop / U` and size `spectral_n_fft`; "residual" keeps the frame-rate head
+    and adds the fine path's correction through an iSTFT of hop `hop / U` and size 4 x that. Why: the 1280/320 head must predict 641 magnitudes and phases per
     20 ms whose four overlapping 80 ms windows agree; on telugu-v2 both its magnitude and its phase
     are wrong at that geometry (docs/training-log.md, session 4), and a 20 ms window asks far less
     of the phase (Griffin-Lim on the true magnitude: PESQ 4.07 at 512/128 vs 3.76 at 1280/320).
@@ -91,27 +92,50 @@ class SpectralDecoder(nn.Module):
         dim = cfg.decoder_hidden
         self.input = PaddedConv1d(cfg.latent_dim, dim, 7, causal=cfg.causal)
         self.blocks = nn.Sequential(*[ConvNeXtBlock(dim, cfg.causal) for _ in range(cfg.spectral_layers)])
-        up = cfg.spectral_upsample
+        up, mode = cfg.spectral_upsample, cfg.spectral_fine_mode
         if up < 1 or cfg.hop_length % up:
             raise ModelError(f"spectral_upsample {up}: must be a positive divisor of the hop ({cfg.hop_length})")
+        if mode not in ("replace", "residual"):
+            raise ModelError(f"spectral_fine_mode {mode!r}: expected 'replace' or 'residual'")
         if up > 1 and cfg.causal:
             raise ModelError("spectral_upsample > 1 does not stream yet: use it with causal: false")
+        self.up, self.residual = up, up > 1 and mode == "residual"
+        self.bins = cfg.spectral_n_fft // 2 + 1
         if up > 1:
-            fine = cfg.spectral_fine_hidden
+            fine, fine_hop = cfg.spectral_fine_hidden, cfg.hop_length // up
             self.upsample = nn.ConvTranspose1d(dim, fine, 2 * up, stride=up, padding=up // 2)
             self.fine_blocks = nn.Sequential(*[ConvNeXtBlock(fine, cfg.causal) for _ in range(cfg.spectral_fine_layers)])
+        if self.residual:
+            # the frame-rate path stays as it is; the fine path adds a correction in a 4 x hop iSTFT,
+            # predicted as real/imaginary parts from a zero-initialised layer: it starts at exactly
+            # zero, so a model warm-started from a plain spectral decoder starts where that one was
+            self.fine_norm = nn.LayerNorm(fine)
+            self.fine_bins = 2 * fine_hop + 1
+            self.fine_head = nn.Linear(fine, 2 * self.fine_bins)
+            nn.init.zeros_(self.fine_head.weight)
+            nn.init.zeros_(self.fine_head.bias)
+            self.fine_istft = InverseSTFT(4 * fine_hop, fine_hop)
+        elif up > 1:
             dim = fine
-        self.up = up
         self.norm = nn.LayerNorm(dim)
-        self.bins = cfg.spectral_n_fft // 2 + 1
         self.head = nn.Linear(dim, 2 * self.bins)
-        self.istft = InverseSTFT(cfg.spectral_n_fft, cfg.hop_length // up)
+        self.istft = InverseSTFT(cfg.spectral_n_fft, cfg.hop_length // (1 if self.residual else up))
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.input(latent))
+        fine = None
         if self.up > 1:  # [B, dim, F] -> [B, fine, F * up]
-            x = self.fine_blocks(self.upsample(x)[..., : latent.shape[-1] * self.up])
-        x = self.head(self.norm(x.transpose(1, 2))).transpose(1, 2)  # [B, 2*bins, F * up]
+            fine = self.fine_blocks(self.upsample(x)[..., : latent.shape[-1] * self.up])
+        if fine is not None and not self.residual:
+            x = fine
+        wav = self._synthesise(self.head(self.norm(x.transpose(1, 2))).transpose(1, 2))
+        if self.residual:
+            y = self.fine_head(self.fine_norm(fine.transpose(1, 2))).transpose(1, 2)  # [B, 2*fine_bins, F*up]
+            wav = wav + self.fine_istft(y[:, : self.fine_bins], y[:, self.fine_bins:])
+        return wav
+
+    def _synthesise(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 2*bins, frames] (log-magnitude, phase) -> wav [B, 1, frames * hop]."""
         log_mag, phase = x[:, : self.bins], x[:, self.bins:]
         mag = torch.exp(log_mag.clamp(max=6.0))
         return self.istft(mag * torch.cos(phase), mag * torch.sin(phase))
