@@ -27,25 +27,15 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/python train_codec.py --data_dir examples/te_cv --checkpoint_dir runs --batch_size 8 \
-	    --num_epochs 40 --learning_rate 1e-3 --experiment_name demo --config tiny \
-	    --max_minutes 3 --overwrite
-	$(BIN)/telucodec encode examples/te_cv/cv_ce579334/common_voice_te_43406797.flac runs/demo/example.tcd \
-	    --model runs/demo --kbps 1.6 --force
-	$(BIN)/telucodec info runs/demo/example.tcd
-	$(BIN)/telucodec decode runs/demo/example.tcd runs/demo/example_decoded.wav --model runs/demo --force
-	@echo
-	@echo "metrics:      runs/demo/metrics.jsonl"
-	@echo "tensorboard:  $(BIN)/tensorboard --logdir runs/demo/tensorboard"
-	@echo "samples:      runs/demo/samples/"
-	@echo "round trip:   runs/demo/example.tcd -> runs/demo/example_decoded.wav"
+	$(BIN)/telucodec demo --out runs/demo
+	@echo "tensorboard:  $(BIN)/tensorboard --logdir runs/demo/train/tensorboard"
 
 test: install
-	$(BIN)/ruff check telucodec tests benchmarks train_codec.py
+	$(BIN)/ruff check telucodec tests benchmarks train_codec.py scripts
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check telucodec tests benchmarks train_codec.py
+	$(BIN)/ruff check telucodec tests benchmarks train_codec.py scripts
 
 clean:
 	rm -rf runs .pytest_cache

@@ -142,13 +142,30 @@ def cli_in_process(argv: Sequence[str]) -> CliResult:
     return CliResult(rc, out.getvalue(), err.getvalue())
 
 
-def can_drop_root() -> bool:
-    """True when we are root and `setpriv` can run Python as nobody (to make chmod 000 mean it)."""
+# What a chmod-000 case run as nobody needs: the interpreter, the package (imported from the
+# checkout, as the cases do), the entry point and the example clips.
+_NOBODY_PROBE = """
+import os, sys
+from pathlib import Path
+root = Path(sys.argv[1])
+import telucodec.cli.commands, telucodec.formats.audio
+for path in (root / "train_codec.py", *sorted((root / "examples" / "te_cv").rglob("*.flac"))[:1]):
+    path.read_bytes()
+print(os.geteuid())
+"""
+
+
+def can_drop_root(python: str = PYTHON, root: Path = ROOT) -> bool:
+    """True when we are root and `setpriv` can run `python` as nobody *and* nobody can import the
+    package from `root` and read its files (to make chmod 000 mean it). A checkout under a folder
+    nobody cannot traverse (a 0700 home, a `mktemp -d` folder) fails this: the cases are then
+    reported not testable rather than failing on a path nobody cannot reach."""
     if os.geteuid() != 0:
         return False
     try:
-        proc = subprocess.run(drop_root_prefix() + [PYTHON, "-c", "import os; print(os.geteuid())"],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(drop_root_prefix() + [python, "-c", _NOBODY_PROBE, str(root)], cwd=root,
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(root)})
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0 and proc.stdout.strip() == str(NOBODY)

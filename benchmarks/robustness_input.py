@@ -152,7 +152,8 @@ def encode_bad_audio(cases: list[AudioCase], folder: Path, out_dir: Path, model:
         for case in cases:
             if case.nobody and not nobody_ok:
                 rows.append(Row("bad audio: encode", case.label, 0, 0,
-                                "not testable as root (root reads chmod 000 files; setpriv unavailable)"))
+                                "not testable: root reads chmod 000 files, and nobody cannot run Python from this checkout "
+                                "(no setpriv, or the checkout sits in a folder nobody cannot enter)"))
                 continue
             out = out_dir / f"{case.file}.tcd"
             argv = ["encode", str(folder / case.file), str(out), "--model", str(model), "--force"]

@@ -7,7 +7,8 @@
 Writes telucodec/pretrained/NAME/{config.json, model.safetensors, MODEL_CARD.md}. The card's
 numbers are read from the experiment's metrics.jsonl and the eval folder's results.md, and the
 eval command is copied from the eval folder's COMMAND file, so every figure comes with the
-command that made it.
+command that made it. Links in the --notes file are written relative to that file (so they work
+where it sits) and rebased to the card's folder.
 """
 
 from __future__ import annotations
@@ -103,6 +104,25 @@ def target_status(results: dict) -> str:
     return "\n".join(lines)
 
 
+def rebase_links(text: str, source: Path, target: Path) -> str:
+    """Markdown links of a notes file (relative to `source`, the file's folder) made relative to
+    `target`, the card's folder. A link that does not resolve inside the checkout from `source`
+    was written for the card already and is kept as it is."""
+    import os
+    import re
+
+    def fix(m: re.Match) -> str:
+        link = m.group(2)
+        if re.match(r"[a-z]+:|#|/", link):
+            return m.group(0)
+        resolved = (source / link).resolve()
+        if not resolved.is_relative_to(ROOT.resolve()) or not resolved.exists():
+            return m.group(0)
+        return f"{m.group(1)}({Path(os.path.relpath(resolved, target.resolve())).as_posix()})"
+
+    return re.sub(r"(!?\[[^\]]*\])\(([^)\s]+)\)", fix, text)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("experiment")
@@ -139,7 +159,8 @@ def main() -> None:
         n_q=cfg.quantizer.n_q, codebook_size=cfg.quantizer.codebook_size, decoder=cfg.model.decoder,
         amplitude=cfg.model.amplitude,
         level_note=", decoded level matched to the sent chunk RMS" if cfg.model.level_match else "",
-        notes="\n" + Path(args.notes).read_text().strip() + "\n" if args.notes else "",
+        notes=("\n" + rebase_links(Path(args.notes).read_text().strip(), Path(args.notes).parent, out) + "\n"
+               if args.notes else ""),
         kbps_list="0.5, 1, ... " + f"{model.max_n_q * model.kbps_per_codebook():g}",
         model_id=shipped.model_id, cpu_hours=seconds / 3600, train_minutes=summary["train_seconds"] / 60,
         train_clips=summary["train_clips"],

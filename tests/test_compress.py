@@ -20,7 +20,7 @@ import torch
 import telucodec
 from telucodec.cli import main
 from telucodec.config import get_config
-from telucodec.errors import ModelError
+from telucodec.errors import BitstreamError, ModelError
 from telucodec.formats.audio import load_audio, write_wav
 from telucodec.formats.bitstream import describe, read_bitstream, write_bitstream
 from telucodec.formats.codes import Codes
@@ -331,3 +331,90 @@ def test_chunked_encode_decode_matches_one_pass(which, model, speech, monkeypatc
     for b in borders:  # no step at the joins: the sample-to-sample change is the one-pass one
         assert abs(np.diff(y_chunked[b - 2: b + 2]) - np.diff(y_whole[b - 2: b + 2])).max() <= 1e-5 * scale
     np.testing.assert_allclose(y_whole, forward_output(model, wav, model.max_n_q), rtol=0, atol=1e-5 * scale)
+
+
+# ---- first-hour rough edges -------------------------------------------------------------------
+
+def test_integer_pcm_is_scaled_by_its_dtype_range(example_clips, tmp_path):
+    """What `scipy.io.wavfile.read` returns (int16) must compress like the same audio as floats,
+    not as samples 32768x too loud (clipped garbage: RMS 0.09 in, 0.90 out)."""
+    from scipy.io import wavfile
+
+    shipped = telucodec.load_model()  # level-matched: the output level is the input's
+    path = tmp_path / "in.wav"
+    write_wav(path, load_audio(example_clips[2], SR)[: 3 * SR], SR)
+    rate, pcm = wavfile.read(path)
+    assert pcm.dtype == np.int16 and rate == SR
+    as_float = pcm.astype(np.float32) / 32768
+    reference, _ = telucodec.decompress(telucodec.compress(as_float, rate, model=shipped), model=shipped)
+    rms_in = np.sqrt(np.mean(as_float ** 2))
+    for wav in (pcm, torch.from_numpy(pcm), pcm.astype(np.int32) << 16,
+                (pcm.astype(np.int32) // 256 + 128).astype(np.uint8)):
+        out, _ = telucodec.decompress(telucodec.compress(wav, rate, model=shipped), model=shipped)
+        assert 0.8 < np.sqrt(np.mean(out ** 2)) / rms_in < 1.25, wav.dtype
+        assert np.mean(np.abs(out) >= 0.999) < 0.001  # not saturated
+        if wav.dtype != np.uint8:  # the same samples as floats: the same codes
+            np.testing.assert_allclose(out, reference, atol=1e-4)
+    for bad, dtype in ((pcm.astype(np.complex64), "complex64"), (pcm > 0, "bool"), (pcm.astype(object), "object")):
+        with pytest.raises(ModelError, match=f"float or integer PCM samples, got dtype {dtype}"):
+            telucodec.compress(bad, rate, model=shipped)
+    with pytest.raises(ModelError, match="must be mono"):
+        telucodec.compress(np.stack([as_float, as_float], axis=1), rate, model=shipped)
+
+
+@pytest.mark.parametrize("suffix,container", [(".wav", "WAV"), (".flac", "FLAC"), (".ogg", "OGG")])
+def test_decode_writes_the_format_its_name_says(suffix, container, encoded, model, model_dir, tmp_path, capsys):
+    out = tmp_path / f"x{suffix}"
+    assert cli(capsys, "decode", encoded, out, "--model", model_dir)[0] == 0
+    info = sf.info(str(out))
+    assert info.format == container and info.samplerate == SR and info.channels == 1
+    decoded, _ = sf.read(str(out), dtype="float32")
+    expected = np.clip(model.decode(read_bitstream(encoded.read_bytes())).numpy(), -1, 1)
+    assert decoded.shape == expected.shape
+    if container != "OGG":  # lossless: the samples themselves
+        np.testing.assert_allclose(decoded, expected, atol=2 * PCM16_STEP)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temp file left
+
+
+@pytest.mark.parametrize("name", ["x.mp3", "x.m4a", "x"])
+def test_decode_refuses_an_extension_it_cannot_write(name, encoded, model_dir, tmp_path, capsys):
+    rc, out, err = cli(capsys, "decode", encoded, tmp_path / name, "--model", model_dir)
+    assert rc == 1 and out == "" and err.count("\n") == 1
+    assert "cannot write" in err and ".wav, .flac, .ogg" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_as_output_is_refused_and_no_temp_file_is_left(encoded, model_dir, example_clips, tmp_path, capsys):
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    for args in (["encode", example_clips[0], folder, "--model", model_dir, "--force"],
+                 ["decode", encoded, folder, "--model", model_dir, "--force"]):
+        rc, out, err = cli(capsys, *args)
+        assert rc == 1 and out == "" and err.count("\n") == 1, err
+        assert f"{folder}: is a folder" in err and "Errno" not in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["adir"]
+
+
+def test_kbps_above_the_maximum_says_it_is_capped(model, model_dir, example_clips, tmp_path, capsys):
+    top = model.max_n_q * model.kbps_per_codebook()
+    rc, _, err = cli(capsys, "encode", example_clips[0], tmp_path / "x.tcd", "--model", model_dir,
+                     "--kbps", top * 3)
+    assert rc == 0 and f"capped at the maximum, {top:g} kbps (n_q={model.max_n_q}" in err
+    assert describe((tmp_path / "x.tcd").read_bytes())["n_q"] == model.max_n_q
+    rc, _, err = cli(capsys, "encode", example_clips[0], tmp_path / "y.tcd", "--model", model_dir,
+                     "--kbps", top, "--force")
+    assert rc == 0 and "capped" not in err and f"using n_q={model.max_n_q}" in err
+
+
+def test_wrong_model_error_names_the_shipped_model_that_made_the_file(model_dir, speech, tmp_path, capsys):
+    name = loading.default_model_dir().name
+    tcd = tmp_path / "shipped.tcd"
+    tcd.write_bytes(telucodec.compress(speech[: 2 * SR], SR))  # made by the shipped default model
+    rc, _, err = cli(capsys, "decode", tcd, tmp_path / "o.wav", "--model", model_dir)
+    assert rc == 1 and err.count("\n") == 1 and "wrong model" in err
+    assert f"made by the shipped model {name}: decode with --model {name}" in err
+    rc, out, _ = cli(capsys, "decode", tcd, tmp_path / "o.wav", "--model", name)  # a shipped model by name
+    assert rc == 0 and sf.info(str(tmp_path / "o.wav")).frames == 2 * SR
+    with pytest.raises(BitstreamError, match=f"load_model\\('{name}'\\)"):
+        telucodec.decompress(tcd.read_bytes(), model=telucodec.load_model(model_dir))
+    assert loading.shipped_model_ids()[telucodec.load_model(name).model_id] == name

@@ -273,3 +273,32 @@ def test_bitrates_the_model_cannot_serve_are_skipped_with_a_warning(model_dir: P
     assert len(warnings) == 3 and all(w.startswith("telucodec ") and "skipped" in w for w in warnings)
     with pytest.raises(TelucodecError, match="not a number"):
         plan_systems(model, "fast", "")
+
+
+def test_flat_folder_says_where_speakers_come_from_and_the_report_says_it_is_a_folder(
+        model_dir: Path, tmp_path: Path, capsys) -> None:
+    flat = tmp_path / "clips"
+    flat.mkdir()
+    for rel in CLIPS:  # two speakers' clips, side by side in one folder
+        shutil.copy(EXAMPLES / rel, flat / Path(rel).name)
+    out = tmp_path / "out"
+    assert main(["eval", "--data_dir", str(flat), "--out", str(out), "--model", str(model_dir), "--kbps", "3",
+                 "--baselines", "none", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert {e["speaker"] for e in results["per_speaker"]} == {""}  # not one "speaker" named "clips"
+    md = (out / "results.md").read_text()
+    assert "Per held-out speaker" not in md
+    assert f"No per-speaker table: the clips sit directly in {flat}" in md
+    assert "manifest" in md and "subfolders" in md
+    html_text = (out / "report.html").read_text()
+    assert "take the whole folder" in html_text and "audio/" in html_text
+    assert "share the whole folder" in err
+    # a clip beside speaker subfolders is "(top level)"; the others keep their folder's name
+    (flat / "spk").mkdir()
+    shutil.move(flat / Path(CLIPS[0]).name, flat / "spk" / Path(CLIPS[0]).name)
+    assert main(["eval", "--data_dir", str(flat), "--out", str(out), "--model", str(model_dir), "--kbps", "3",
+                 "--baselines", "none", "--quiet", "--force"]) == 0
+    md = (out / "results.md").read_text()
+    assert "| telucodec | 3 | spk | 1 |" in md and "| telucodec | 3 | (top level) | 1 |" in md
+    assert "shown as speaker (top level)" in md

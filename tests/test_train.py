@@ -99,10 +99,83 @@ def test_old_architecture_checkpoint_is_refused(trained_tiny, tmp_path, capsys):
     assert train(EXAMPLES, tmp_path, "old", "--resume", "--num_epochs", "3") == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "decoder.output_scale" in err[0] and "different architecture" in err[0]
-    # --init_from loads what matches and lists the rest
+    # --init_from loads what matches and names every tensor it did not use, unexpected ones too
     assert train(EXAMPLES, tmp_path, "init", "--init_from", str(exp / "checkpoints" / "last.pt"),
                  "--num_epochs", "1", "--steps_per_epoch", "1") == 0
-    assert "init_from" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    n = len(state["model"]) - 1  # every tensor of the model, not counting the extra one
+    assert f"init_from {exp / 'checkpoints' / 'last.pt'}: loaded {n} of the model's {n} tensors" in out
+    assert "ignored, not in this model (1; an older design?): decoder.output_scale" in out
+
+
+def test_init_from_names_missing_and_misshaped_tensors(trained_tiny, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(trained_tiny / "model" / "model.safetensors"))
+    dropped = sorted(weights)[:9]  # more than any short list would show
+    for name in dropped:
+        del weights[name]
+    bent = next(k for k in sorted(weights) if weights[k].ndim == 3)
+    weights[bent] = torch.zeros(*weights[bent].shape[:-1], weights[bent].shape[-1] + 1)
+    weights["decoder.output_scale"] = torch.tensor(1.0)
+    folder = tmp_path / "weights" / "partial"
+    shutil.copytree(trained_tiny / "model", folder)
+    save_file(weights, str(folder / "model.safetensors"))
+    assert train(EXAMPLES, tmp_path, "partial", "--init_from", str(folder), "--num_epochs", "1",
+                 "--steps_per_epoch", "1") == 0
+    out = capsys.readouterr().out
+    total = len(weights) - 1 + len(dropped)
+    assert f"loaded {total - len(dropped) - 1} of the model's {total} tensors" in out
+    assert f"kept fresh ({len(dropped)}): " + ", ".join(dropped) in out
+    assert f"mis-shaped, kept fresh (1): {bent}" in out and "decoder.output_scale" in out
+
+
+def test_every_run_ends_with_a_closing_summary_and_a_complete_run_says_so(tmp_path, capsys):
+    args = ("--num_epochs", "2", "--steps_per_epoch", "2")
+    assert train(EXAMPLES, tmp_path, "sum", *args, "--max_steps", "3") == 0
+    out = capsys.readouterr().out
+    root = tmp_path / "sum"
+    assert "training stopped: reached the step budget (--max_steps 3), after epoch 1 (epoch 2 partly done" in out
+    assert f"best model:   {root / 'model'}  (epoch 1: val loss " in out
+    resume = next(line for line in out.splitlines() if line.startswith("continue:"))
+    assert f"--checkpoint_dir {tmp_path} --experiment_name sum --resume" in resume
+    assert f"encode:       telucodec encode IN.wav OUT.tcd --model {root / 'model'}" in out
+
+    assert train(EXAMPLES, tmp_path, "sum", "--resume") == 0
+    out = capsys.readouterr().out
+    assert "training done: finished all 2 epochs (--num_epochs), after epoch 2, step 4" in out
+    assert "(raise --num_epochs to train further)" in out
+    best = min(read_metrics(root), key=lambda r: r["val_loss"])
+    assert f"(epoch {best['epoch']}: val loss {best['val_loss']:.4f}" in out
+
+    metrics_before = (root / "metrics.jsonl").read_text()
+    assert train(EXAMPLES, tmp_path, "sum", "--resume") == 1  # nothing left to do: not a silent exit 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already complete at epoch 2" in err[0] and "raise --num_epochs" in err[0]
+    assert (root / "metrics.jsonl").read_text() == metrics_before
+    assert train(EXAMPLES, tmp_path, "sum", "--resume", "--num_epochs", "3") == 0
+    assert [r["epoch"] for r in read_metrics(root)] == [1, 2, 3]
+
+
+def test_warmup_longer_than_the_run_is_said_and_tensorboard_media_are_thinned(tmp_path, capsys):
+    assert train(EXAMPLES, tmp_path, "warm", "--num_epochs", "6", "--steps_per_epoch", "2",
+                 "--warmup_steps", "200") == 0
+    out = capsys.readouterr().out
+    assert "WARNING: the warm-up (200 steps) is longer than this run (12 steps)" in out
+    assert "1/17 of the requested 0.001" in out  # 12 of 200 steps: it never gets near the asked rate
+    rows = read_metrics(tmp_path / "warm")
+    assert any("warm-up (200 steps) is longer" in w for w in rows[0]["warnings"])
+    assert rows[0]["lr"] == pytest.approx(1e-3 * 2 / 200) and rows[-1]["lr"] == pytest.approx(1e-3 * 12 / 200)
+    assert "lr 1.0e-05: warm-up, step 2 of 200 (1% of the requested 0.001)" in out
+    assert "lr 6.0e-05: warm-up, step 12 of 200 (6% of the requested 0.001)" in out
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "warm" / "tensorboard"), size_guidance={"audio": 0, "images": 0}).Reload()
+    assert len(events.Scalars("val/val_loss")) == 6  # scalars every epoch
+    assert events.Tags()["audio"] == ["sample_0/output"]  # one example ...
+    steps = [e.step for e in events.Audio("sample_0/output")]
+    assert steps == [2, 4, 8, 12]  # ... at epochs 1, 2, 4 and the last, not all six
+    assert all(e.length_frames <= 4 * 16000 for e in events.Audio("sample_0/output"))
 
 
 def test_bad_files_are_skipped_and_listed(tmp_path, example_clips):
@@ -151,11 +224,18 @@ def test_nan_stops_at_once_and_keeps_last_good_checkpoint(tmp_path, monkeypatch,
     assert load_checkpoint(last)["step"] == 3
 
 
-def test_overfit_check_reports_a_verdict(tmp_path, capsys):
+def test_overfit_check_reports_a_verdict_and_tells_a_low_rate_from_a_broken_pipeline(tmp_path, capsys):
     rc = main(["train", "--data_dir", str(EXAMPLES), "--checkpoint_dir", str(tmp_path), "--experiment_name", "of",
                "--config", "tiny", "--learning_rate", "1e-5", "--overfit_check", "--max_steps", "60"])
     out = capsys.readouterr().out
     assert rc == 1 and "overfit check FAILED" in out and "learning rate 1e-05 is too low" in out
+    # the same clip, briefly, at the reference rate: it learns there, so the rate is the cause
+    assert "trying the same clip at the reference learning rate 0.001" in out
+    verdict = out.strip().splitlines()[-1]
+    assert verdict.startswith("overfit check: passes at 0.001 in "), verdict
+    assert "your learning rate 1e-05 is the cause" in verdict
+    snr = float(verdict.split("best SNR ")[1].split(" dB")[0])
+    assert snr >= 6.0
 
 
 @pytest.mark.slow
@@ -192,5 +272,7 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out[-1000:]
     assert "SIGTERM: stopping after this step" in out
+    assert "training stopped: stopped by SIGTERM (a checkpoint was written first), after epoch 0" in out
+    assert "--experiment_name sig --resume" in out and "best model:   none yet" in out
     state = load_checkpoint(tmp_path / "sig" / "checkpoints" / "last.pt")
     assert state["step"] >= 1 and state["step_in_epoch"] == state["step"]

@@ -15,87 +15,158 @@ from telucodec.formats.codes import SIDE_KINDS
 from telucodec.runtime import bound_kernel_cache
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default: "(default: X)" unless the text already says
+    what happens by default or the option is required; on/off flags say "(default: off)"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.default is argparse.SUPPRESS or action.required or not action.option_strings
+                or "default" in text or "(required)" in text):
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            return f"{text} (default: off)"
+        return f"{text} (default: %(default)s)"
+
+
+def _parser(sub: argparse._SubParsersAction, name: str, help_text: str, description: str = "") -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help_text, description=description or help_text, formatter_class=HelpFormatter)
+
+
+MODEL_HELP = ("model folder, training checkpoint (.pt), experiment folder, or the name of a shipped model "
+              "(a folder of telucodec/pretrained/) (default: the shipped default model)")
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The seed's flags (train_codec.py takes exactly these too) plus telucodec's options."""
     p.add_argument("--data_dir", required=True, help="folder of audio (searched recursively) or a manifest .tsv/.csv")
     p.add_argument("--checkpoint_dir", required=True, help="experiments are written under CHECKPOINT_DIR/NAME")
-    p.add_argument("--experiment_name", required=True)
-    p.add_argument("--batch_size", type=int, default=None)
-    p.add_argument("--num_epochs", type=int, default=None)
-    p.add_argument("--learning_rate", type=float, default=None)
+    p.add_argument("--experiment_name", required=True, help="the experiment's folder name NAME under --checkpoint_dir")
+    p.add_argument("--batch_size", type=int, default=None, help="crops per step (default: the preset's; 16 for small)")
+    p.add_argument("--num_epochs", type=int, default=None, help="epochs to train (default: the preset's; 100)")
+    p.add_argument("--learning_rate", type=float, default=None,
+                   help="peak learning rate after the warm-up (default: the preset's; 3e-4 for small, 1e-3 for tiny)")
     p.add_argument("--config", default="small", help="preset (tiny, small, base, spectral) or a config .json")
     p.add_argument("--resume", action="store_true", help="continue the experiment from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing experiment folder")
-    p.add_argument("--init_from", default=None, help="checkpoint or model folder: load the tensors that match")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--amplitude", default=None, choices=list(SIDE_KINDS))
-    p.add_argument("--max_minutes", type=float, default=None, help="stop cleanly (with a checkpoint) after M minutes")
-    p.add_argument("--max_steps", type=int, default=None, help="stop cleanly after this many optimizer steps in total")
+    p.add_argument("--init_from", default=None,
+                   help="checkpoint or model folder: load the tensors that match (default: fresh weights)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to train; auto = CUDA when available, else CPU")
+    p.add_argument("--amplitude", default=None, choices=list(SIDE_KINDS),
+                   help="who owns loudness (docs/amplitude.md) (default: the preset's; rms for small)")
+    p.add_argument("--max_minutes", type=float, default=None,
+                   help="stop cleanly (with a checkpoint) after M minutes (default: no time limit)")
+    p.add_argument("--max_steps", type=int, default=None,
+                   help="stop cleanly after this many optimizer steps in total (default: no step limit)")
+    p.add_argument("--warmup_steps", type=int, default=None,
+                   help="steps of linear learning-rate warm-up (default: the preset's; 200 for small, 20 for tiny)")
     p.add_argument("--overfit_check", action="store_true",
                    help="short run on one clip that must show the pipeline learns; exits non-zero with a diagnosis otherwise")
-    p.add_argument("--adversarial_after", type=int, default=None, help="switch discriminators on at this step (-1 never)")
-    p.add_argument("--precision", default=None, choices=["fp32", "bf16"])
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--steps_per_epoch", type=int, default=None)
-    p.add_argument("--val_speakers", default=None, help="comma-separated speakers (from a manifest) held out for validation")
+    p.add_argument("--adversarial_after", type=int, default=None,
+                   help="switch discriminators on at this step, -1 never (default: the preset's; -1 for small)")
+    p.add_argument("--precision", default=None, choices=["fp32", "bf16"],
+                   help="bf16 autocast on CUDA (default: the preset's, fp32)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's, 1234)")
+    p.add_argument("--steps_per_epoch", type=int, default=None,
+                   help="optimizer steps per epoch (default: from the data, one 1 s crop per second of audio)")
+    p.add_argument("--val_speakers", default=None,
+                   help="comma-separated speakers (from a manifest) held out for validation "
+                        "(default: whole speakers picked by hash, else 10%% of the files)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("telucodec")
+    except Exception:  # running from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="telucodec", description="Neural speech codec toolkit for Telugu.")
+    parser = argparse.ArgumentParser(prog="telucodec", description="Neural speech codec toolkit for Telugu.",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"telucodec {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    add_train_arguments(sub.add_parser("train", help="train a codec (same flags as train_codec.py)"))
+    add_train_arguments(_parser(sub, "train", "train a codec (same flags as train_codec.py)"))
 
-    p = sub.add_parser("encode", help="audio file -> .tcd bitstream")
-    p.add_argument("input")
-    p.add_argument("output")
-    p.add_argument("--model", default=None, help="model folder or training checkpoint (default: shipped model)")
-    p.add_argument("--kbps", type=float, default=None, help="target bitrate; picks the nearest n_q not above it")
+    p = _parser(sub, "encode", "audio file -> .tcd bitstream")
+    p.add_argument("input", help="audio file (.wav, .flac, .mp3, .ogg; any rate, mixed to mono)")
+    p.add_argument("output", help="the .tcd file to write")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
+    p.add_argument("--kbps", type=float, default=None,
+                   help="target bitrate; picks the nearest n_q not above it, capped at the model's maximum "
+                        "(default: the model's maximum, every codebook)")
     p.add_argument("--entropy", action="store_true", help="entropy-code the codes (smaller file, slower)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
 
-    p = sub.add_parser("decode", help=".tcd bitstream (or tokens) -> wav")
+    p = _parser(sub, "decode", ".tcd bitstream (or tokens) -> audio file")
     p.add_argument("input", nargs="?", help="IN.tcd (omit with --tokens)")
-    p.add_argument("output")
-    p.add_argument("--model", default=None)
-    p.add_argument("--tokens", default=None, help="a folder written by `telucodec tokenize`")
-    p.add_argument("--id", default=None, help="utterance id inside --tokens")
-    p.add_argument("--force", action="store_true")
+    p.add_argument("output", help="the audio file to write: .wav or .flac (16-bit) or .ogg (Vorbis)")
+    p.add_argument("--model", default=None,
+                   help=MODEL_HELP.replace("(default:", "that made the file (default:"))
+    p.add_argument("--tokens", default=None, help="a folder written by `telucodec tokenize` (default: decode IN.tcd)")
+    p.add_argument("--id", default=None, help="utterance id inside --tokens (default: none; needed with --tokens)")
+    p.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
 
-    p = sub.add_parser("info", help="describe a .tcd file")
-    p.add_argument("input")
-    p.add_argument("--json", action="store_true")
+    p = _parser(sub, "info", "describe a .tcd file")
+    p.add_argument("input", help="the .tcd file")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (keys in docs/design.md) instead of a table")
 
-    p = sub.add_parser("eval", help="score telucodec against Opus, Codec2 and Lyra on the same clips")
-    p.add_argument("--data_dir", required=False)
-    p.add_argument("--out", required=True)
-    p.add_argument("--model", default=None)
-    p.add_argument("--kbps", default="1.5,3,6")
-    p.add_argument("--baselines", default="opus,codec2,lyra")
-    p.add_argument("--lyra_models", default=None)
-    p.add_argument("--max_clips", type=int, default=None)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--reference", default=None, help="score already decoded files in DIR against --data_dir")
-    p.add_argument("--force", action="store_true")
+    p = _parser(sub, "eval", "score telucodec against Opus, Codec2 and Lyra on the same clips")
+    p.add_argument("--data_dir", required=False,
+                   help="folder of clips or a manifest .tsv/.csv with path and speaker columns (required)")
+    p.add_argument("--out", required=True, help="folder for results.json, results.csv, results.md, plots, report.html")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
+    p.add_argument("--kbps", default="1.5,3,6",
+                   help="comma-separated telucodec bitrates in kbps, e.g. 1.5,3,6; 'none' for baselines only")
+    p.add_argument("--baselines", default="opus,codec2,lyra",
+                   help="comma-separated, from: opus, codec2, lyra; 'none' for telucodec only "
+                        "(a baseline whose tool or model is missing is skipped with a warning)")
+    p.add_argument("--lyra_models", default=None,
+                   help="folder with Lyra v2's .tflite models (default: $TELUCODEC_LYRA_MODELS; Lyra is skipped "
+                        "when neither is set)")
+    p.add_argument("--max_clips", type=int, default=None,
+                   help="score at most N clips, spread over speakers (default: every clip)")
+    p.add_argument("--workers", type=int, default=1, help="processes to spread the clips over")
+    p.add_argument("--reference", default=None,
+                   help="score already decoded files in DIR against --data_dir (default: none)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
     p.add_argument("--report_clips", type=int, default=4, help="clips with audio players in report.html")
     p.add_argument("--align", default="waveform", choices=["waveform", "envelope", "none"],
                    help="how --reference files are aligned to the originals")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("tokenize", help="turn a dataset into codes for TTS / speech LMs")
-    p.add_argument("--data_dir", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--model", default=None)
-    p.add_argument("--kbps", type=float, default=None)
-    p.add_argument("--workers", type=int, default=1)
+    p = _parser(sub, "tokenize", "turn a dataset into codes for TTS / speech LMs")
+    p.add_argument("--data_dir", required=True, help="folder of audio or a manifest .tsv/.csv")
+    p.add_argument("--out", required=True, help="folder for the shards, index.jsonl and meta.json (resumable)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
+    p.add_argument("--kbps", type=float, default=None,
+                   help="bitrate; picks the nearest n_q not above it (default: the model's maximum)")
+    p.add_argument("--workers", type=int, default=1, help="processes to spread the files over")
     p.add_argument("--shard", default="0/1", help="I/N: this job does every N-th file starting at I")
 
-    p = sub.add_parser("export-onnx", help="export encoder and decoder to ONNX with a parity check")
-    p.add_argument("--out", required=True)
-    p.add_argument("--model", default=None)
+    p = _parser(sub, "export-onnx", "export encoder and decoder to ONNX with a parity check")
+    p.add_argument("--out", required=True, help="folder for encoder.onnx, decoder.onnx, codebooks.npy, config.json")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--parity_clip", default=None, help="audio file for the parity check (default: an example clip)")
+
+    p = _parser(sub, "demo", "the shipped model on a real Telugu clip next to Opus, then a few minutes of training",
+                "Round-trips a real Telugu clip through the shipped model at 1.5, 3 and 6 kbps (real kbps, level "
+                "and PESQ next to Opus on the same clip, a spectrogram PNG), then trains the tiny preset on the "
+                "example clips for a few minutes and round-trips the clip through that model too.")
+    p.add_argument("--out", default="runs/demo", help="folder for everything the demo writes")
+    p.add_argument("--clip", default=None, help="the clip to round-trip (default: a Common Voice clip in examples/)")
+    p.add_argument("--data_dir", default=None, help="training clips (default: examples/te_cv)")
+    p.add_argument("--minutes", type=float, default=3.0, help="training time budget in minutes; 0 skips training")
+    p.add_argument("--max_steps", type=int, default=None, help="also stop training after N steps (default: no limit)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for training (default: torch's choice)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out that is not a demo folder")
     return parser
 
 
@@ -111,6 +182,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_from_args(args)
     if args.command == "tokenize":
         from telucodec.deploy.tokenize import run_from_args
+        return run_from_args(args)
+    if args.command == "demo":
+        from telucodec.cli.demo import run_from_args
         return run_from_args(args)
     if args.command == "export-onnx":
         from telucodec.deploy.export import run_from_args

@@ -9,15 +9,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from telucodec.api import load_model
+from telucodec.api import load_model, read_codes
 from telucodec.errors import TelucodecError
-from telucodec.formats.audio import load_audio, write_wav
-from telucodec.formats.bitstream import describe, read_bitstream, write_bitstream
+from telucodec.formats.audio import load_audio, output_format, write_audio
+from telucodec.formats.bitstream import describe, write_bitstream
 
 T = TypeVar("T")
 
 
-def _check_output(path: Path, force: bool) -> None:
+def _check_output(path: Path, force: bool, suffix: str) -> None:
+    if path.is_dir():
+        raise TelucodecError(f"{path}: is a folder; give the output file's name (e.g. {path / 'out'}{suffix})")
     if path.exists() and not force:
         raise TelucodecError(f"{path} exists; use --force to overwrite it")
     if not path.parent.exists():
@@ -26,8 +28,11 @@ def _check_output(path: Path, force: bool) -> None:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _parse_tcd(src: Path, parse: Callable[[bytes], T]) -> T:
@@ -44,12 +49,12 @@ def _parse_tcd(src: Path, parse: Callable[[bytes], T]) -> T:
 
 def encode(args: argparse.Namespace) -> int:
     src, dst = Path(args.input), Path(args.output)
-    _check_output(dst, args.force)
+    _check_output(dst, args.force, ".tcd")
     model = load_model(args.model)
     wav = load_audio(src, model.sample_rate)
-    n_q = model.n_q_for_kbps(args.kbps)
-    if args.kbps is not None:
-        print(f"--kbps {args.kbps:g}: using n_q={n_q} ({n_q * model.kbps_per_codebook():g} kbps nominal)", file=sys.stderr)
+    note = model.kbps_note(args.kbps)
+    if note:
+        print(note, file=sys.stderr)
     codes = model.encode(wav, model.sample_rate, args.kbps)
     data = write_bitstream(codes, entropy=args.entropy)
     if args.entropy:
@@ -65,7 +70,8 @@ def encode(args: argparse.Namespace) -> int:
 
 def decode(args: argparse.Namespace) -> int:
     dst = Path(args.output)
-    _check_output(dst, args.force)
+    _check_output(dst, args.force, ".wav")
+    output_format(dst)  # an extension we cannot write is refused before any work
     model = load_model(args.model)
     if args.tokens:
         if not args.id:
@@ -75,11 +81,11 @@ def decode(args: argparse.Namespace) -> int:
     else:
         if not args.input:
             raise TelucodecError("give IN.tcd (or --tokens DIR --id X)")
-        codes = _parse_tcd(Path(args.input), lambda data: read_bitstream(data, expected_model_id=model.model_id))
+        codes = _parse_tcd(Path(args.input), lambda data: read_codes(data, model))
     wav = model.decode(codes).numpy()
-    tmp = dst.with_name(f".{dst.stem}.tmp.wav")
+    tmp = dst.with_name(f".{dst.stem}.tmp{dst.suffix}")
     try:
-        clipped = write_wav(tmp, wav, codes.sample_rate)
+        clipped = write_audio(tmp, wav, codes.sample_rate)
         tmp.replace(dst)
     finally:
         tmp.unlink(missing_ok=True)

@@ -268,6 +268,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise TelucodecError("--workers must be at least 1")
     model = load_model(args.model)
+    note = model.kbps_note(args.kbps)
+    if note:
+        print(note, file=sys.stderr)
     summary = tokenize_dataset(args.data_dir, args.out, model, kbps=args.kbps, workers=args.workers,
                                shard=shard, log=lambda m: print(m, file=sys.stderr))
     print(format_summary(summary))

@@ -197,15 +197,13 @@ def run_codec2(wav: np.ndarray, mode: str, workdir: str | Path | None = None,
 
 
 def lyra_model_dir(model_dir: str | Path | None = None) -> Path | None:
-    """Where the Lyra .tflite files are: the argument, else $TELUCODEC_LYRA_MODELS, else a
-    `shared/lyra` folder beside the checkout if one exists (the development machines' layout);
-    None when nothing is configured."""
+    """Where the Lyra .tflite files are: the argument (`--lyra_models`), else $TELUCODEC_LYRA_MODELS;
+    None when neither is set (Lyra is then skipped with a warning saying so)."""
     if model_dir is not None:
         return Path(model_dir)
     if os.environ.get(LYRA_ENV):
         return Path(os.environ[LYRA_ENV])
-    default = Path(__file__).resolve().parents[3] / "shared" / "lyra"
-    return default if default.is_dir() else None
+    return None
 
 
 def _lyra_problem(model_dir: Path | None) -> str | None:

@@ -4,7 +4,8 @@ its default settings, scored with the same metrics, summarized per system × set
     results = evaluate("data/dev_te", "eval_out", model="runs/x/model", kbps=(1.5, 3, 6))
 
 DIR gets results.json (keys in docs/design.md), results.csv (one row per clip × system), results.md,
-rd_pesq.png, rd_stoi.png, report.html with audio/ and spectrograms/, and skipped.tsv when clips
+rd_pesq.png, rd_stoi.png, report.html (which plays the files in audio/ and spectrograms/ beside it:
+keep the folder together), and skipped.tsv when clips
 were skipped. `reference=DIR2` instead scores files someone else decoded (same relative names as
 the originals, any audio format) as one system called "reference".
 
@@ -197,7 +198,9 @@ def evaluate(data_dir: str | Path, out: str | Path, model: str | Path | Codec | 
         write_skipped(out / "skipped.tsv", skipped)
     table = report.markdown_table(results["systems"])
     speakers = report.speaker_table(results["per_speaker"])
-    (out / "results.md").write_text(table + "\n" + (f"\nPer held-out speaker:\n\n{speakers}\n" if speakers else ""))
+    note = report.speaker_note(results["per_speaker"], str(data_dir))
+    (out / "results.md").write_text(table + "\n" + (f"\nPer held-out speaker:\n\n{speakers}\n" if speakers else "")
+                                    + (f"\n{note}\n" if note else ""))
     report.save_rd_plot(out / "rd_pesq.png", results["systems"], "pesq_wb", "PESQ-WB (MOS-LQO)")
     report.save_rd_plot(out / "rd_stoi.png", results["systems"], "stoi", "STOI")
     shown_clips = [(t.name, t.audio_dir) for t in tasks if t.audio_dir]
@@ -215,5 +218,6 @@ def run_from_args(args: argparse.Namespace) -> int:
              force=args.force, report_clips=getattr(args, "report_clips", 4),
              align_mode=getattr(args, "align", "waveform"), progress=not getattr(args, "quiet", False))
     print((Path(args.out) / "results.md").read_text(), end="")
-    print(f"wrote {Path(args.out) / 'report.html'}", file=sys.stderr)
+    print(f"wrote {Path(args.out) / 'report.html'} (it plays the files in {report.AUDIO_DIR}/ and "
+          f"{report.SPECTROGRAM_DIR}/ beside it: share the whole folder)", file=sys.stderr)
     return 0

@@ -42,7 +42,7 @@ class ClipTask:
 
     name: str  # path relative to the data folder, with "/"
     wav: np.ndarray  # [T] float32 at sample_rate
-    speaker: str = ""  # the manifest's speaker column, else the clip's folder name
+    speaker: str = ""  # the manifest's speaker column, else the clip's subfolder ("" at the top level)
     audio_dir: str | None = None  # write decoded WAVs here (report clips only)
     decoded: np.ndarray | None = None  # --reference: the decoded file [T'] float32
     decoded_bytes: int | None = None  # --reference: size of a compressed decoded file
@@ -105,8 +105,16 @@ def _clip_name(item: AudioItem, root: Path) -> str:
         return item.path.name
 
 
-def _speaker(item: AudioItem) -> str:
-    return item.speaker or item.path.parent.name
+def _speaker(item: AudioItem, root: Path) -> str:
+    """The manifest's speaker, else the clip's subfolder; "" for a clip sitting directly in the
+    data folder (a flat folder of clips says nothing about speakers)."""
+    if item.speaker:
+        return item.speaker
+    try:
+        inside = item.path.parent.resolve() != root.resolve()
+    except OSError:
+        inside = True
+    return item.path.parent.name if inside else ""
 
 
 def _find_decoded(reference: Path, name: str) -> Path | None:
@@ -135,12 +143,12 @@ def load_tasks(data_dir: Path, items: list[AudioItem], reference: Path | None, m
     position = {id(item): n for n, item in enumerate(items)}
     tasks: list[tuple[int, ClipTask]] = []
     skipped: list[tuple[str, str]] = []
-    for item in spread(items, _speaker) if max_clips is not None else items:
+    for item in spread(items, lambda i: _speaker(i, root)) if max_clips is not None else items:
         if max_clips is not None and len(tasks) >= max_clips:
             break
         name = _clip_name(item, root)
         try:
-            task = ClipTask(name, load_audio(item.path, sample_rate), speaker=_speaker(item),
+            task = ClipTask(name, load_audio(item.path, sample_rate), speaker=_speaker(item, root),
                             sample_rate=sample_rate)
             if reference is not None:
                 found = _find_decoded(reference, name)

@@ -1,8 +1,10 @@
 """What `telucodec eval` shows: the markdown table, rate–quality plots and report.html.
 
-report.html is a self-contained folder: the summary table, both plots, and for a few clips an
-audio player and a spectrogram per system (WAVs under audio/, PNGs under spectrograms/). Every
-link is relative, so the folder can be zipped or published as it is; every text is escaped.
+report.html is a page *in a folder*: the summary table, both plots, and for a few clips an audio
+player and a spectrogram per system, which it loads from the WAVs under audio/ and the PNGs
+under spectrograms/ beside it (embedding them would make a page of many MB). Every link is
+relative, so the whole folder can be zipped, moved or published as it is, and the page says so;
+every text is escaped.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from telucodec.evaluation.plots import log_spectrogram, save_spectrograms
 AUDIO_DIR = "audio"
 SPECTROGRAM_DIR = "spectrograms"
 ORIGINAL_FILE = "original.wav"
+FOLDER_NOTE = (f"The players and pictures below are files in {AUDIO_DIR}/ and {SPECTROGRAM_DIR}/ next to this "
+               "page: to share or move the report, take the whole folder (report.html alone plays nothing).")
 SYSTEM_COLOURS = {"telucodec": "#c0392b", "opus": "#2e6fba", "codec2": "#2f9a4a", "lyra": "#d98a1c",
                   "reference": "#7b4bb3"}
 
@@ -75,14 +79,31 @@ def markdown_table(systems: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+TOP_LEVEL = "(top level)"  # how the clips sitting directly in the data folder are shown per speaker
+
+
+def speaker_note(per_speaker: list[dict[str, Any]], data_dir: str) -> str:
+    """Where speakers come from, when the clips did not say ("" when every clip has a speaker)."""
+    speakers = {e["speaker"] for e in per_speaker}
+    if "" not in speakers:
+        return ""
+    how = ("speakers come from a manifest's `speaker` column (a .tsv/.csv with path and speaker, or a "
+           "manifest.tsv in the folder) or from subfolders, one per speaker")
+    if speakers == {""}:
+        return f"No per-speaker table: the clips sit directly in {data_dir}, so no speakers are known; {how}."
+    return f"Clips directly in {data_dir} are shown as speaker {TOP_LEVEL}; {how}."
+
+
 def speaker_table(per_speaker: list[dict[str, Any]], system: str = "telucodec") -> str:
-    """`system`'s rows of results.json's per_speaker as a markdown table ("" when it has none)."""
+    """`system`'s rows of results.json's per_speaker as a markdown table ("" when it has none, or
+    when no clip has a speaker: see `speaker_note`)."""
     rows = [e for e in per_speaker if e["system"] == system]
-    if not rows:
+    if not rows or all(e["speaker"] == "" for e in rows):
         return ""
     lines = ["| system | setting | speaker | clips | PESQ-WB | STOI | RMS ratio |", "|---|---|---|---|---|---|---|"]
     for e in rows:
-        lines.append(f"| {e['system']} | {e['setting']} | {e['speaker']} | {e['clips']} | {_num(e['pesq_wb'], 2)} | "
+        lines.append(f"| {e['system']} | {e['setting']} | {e['speaker'] or TOP_LEVEL} | {e['clips']} | "
+                     f"{_num(e['pesq_wb'], 2)} | "
                      f"{_num(e['stoi'], 3)} | {_num(e['rms_ratio'], 2)} |")
     return "\n".join(lines)
 
@@ -254,6 +275,7 @@ def write_report(out: str | Path, results: dict[str, Any], rows: list[dict[str, 
         parts.append('<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
     if clips:
         parts.append("<h2>Listen</h2>")
+        parts.append(f'<p class="meta">{_e(FOLDER_NOTE)}</p>')
     for name, folder in clips:
         folder_path = Path(folder)
         entries: list[tuple[str, str, str, dict[str, Any] | None]] = [("original", "", ORIGINAL_FILE, None)]

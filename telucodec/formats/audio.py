@@ -1,5 +1,6 @@
 """Audio in and out: any file soundfile (or ffmpeg, for mp3 it cannot read) knows, any rate,
-to float32 mono at the codec's rate in [-1, 1]; and back to 16-bit WAV with a clip count."""
+to float32 mono at the codec's rate in [-1, 1]; and back to 16-bit WAV (or FLAC, Ogg Vorbis) with
+a clip count."""
 
 from __future__ import annotations
 
@@ -121,12 +122,35 @@ def _finish(path: Path, wav: np.ndarray) -> np.ndarray:
     return np.clip(wav, -1.0, 1.0, out=wav)
 
 
-def write_wav(path: str | Path, wav: np.ndarray, sample_rate: int = 16000, block: int = 1 << 20) -> int:
-    """Write 16-bit PCM WAV; samples beyond [-1, 1] are clipped here and their count returned.
-    Written `block` samples at a time, so a long clip needs no full-length copies."""
+# what decoded audio can be written as: extension -> (libsndfile format, subtype)
+OUTPUT_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
+
+
+def output_format(path: str | Path) -> tuple[str, str]:
+    """The (format, subtype) an output file's extension asks for; any other extension is refused
+    (a file must be what its name says)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise AudioError(f"{path}: cannot write '{suffix or 'no extension'}' audio; name the output "
+                         f"{', '.join(OUTPUT_FORMATS)} (16-bit WAV/FLAC, Ogg Vorbis)")
+    return OUTPUT_FORMATS[suffix]
+
+
+def write_audio(path: str | Path, wav: np.ndarray, sample_rate: int = 16000) -> int:
+    """Write mono audio in the format its extension names (.wav, .flac, .ogg); clips to [-1, 1]
+    and returns how many samples were clipped."""
+    audio_format, subtype = output_format(path)
+    return write_wav(path, wav, sample_rate, audio_format=audio_format, subtype=subtype)
+
+
+def write_wav(path: str | Path, wav: np.ndarray, sample_rate: int = 16000, block: int = 1 << 20,
+              audio_format: str = "WAV", subtype: str = "PCM_16") -> int:
+    """Write 16-bit PCM WAV (or `audio_format`/`subtype`); samples beyond [-1, 1] are clipped
+    here and their count returned. Written `block` samples at a time, so a long clip needs no
+    full-length copies."""
     wav = np.asarray(wav).reshape(-1)
     clipped = 0
-    with sf.SoundFile(str(path), "w", sample_rate, 1, subtype="PCM_16", format="WAV") as f:
+    with sf.SoundFile(str(path), "w", sample_rate, 1, subtype=subtype, format=audio_format) as f:
         for i in range(0, wav.size, block):
             piece = np.nan_to_num(wav[i: i + block].astype(np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
             clipped += int(np.count_nonzero(np.abs(piece) > 1.0))

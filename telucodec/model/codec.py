@@ -79,6 +79,17 @@ class Codec(nn.Module):
             raise ModelError(f"--kbps {kbps}: below one codebook ({self.kbps_per_codebook():g} kbps)")
         return min(n_q, self.max_n_q)
 
+    def kbps_note(self, kbps: float | None) -> str | None:
+        """What `--kbps` turns into, for the user: the n_q used, or that it is capped at the
+        maximum when it asks for more than the model has (None when no kbps was asked for)."""
+        if kbps is None:
+            return None
+        n_q = self.n_q_for_kbps(kbps)
+        top = self.max_n_q * self.kbps_per_codebook()
+        if kbps > top + 1e-9:
+            return f"--kbps {kbps:g}: capped at the maximum, {top:g} kbps (n_q={self.max_n_q}, all codebooks)"
+        return f"--kbps {kbps:g}: using n_q={n_q} ({n_q * self.kbps_per_codebook():g} kbps nominal)"
+
     @property
     def model_id(self) -> str:
         """16 hex chars: a hash of the architecture and every weight, so codes made by one model
@@ -115,7 +126,12 @@ class Codec(nn.Module):
 
     # ---- inference -----------------------------------------------------------------------
     def _as_mono_tensor(self, wav: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """-> float32 [T] on the CPU in [-1, 1]; shares memory with `wav` when it already is one."""
+        """-> float32 [T] on the CPU in [-1, 1]; shares memory with `wav` when it already is one.
+        Integer PCM (what `scipy.io.wavfile.read` returns) is scaled by its dtype's range."""
+        wav = pcm_to_float(wav)
+        if sum(1 for n in wav.shape if n > 1) > 1:
+            raise ModelError(f"input audio must be mono [T], got shape {tuple(wav.shape)} "
+                             "(mix the channels first, e.g. wav.mean(axis=1))")
         if sample_rate != self.sample_rate:
             import soxr
 
@@ -242,13 +258,31 @@ class Codec(nn.Module):
         return model.eval()
 
 
+@dataclass
+class StateMatch:
+    """How a state dict lines up with a model: the tensor names in each case, sorted."""
+
+    loaded: list[str]       # in both, same shape: copied into the model
+    missing: list[str]      # in the model only: keep their fresh values
+    unexpected: list[str]   # in the state only: ignored (e.g. an older design's `decoder.output_scale`)
+    mismatched: list[str]   # in both with different shapes: keep their fresh values
+
+
+def match_state(model: nn.Module, state: dict[str, torch.Tensor]) -> StateMatch:
+    own = model.state_dict()
+    both = set(own) & set(state)
+    mismatched = sorted(k for k in both if own[k].shape != state[k].shape)
+    return StateMatch(loaded=sorted(both - set(mismatched)), missing=sorted(set(own) - set(state)),
+                      unexpected=sorted(set(state) - set(own)), mismatched=mismatched)
+
+
 def load_matching_state(model: nn.Module, state: dict[str, torch.Tensor], strict: bool, source: str) -> list[str]:
     """Load `state` into `model`. strict: any missing, unexpected or mis-shaped key is a one-line
-    ModelError naming them; otherwise load what matches and return the names that did not."""
+    ModelError naming them; otherwise load what matches and return the model's names that were
+    not loaded (missing or mis-shaped; `match_state` tells the unexpected ones too)."""
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shape_mismatch = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    match = match_state(model, state)
+    missing, unexpected, shape_mismatch = match.missing, match.unexpected, match.mismatched
     problems = []
     if unexpected:
         problems.append(f"unexpected keys {_names(unexpected)}")
@@ -262,6 +296,28 @@ def load_matching_state(model: nn.Module, state: dict[str, torch.Tensor], strict
     own.update(good)
     model.load_state_dict(own)
     return missing + shape_mismatch
+
+
+def pcm_to_float(wav: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Audio samples as floats: float arrays pass through untouched; integer PCM is divided by
+    its dtype's range (int16 / 32768, uint8 centred on 128, ...); anything else is refused."""
+    if isinstance(wav, torch.Tensor):
+        if wav.is_floating_point():
+            return wav
+        if wav.is_complex() or wav.dtype == torch.bool:
+            raise ModelError(f"input audio must be float or integer PCM samples, got a {wav.dtype} tensor")
+        wav = wav.cpu().numpy()
+    arr = np.asarray(wav)
+    kind = arr.dtype.kind
+    if kind == "f":
+        return arr
+    if kind in "iu":
+        info = np.iinfo(arr.dtype)
+        scale = (float(info.max) + 1.0) if kind == "i" else (float(info.max) + 1.0) / 2.0
+        centre = 0.0 if kind == "i" else scale
+        return ((arr.astype(np.float64) - centre) / scale).astype(np.float32)
+    raise ModelError(f"input audio must be float or integer PCM samples, got dtype {arr.dtype} "
+                     "(convert it with numpy: wav.astype(np.float32) in [-1, 1])")
 
 
 def _names(keys: list[str], limit: int = 6) -> str:

@@ -8,8 +8,9 @@ training (`--resume`, `--init_from`):
                        with `weights_only=True`, so a file carrying a pickle payload is refused
                        without running it
     experiment folder  CKPT/NAME/: its model/ folder, else checkpoints/best.pt, else last.pt
+    a shipped name     a folder name in `telucodec/pretrained/`: that shipped model
 
-`None` stands for the model shipped in `telucodec/pretrained/`.
+`None` stands for the default shipped model (`DEFAULT_MODEL`).
 """
 
 from __future__ import annotations
@@ -35,9 +36,47 @@ def default_model_dir() -> Path:
     return PRETRAINED_DIR / DEFAULT_MODEL
 
 
+def shipped_models() -> list[str]:
+    """Names of the model folders shipped in `PRETRAINED_DIR` (what `--model NAME` accepts)."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(d.name for d in PRETRAINED_DIR.iterdir() if (d / "model.safetensors").is_file())
+
+
+_SHIPPED_IDS: dict[tuple[str, int, int], str] = {}  # (folder, weights mtime_ns, size) -> model id
+
+
+def shipped_model_ids() -> dict[str, str]:
+    """model id -> name of each shipped model. Hashing a model's weights costs tens of ms, so each
+    id is computed once per process (again only if the weights file changes)."""
+    ids = {}
+    for name in shipped_models():
+        folder = PRETRAINED_DIR / name
+        st = (folder / "model.safetensors").stat()
+        key = (str(folder.resolve()), st.st_mtime_ns, st.st_size)
+        if key not in _SHIPPED_IDS:
+            try:
+                _SHIPPED_IDS[key] = Codec.from_pretrained(folder).model_id
+            except ModelError:
+                continue
+        ids[_SHIPPED_IDS[key]] = name
+    return ids
+
+
+def model_hint(model_id: str) -> str:
+    """For a "wrong model" error: which model to use instead, when codes of `model_id` were made by
+    a shipped model ("" when no shipped model has this id)."""
+    name = shipped_model_ids().get(str(model_id).lower())
+    return (f"made by the shipped model {name}: decode with --model {name} (Python: "
+            f"telucodec.load_model({name!r}))") if name else ""
+
+
 def resolve(path: str | Path) -> Path:
-    """A model folder, a training checkpoint (.pt) or an experiment folder -> the file/folder to load."""
+    """A model folder, a training checkpoint (.pt), an experiment folder, or the name of a shipped
+    model (a folder name in `PRETRAINED_DIR`) -> the file/folder to load."""
     p = Path(path)
+    if not p.exists() and str(path) in shipped_models():
+        return PRETRAINED_DIR / str(path)
     if p.is_dir():
         if (p / "model.safetensors").is_file():
             return p
@@ -47,7 +86,8 @@ def resolve(path: str | Path) -> Path:
         raise ModelError(f"{p}: not a model folder, experiment folder or checkpoint")
     if p.is_file():
         return p
-    raise ModelError(f"{p}: no such model")
+    names = shipped_models()
+    raise ModelError(f"{p}: no such model" + (f" (shipped models: {', '.join(names)})" if names else ""))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

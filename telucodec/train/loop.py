@@ -28,9 +28,9 @@ from torch.nn.parallel import DistributedDataParallel
 from telucodec.config import CodecConfig, get_config, with_overrides
 from telucodec.errors import TelucodecError
 from telucodec.formats.dataset import load_dataset, write_skipped
-from telucodec.model.codec import Codec, load_matching_state
+from telucodec.model.codec import Codec, load_matching_state, match_state
 from telucodec.model.loading import checkpoint_config, load_checkpoint, read_weights
-from telucodec.train import monitor, objective
+from telucodec.train import media, monitor, notes, objective
 from telucodec.train.checkpoint import CHECKPOINT_FORMAT, atomic_torch_save, disk_full
 from telucodec.train.crops import CropDataset
 from telucodec.train.discriminators import Discriminators
@@ -61,6 +61,11 @@ class Trainer:
         if self.state is not None and self.is_main:
             tidy_for_resume(self.root, int(self.state["epoch"]))
         self.config = self._build_config()
+        done = int(self.state["epoch"]) if self.state is not None else 0
+        if self.state is not None and done >= self.config.train.num_epochs:
+            raise TelucodecError(f"{self.root}: already complete at epoch {done} (--num_epochs "
+                                 f"{self.config.train.num_epochs}); raise --num_epochs to train further: "
+                                 f"{notes.resume_command(args, done + max(1, done // 2))}")
         if self.is_main:
             for sub in ("checkpoints", "samples", "tensorboard"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -83,6 +88,7 @@ class Trainer:
         cfg = get_config(a.config)
         cfg = with_overrides(cfg, batch_size=a.batch_size, learning_rate=a.learning_rate, num_epochs=a.num_epochs,
                              adversarial_after=a.adversarial_after, precision=a.precision, seed=a.seed,
+                             warmup_steps=getattr(a, "warmup_steps", None),
                              steps_per_epoch=a.steps_per_epoch,
                              val_speakers=tuple(a.val_speakers.split(",")) if a.val_speakers else None)
         if a.amplitude:
@@ -131,9 +137,9 @@ class Trainer:
 
     def _init_from(self, source: str) -> None:
         state = read_weights(source)
-        skipped = load_matching_state(self.model, state, strict=False, source=source)
-        self.log(f"init_from {source}: loaded {len(state) - len(skipped)} tensors"
-                 + (f"; not loaded (missing or mis-shaped): {', '.join(skipped[:8])}" if skipped else ""))
+        match = match_state(self.model, state)
+        load_matching_state(self.model, state, strict=False, source=source)
+        self.log(notes.init_from_report(source, match, len(self.model.state_dict())))
 
     def _restore(self, s: dict) -> None:
         load_matching_state(self.model, s["model"], strict=True, source=str(self.resume_from))
@@ -171,7 +177,9 @@ class Trainer:
             (self.root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         advice = monitor.learning_rate_advice(cfg.train.learning_rate, cfg.train.optimizer)
         self.start_warnings = [advice] if advice else []
-        for note in ([f"WARNING: {advice}"] if advice else []) + monitor.expectation_notes(kbps):
+        warmup = notes.warmup_notes(cfg.train, self.step, self.total_steps, self.args.max_steps)
+        self.start_warnings += [w.removeprefix("WARNING: ") for w in warmup if w.startswith("WARNING: ")]
+        for note in ([f"WARNING: {advice}"] if advice else []) + warmup + monitor.expectation_notes(kbps):
             self.log(note)
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -246,7 +254,7 @@ class Trainer:
             for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C or a preempted machine: save, then stop
                 signal.signal(sig, self._on_signal)
         deadline = start + self.args.max_minutes * 60 if self.args.max_minutes else math.inf
-        stopped_early = False
+        stopped_early, self.stop_reason = False, None
         from tqdm import tqdm
         while self.epoch < tc.num_epochs:
             epoch_start = time.monotonic()
@@ -279,23 +287,26 @@ class Trainer:
                     for k, v in logged.items():
                         self.writer.add_scalar(f"loss/{k}", v, self.step)
                     self.writer.add_scalar("other/grad_norm", grad_norm, self.step)
-                if (time.monotonic() > deadline or (self.args.max_steps and self.step >= self.args.max_steps)
-                        or self._stop_requested()):
+                self.stop_reason = ("signal" if self._stop_requested() else "max_minutes" if time.monotonic() > deadline
+                                    else "max_steps" if self.args.max_steps and self.step >= self.args.max_steps
+                                    else None)
+                if self.stop_reason:
                     stopped_early = True
                     break
             bar.close()
             if stopped_early and self.step_in_epoch < self.steps_per_epoch:
                 self.save("last")
-                self.log(f"stopped (time/step budget or signal) at epoch {self.epoch + 1}, step {self.step}; "
-                         f"--resume continues from {self.root / 'checkpoints' / 'last.pt'}")
                 break
             n = max(1, len(grad_norms))
             self.end_epoch({k: v / n for k, v in sums.items()}, float(np.mean(grad_norms)) if grad_norms else 0.0,
                            time.monotonic() - epoch_start)
             if stopped_early:
-                self.log(f"stopped (time/step budget or signal) after epoch {self.epoch}; --resume continues")
                 break
         self._finish()
+        signal_name = signal.Signals(self.stop_signal).name if self.stop_signal else ""
+        for line in notes.closing_summary(self.root, self.args, self.stop_reason or "num_epochs", self.epoch, self.step,
+                                          tc.num_epochs, self.step_in_epoch > 0, signal_name) if self.is_main else ():
+            self.log(line)
         return 128 + self.stop_signal if self.stop_signal else 0
 
     def end_epoch(self, mean_terms: dict[str, float], grad_norm: float, seconds: float) -> None:
@@ -309,7 +320,8 @@ class Trainer:
                                  lambda out, x: (objective.reconstruction_total(out, x, cfg),),
                                  tc.val_max_seconds, with_pesq, tc.pesq_clips)
             warnings = (self.start_warnings if self.epoch == 1 else []) + self.monitor.check(
-                self.epoch, mean_terms.get("total", math.nan), v, cfg.model.amplitude)
+                self.epoch, mean_terms.get("total", math.nan), v, cfg.model.amplitude,
+                step=self.step, steps_per_epoch=self.steps_per_epoch)
             row = {
                 "epoch": self.epoch, "step": self.step, "train_loss": mean_terms.get("total"), "val_loss": v.val_loss,
                 "output_min": v.output_min, "output_max": v.output_max, "rms_ratio": v.rms_ratio,
@@ -323,11 +335,14 @@ class Trainer:
             with open(self.root / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
             self.log(monitor.format_table(row))
+            warming = notes.warmup_status(tc, self.step, row["lr"])
+            if warming:
+                self.log(warming)
             for w in warnings:
                 self.log(f"WARNING: {w}")
-            self._tensorboard(row, v)
+            media.log_epoch(self.writer, row, v, self.step, self.epoch, tc.num_epochs, cfg.model.sample_rate)
             if tc.samples_every > 0 and (self.epoch % tc.samples_every == 0 or self.epoch == tc.num_epochs):
-                self._write_samples(v)
+                media.write_samples(self.root / "samples" / f"epoch_{self.epoch:04d}", v, cfg.model.sample_rate)
             improved = v.val_loss < self.best_val
             if improved:
                 self.best_val = v.val_loss
@@ -337,36 +352,6 @@ class Trainer:
                 os.replace(self.root / "checkpoints" / ".best.tmp", self.root / "checkpoints" / "best.pt")
                 self.model.save_pretrained(self.root / "model")
         self._barrier()
-
-    def _tensorboard(self, row: dict, v: monitor.ValidationResult) -> None:
-        if not self.writer:
-            return
-        for key in ("val_loss", "rms_ratio", "snr_db", "si_sdr_db", "mel_distance", "output_min", "output_max",
-                    "pesq_wb", "stoi"):
-            if row.get(key) is not None:
-                self.writer.add_scalar(f"val/{key}", row[key], self.step)
-        for q, (u, p) in enumerate(zip(row["codebook_usage"], row["codebook_perplexity"])):
-            self.writer.add_scalar(f"vq/usage_{q}", u, self.step)
-            self.writer.add_scalar(f"vq/perplexity_{q}", p, self.step)
-        from telucodec.evaluation.plots import log_spectrogram
-        for i, (ref, out) in enumerate(v.examples):
-            self.writer.add_audio(f"sample_{i}/output", torch.from_numpy(np.clip(out, -1, 1)).view(1, -1), self.step,
-                                  sample_rate=self.config.model.sample_rate)
-            spec = np.concatenate([log_spectrogram(ref), log_spectrogram(out)], axis=0)[::-1]  # original below
-            image = np.clip((spec - spec.max() + 80.0) / 80.0, 0.0, 1.0)
-            self.writer.add_image(f"sample_{i}/spectrogram_original_and_output", image[None], self.step)
-        self.writer.flush()
-
-    def _write_samples(self, v: monitor.ValidationResult) -> None:
-        from telucodec.evaluation.plots import save_spectrograms
-        from telucodec.formats.audio import write_wav
-        folder = self.root / "samples" / f"epoch_{self.epoch:04d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        sr = self.config.model.sample_rate
-        for i, (ref, out) in enumerate(v.examples):
-            write_wav(folder / f"{i}_original.wav", ref, sr)
-            write_wav(folder / f"{i}_decoded.wav", out, sr)
-            save_spectrograms(folder / f"{i}_spectrogram.png", {"original": ref, "decoded": out}, sr)
 
     def _finish(self) -> None:
         if self.writer:

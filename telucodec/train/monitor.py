@@ -111,16 +111,29 @@ def expectation_notes(kbps: float) -> list[str]:
 
 @dataclass
 class HealthMonitor:
-    """Stateful checks across epochs; `check` returns this epoch's warnings."""
+    """Stateful checks across epochs; `check` returns this epoch's warnings.
+
+    A symptom is only a warning once the run has had the chance to get past it: level after
+    `warmup_epochs` epochs *and* `amplitude_steps` optimizer steps, codebook use after
+    `codebook_steps` steps (dead entries are replaced every few dozen), a plateau over at least
+    `plateau_epochs` epochs *and* `plateau_steps` steps. On a big dataset an epoch is thousands of
+    steps and the epoch counts decide (the seed's amplitude collapse is named on epoch 3); on 15
+    clips an epoch is 9 steps, and a 3-minute run is not told it failed where it has barely begun."""
 
     warmup_epochs: int = 3
     plateau_epochs: int = 5
+    amplitude_steps: int = 500
+    codebook_steps: int = 100
+    plateau_steps: int = 200
     history: list[float] = field(default_factory=list)
 
-    def check(self, epoch: int, train_loss: float, v: ValidationResult, amplitude: str) -> list[str]:
+    def check(self, epoch: int, train_loss: float, v: ValidationResult, amplitude: str,
+              step: int | None = None, steps_per_epoch: int | None = None) -> list[str]:
+        """`step`: optimizer steps so far (None: judge by epochs alone, as before steps were known)."""
         warnings = []
         self.history.append(train_loss)
-        if epoch >= self.warmup_epochs and not 0.5 <= v.rms_ratio <= 2.0:
+        steps = step if step is not None else math.inf
+        if epoch >= self.warmup_epochs and steps >= self.amplitude_steps and not 0.5 <= v.rms_ratio <= 2.0:
             where = "" if amplitude == "none" else f" (normalized-domain ratio {v.rms_ratio_normalized:.2f})"
             warnings.append(f"amplitude: output RMS is {v.rms_ratio:.2f}x the input's after warm-up{where}; "
                             "the decoder is not learning loudness (the seed's failure)")
@@ -128,12 +141,15 @@ class HealthMonitor:
             warnings.append(f"saturation: {100 * v.clip_fraction:.1f}% of output samples beyond [-1, 1] "
                             f"(range {v.output_min:.2f}..{v.output_max:.2f})")
         low = [i for i, u in enumerate(v.codebook_usage) if u < 0.1]
-        if epoch >= 1 and low:
+        if epoch >= 1 and steps >= self.codebook_steps and low:
             warnings.append(f"codebook collapse: codebooks {low} use under 10% of their entries on validation")
-        if len(self.history) > self.plateau_epochs:
-            past = min(self.history[:-self.plateau_epochs])
-            if min(self.history[-self.plateau_epochs:]) > 0.99 * past:
-                warnings.append(f"plateau: train loss has not improved 1% in {self.plateau_epochs} epochs")
+        window = self.plateau_epochs
+        if steps_per_epoch:
+            window = max(window, math.ceil(self.plateau_steps / steps_per_epoch))
+        if len(self.history) > window:
+            past = min(self.history[:-window])
+            if min(self.history[-window:]) > 0.99 * past:
+                warnings.append(f"plateau: train loss has not improved 1% in {window} epochs")
         if v.snr_db > MAX_PLAUSIBLE_SNR_DB:
             warnings.append(f"SNR {v.snr_db:.1f} dB on validation is implausible for a codec: check for leakage "
                             "between train and validation")
