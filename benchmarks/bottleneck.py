@@ -13,6 +13,9 @@ one source of loss at a time:
 - `griffin_lim(ref_mag)` at 512/128 and at the decoder's own STFT geometry (spectral decoders):
   how much a magnitude at that frame size pins down the waveform, i.e. how exact the predicted
   phase has to be for a decoder that works at that frame size.
+- `head_mag+ref_phase` / `ref_mag+head_phase` (spectral decoders, at the decoder's geometry): the
+  same split for what the head predicts before its overlap-add, which re-analysis at 512/128
+  cannot see (overlapping frames that disagree cancel).
 - log-spectral distance (dB) in four bands, 0-1, 1-2, 2-4 and 4-8 kHz, for every row: where in
   frequency the loss sits.
 Every output is level-matched to the reference (one gain per clip) before scoring, so the
@@ -116,6 +119,30 @@ def decoder_geometry(model: torch.nn.Module) -> tuple[int, int] | None:
     return (istft.n_fft, istft.hop) if istft is not None else None
 
 
+@torch.no_grad()
+def head_oracles(model: torch.nn.Module, wav: np.ndarray) -> dict[str, np.ndarray]:
+    """For a decoder ending in an iSTFT: its head's own magnitude with the reference's phase, and
+    the reference's magnitude with the head's own phase, both at the decoder's geometry (the
+    head's frame f is centred on sample f * hop + hop / 2), resynthesised and restored to the
+    input's level contour with the model's amplitude side info."""
+    n_fft, hop = decoder_geometry(model)
+    x = torch.as_tensor(wav, dtype=torch.float32).view(1, 1, -1)
+    x_norm, side = model.amplitude.normalize(x)
+    x_norm = torch.nn.functional.pad(x_norm, (0, (-x.shape[-1]) % model.hop))
+    mag, phase = (t[0].double() for t in model.decoder.head_spectrum(model.quantizer(model.encoder(x_norm)).quantized))
+    ref = _stft(x_norm[0, 0].numpy()[hop // 2:], n_fft, hop)
+    frames = min(ref.shape[1], mag.shape[1])
+
+    def synth(m: torch.Tensor, p: torch.Tensor) -> np.ndarray:
+        y = np.concatenate([np.zeros(hop // 2, np.float32), _istft(torch.polar(m[:, :frames], p[:, :frames]),
+                                                                    n_fft, hop, (frames - 1) * hop)])[: wav.size]
+        y = torch.as_tensor(np.pad(y, (0, wav.size - y.size))).view(1, 1, -1)
+        return model.amplitude.restore(y, side)[0, 0].numpy()  # back to the input's level contour
+
+    return {f"head_mag+ref_phase {n_fft}/{hop}": synth(mag, torch.angle(ref)),
+            f"ref_mag+head_phase {n_fft}/{hop}": synth(ref.abs(), phase)}
+
+
 def clip_rows(model: torch.nn.Module, wav: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
     """Every condition's output for one clip, keyed by row name."""
     rows: dict[str, np.ndarray] = {}
@@ -129,6 +156,8 @@ def clip_rows(model: torch.nn.Module, wav: np.ndarray, sample_rate: int) -> dict
     geometry = decoder_geometry(model)
     if geometry and geometry != (ORACLE_FFT, ORACLE_HOP):
         rows[f"griffin_lim(ref_mag) {geometry[0]}/{geometry[1]} (decoder's)"] = griffin_lim(wav, *geometry)
+    if geometry and hasattr(model.decoder, "head_spectrum"):
+        rows.update(head_oracles(model, wav))
     return rows
 
 

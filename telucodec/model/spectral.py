@@ -18,7 +18,6 @@ from telucodec.config import ModelConfig
 from telucodec.errors import ModelError
 from telucodec.model.seanet import PaddedConv1d
 
-
 # The residual fine path's fixed output gain. Adam moves every weight by about lr per step whatever
 # the size of its gradient, so a zero-initialised head at lr 4e-4 added noise as loud as the speech
 # within 100 steps (training loss 3.19 -> 3.60 from telugu-v2); at 0.01 its first steps are small
@@ -88,10 +87,12 @@ class SpectralDecoder(nn.Module):
     conv) and refined by `spectral_fine_layers` narrower blocks at U x the frame rate: the tokens
     stay at the frame rate, the synthesis frames get shorter. `spectral_fine_mode` "replace" ends
     in one iSTFT of hop `hop / U` and size `spectral_n_fft`; "residual" keeps the frame-rate head
-    and adds the fine path's correction through an iSTFT of hop `hop / U` and size 4 x that. Why: the 1280/320 head must predict 641 magnitudes and phases per
-    20 ms whose four overlapping 80 ms windows agree; on telugu-v2 both its magnitude and its phase
-    are wrong at that geometry (docs/training-log.md, session 4), and a 20 ms window asks far less
-    of the phase (Griffin-Lim on the true magnitude: PESQ 4.07 at 512/128 vs 3.76 at 1280/320).
+    and adds the fine path's correction through an iSTFT of hop `hop / U` and size 4 x that.
+    Why try it: the 1280/320 head must predict 641 magnitudes and phases per 20 ms whose four
+    overlapping 80 ms windows agree, and on telugu-v2 both are wrong at that geometry (its own
+    magnitude with the true phase: PESQ 2.05; the true magnitude with its phase: 1.82). Whether
+    shorter frames help is measured, not assumed (docs/training-log.md, session 4): a magnitude
+    alone pins the waveform less at 320/80 than at 1280/320 (Griffin-Lim PESQ 3.11 vs 3.52).
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -143,6 +144,16 @@ class SpectralDecoder(nn.Module):
 
     def _synthesise(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 2*bins, frames] (log-magnitude, phase) -> wav [B, 1, frames * hop]."""
-        log_mag, phase = x[:, : self.bins], x[:, self.bins:]
-        mag = torch.exp(log_mag.clamp(max=6.0))
+        mag, phase = self._polar(x)
         return self.istft(mag * torch.cos(phase), mag * torch.sin(phase))
+
+    def _polar(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.exp(x[:, : self.bins].clamp(max=6.0)), x[:, self.bins:]
+
+    def head_spectrum(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the head asks `self.istft` to synthesise, as (magnitude, phase) [B, bins, frames]
+        (for the bottleneck report; the residual mode's fine correction is not included)."""
+        x = self.blocks(self.input(latent))
+        if self.up > 1 and not self.residual:
+            x = self.fine_blocks(self.upsample(x)[..., : latent.shape[-1] * self.up])
+        return self._polar(self.head(self.norm(x.transpose(1, 2))).transpose(1, 2))
