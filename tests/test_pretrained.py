@@ -24,6 +24,9 @@ from telucodec.model.codec import Codec
 CLIPS = ("cv_ce579334/common_voice_te_43406779.flac", "cv_ce579334/common_voice_te_43406780.flac")
 PESQ_FLOOR = {CLIPS[0]: 1.97, CLIPS[1]: 1.58}
 STOI_FLOOR = {CLIPS[0]: 0.78, CLIPS[1]: 0.70}
+# Quality must rise with bitrate: telugu-v2 scored PESQ-WB 2.069 / 1.945 and 1.680 / 1.598 at
+# 6 / 1.5 kbps on these clips (a rise of 0.125 and 0.083, measured 2026-12-02); floors 0.04 below.
+RISE_FLOOR = {CLIPS[0]: 0.085, CLIPS[1]: 0.045}
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +52,13 @@ def test_shipped_model_stays_above_its_quality_floor(shipped, clip):
     assert metrics.pesq_wb(wav, out) > PESQ_FLOOR[clip]
     assert metrics.stoi(wav, out) > STOI_FLOOR[clip]
     assert 0.9 < metrics.rms_ratio(wav, out) < 1.1
+
+
+@pytest.mark.parametrize("clip", CLIPS)
+def test_shipped_model_quality_rises_with_bitrate(shipped, clip):
+    wav = load_audio(EXAMPLES / clip)
+    pesq = {}
+    for kbps in (1.5, 6):
+        out, _ = telucodec.decompress(telucodec.compress(wav, 16000, model=shipped, kbps=kbps), model=shipped)
+        pesq[kbps] = metrics.pesq_wb(wav, np.clip(out, -1, 1))
+    assert pesq[6] > pesq[1.5] + RISE_FLOOR[clip], pesq
