@@ -135,23 +135,19 @@ class VectorQuantizer(nn.Module):
                 self.steps_unused[dead] = 0
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [B, D, F] -> (quantized [B, D, F] not yet straight-through, codes [B, F], commitment, codebook)."""
+        """x [B, D, F] -> (quantized [B, D, F] not yet straight-through, codes [B, F], commitment per
+        item [B], codebook loss): per item so that per-item quantizer dropout can leave items out."""
         b, d, f = x.shape
         flat = x.detach().transpose(1, 2).reshape(-1, d)
         if self.training and self.cfg.kmeans_init and not bool(self.initialized):
             self._init_from(flat)
         codes = self.nearest(flat)
         quantized = self.lookup(codes.view(b, f))
-        commitment = F.mse_loss(x, quantized.detach())
+        commitment = (x - quantized.detach()).pow(2).mean(dim=(1, 2))
         codebook = F.mse_loss(quantized, x.detach()) if self.cfg.update == "loss" else x.new_zeros(())
         if self.training:
             self._update(flat, codes)
         return quantized, codes.view(b, f), commitment, codebook
-
-
-def residual_commitment(quantized: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-item commitment [B]: mean squared distance of each item's input to its quantized value."""
-    return (target - quantized.detach()).pow(2).mean(dim=(1, 2))
 
 
 class ResidualVQ(nn.Module):
@@ -169,15 +165,15 @@ class ResidualVQ(nn.Module):
         commitment = x.new_zeros(())
         codebook = x.new_zeros(())
         for i, layer in enumerate(self.layers[:n_q]):
-            stage_input = residual
-            q, c, commit, cb = layer(stage_input)
+            q, c, commit, cb = layer(residual)
             residual = residual - q.detach()
             if keep is None:
                 quantized_sum = quantized_sum + q
+                commit = commit.mean()
             else:  # items past their n_q neither add this stage nor pay its commitment
                 mask = (keep > i).to(x.dtype)
                 quantized_sum = quantized_sum + q * mask[:, None, None]
-                commit = (residual_commitment(q, stage_input) * mask).sum() / mask.sum().clamp_min(1.0)
+                commit = (commit * mask).sum() / mask.sum().clamp_min(1.0)
             commitment = commitment + commit
             codebook = codebook + cb
             codes.append(c)

@@ -130,17 +130,20 @@ class SpectralDecoder(nn.Module):
         self.istft = InverseSTFT(cfg.spectral_n_fft, cfg.hop_length // (1 if self.residual else up))
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.input(latent))
-        fine = None
-        if self.up > 1:  # [B, dim, F] -> [B, fine, F * up]
-            fine = self.fine_blocks(self.upsample(x)[..., : latent.shape[-1] * self.up])
-        if fine is not None and not self.residual:
-            x = fine
+        x, fine = self._head_input(latent)
         wav = self._synthesise(self.head(self.norm(x.transpose(1, 2))).transpose(1, 2))
         if self.residual:
             y = self.fine_head(self.fine_norm(fine.transpose(1, 2))).transpose(1, 2)  # [B, 2*fine_bins, F*up]
             wav = wav + FINE_GAIN * self.fine_istft(y[:, : self.fine_bins], y[:, self.fine_bins:])
         return wav
+
+    def _head_input(self, latent: torch.Tensor, need_fine: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(what `self.head` reads, the fine path's features [B, fine, F * up] or None)."""
+        x = self.blocks(self.input(latent))
+        if self.up == 1 or (self.residual and not need_fine):
+            return x, None
+        fine = self.fine_blocks(self.upsample(x)[..., : latent.shape[-1] * self.up])
+        return (x, fine) if self.residual else (fine, fine)
 
     def _synthesise(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 2*bins, frames] (log-magnitude, phase) -> wav [B, 1, frames * hop]."""
@@ -153,7 +156,5 @@ class SpectralDecoder(nn.Module):
     def head_spectrum(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What the head asks `self.istft` to synthesise, as (magnitude, phase) [B, bins, frames]
         (for the bottleneck report; the residual mode's fine correction is not included)."""
-        x = self.blocks(self.input(latent))
-        if self.up > 1 and not self.residual:
-            x = self.fine_blocks(self.upsample(x)[..., : latent.shape[-1] * self.up])
+        x, _ = self._head_input(latent, need_fine=False)
         return self._polar(self.head(self.norm(x.transpose(1, 2))).transpose(1, 2))
