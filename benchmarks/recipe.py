@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 
 import numpy as np
 import torch
+from bottleneck import held_out_clips  # benchmarks/bottleneck.py: the same clips, round-robin by speaker
 
 from telucodec.api import load_model
 from telucodec.evaluation import metrics
-from telucodec.formats.dataset import discover, load_clip, spread
 from telucodec.model.loading import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,13 +103,6 @@ def run_with_cpu_budget(cmd: list[str], cpu_seconds: float) -> None:
         raise subprocess.CalledProcessError(proc.returncode, cmd)
 
 
-def held_out_clips(args: argparse.Namespace) -> list[np.ndarray]:
-    speakers = set(args.val_speakers.split(","))
-    items = [item for item in discover(args.data_dir) if item.speaker in speakers]
-    chosen = spread(items, key=lambda item: item.speaker)[: args.clips]
-    return [load_clip(item, 16000).wav for item in chosen]
-
-
 def score(model: torch.nn.Module, clips: list[np.ndarray], kbps: float | None) -> dict[str, float]:
     rows = []
     with torch.no_grad():
@@ -141,7 +134,7 @@ def main() -> int:
 
     variants = [parse_variant(v) for v in args.variant]
     checkpoints = {name: train(name, config, init, args) for name, config, init in variants}
-    clips = held_out_clips(args)
+    clips = held_out_clips(args.data_dir, args.val_speakers, args.clips, 16000)
     print(f"scoring on {len(clips)} held-out clips ({sum(c.size for c in clips) / 16000:.0f} s)", flush=True)
     results = []
     for name, config, init in variants:
