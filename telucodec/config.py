@@ -19,12 +19,14 @@ CONFIG_VERSION = 1
 # models: left out of `architecture()` at that value, so the model ids (and bitstreams) of models
 # made before the field existed stay valid.
 ADDED_LATER = {"spectral_upsample": 1, "spectral_fine_layers": 2, "spectral_fine_hidden": 128,
-               "spectral_fine_mode": "replace"}
+               "spectral_fine_mode": "replace", "encoder": "seanet", "encoder_hidden": 256,
+               "encoder_layers": 4, "encoder_n_fft": 640}
 
 
 @dataclass
 class ModelConfig:
     sample_rate: int = 16000
+    encoder: str = "seanet"                 # "seanet" (waveform convs) | "stft" (frame-rate, reads the STFT)
     channels: int = 16                      # encoder base width (SEANet `n_filters`)
     ratios: tuple[int, ...] = (8, 5, 4, 2)  # product = hop = 320 samples -> 50 frames/s at 16 kHz
     latent_dim: int = 64
@@ -39,6 +41,9 @@ class ModelConfig:
     spectral_fine_layers: int = 2           # spectral decoder: ConvNeXt blocks after the upsampling
     spectral_fine_hidden: int = 128         # spectral decoder: their width
     spectral_fine_mode: str = "replace"     # "replace": one fine iSTFT | "residual": frame-rate head + fine correction
+    encoder_hidden: int = 256               # stft encoder: width of its ConvNeXt blocks
+    encoder_layers: int = 4                 # stft encoder: ConvNeXt blocks at the frame rate
+    encoder_n_fft: int = 640                # stft encoder: analysis window (hop = the frame hop)
     amplitude: str = "rms"                  # "none" | "rms" | "lufs": rms won docs/amplitude.md
     level_match: bool = False               # rms only: decode sets every 1 s chunk to its sent RMS
 
@@ -177,9 +182,11 @@ class CodecConfig:
         """The fields that decide tensor shapes: two configs with equal architecture share weights.
         Decode-time options (`level_match`) are left out: they change no weight and no code, so
         turning one on must not change the model id and orphan bitstreams already written; so are
-        fields of `ADDED_LATER` at their neutral value."""
+        fields of `ADDED_LATER` at their neutral value, and the stft encoder's sizes in a model with
+        the SEANet encoder."""
+        unused = ("encoder_hidden", "encoder_layers", "encoder_n_fft") if self.model.encoder == "seanet" else ()
         arch = {k: v for k, v in asdict(self.model).items()
-                if k not in ("level_match",) and ADDED_LATER.get(k, object()) != v}
+                if k not in ("level_match", *unused) and ADDED_LATER.get(k, object()) != v}
         arch.update({k: v for k, v in asdict(self.quantizer).items() if k in ("n_q", "codebook_size")})
         return arch
 

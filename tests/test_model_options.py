@@ -84,3 +84,22 @@ def test_residual_fine_path_starts_exactly_at_the_plain_decoder_it_is_warm_start
     assert residual.decoder.fine_istft.hop == 80 and residual.decoder.fine_istft.n_fft == 320
     with pytest.raises(ModelError, match="spectral_fine_mode"):
         SpectralDecoder(_spectral(spectral_upsample=4, spectral_fine_mode="sideways").model)
+
+
+def test_a_deeper_decoder_warm_started_from_a_shallower_one_starts_exactly_where_it_was():
+    from telucodec.model.codec import load_matching_state
+    from telucodec.model.spectral import start_new_blocks_as_identity
+
+    torch.manual_seed(0)
+    shallow = Codec(_spectral()).eval()
+    cfg = _spectral()
+    deeper = Codec(replace(cfg, model=replace(cfg.model, spectral_layers=4))).eval()
+    fresh = load_matching_state(deeper, shallow.state_dict(), strict=False, source="shallow")
+    latent = torch.randn(1, shallow.config.model.latent_dim, 9)
+    with torch.no_grad():
+        assert not torch.allclose(deeper.decoder(latent), shallow.decoder(latent), atol=1e-4)
+        assert start_new_blocks_as_identity(deeper, fresh) == ["decoder.blocks.2", "decoder.blocks.3"]
+        assert torch.allclose(deeper.decoder(latent), shallow.decoder(latent), atol=1e-6)
+    # blocks that were loaded keep their layer scale
+    assert torch.equal(deeper.decoder.blocks[1].gamma, shallow.decoder.blocks[1].gamma)
+    assert deeper.decoder.blocks[1].gamma.abs().min() > 0

@@ -15,6 +15,8 @@ import soundfile as sf
 import torch
 
 from telucodec.cli import main
+from telucodec.config import get_config
+from telucodec.model.codec import Codec
 from telucodec.model.loading import load_checkpoint
 from telucodec.train.crops import CropDataset
 
@@ -128,6 +130,19 @@ def test_init_from_names_missing_and_misshaped_tensors(trained_tiny, tmp_path, c
     assert f"loaded {total - len(dropped) - 1} of the model's {total} tensors" in out
     assert f"kept fresh ({len(dropped)}): " + ", ".join(dropped) in out
     assert f"mis-shaped, kept fresh (1): {bent}" in out and "decoder.output_scale" in out
+
+
+def test_init_from_a_shallower_spectral_model_starts_new_blocks_as_identity(tmp_path, capsys):
+    cfg = get_config("tiny")
+    cfg.model.decoder, cfg.model.spectral_layers = "spectral", 2
+    Codec(cfg).save_pretrained(tmp_path / "shallow")
+    cfg.model.spectral_layers = 3
+    cfg.save(tmp_path / "deeper.json")
+    assert train(EXAMPLES, tmp_path, "deeper", "--config", str(tmp_path / "deeper.json"), "--init_from",
+                 str(tmp_path / "shallow"), "--num_epochs", "1", "--steps_per_epoch", "1") == 0
+    out = capsys.readouterr().out
+    assert "kept fresh (9): decoder.blocks.2." in out
+    assert "new blocks start as identity (layer scale 0): decoder.blocks.2\n" in out
 
 
 def test_every_run_ends_with_a_closing_summary_and_a_complete_run_says_so(tmp_path, capsys):

@@ -24,6 +24,7 @@ from telucodec.config import CodecConfig
 from telucodec.errors import ModelError
 from telucodec.formats.codes import Codes
 from telucodec.model.amplitude import get_amplitude
+from telucodec.model.frame_encoder import STFTEncoder
 from telucodec.model.quantizer import QuantizerOutput, ResidualVQ
 from telucodec.model.seanet import SEANetDecoder, SEANetEncoder
 from telucodec.model.spectral import SpectralDecoder
@@ -51,7 +52,9 @@ class Codec(nn.Module):
         self.hop = mc.hop_length
         self.sample_rate = mc.sample_rate
         self.frame_rate = mc.frame_rate
-        self.encoder = SEANetEncoder(mc)
+        if mc.encoder not in ("seanet", "stft"):
+            raise ModelError(f"encoder {mc.encoder!r}: expected 'seanet' or 'stft'")
+        self.encoder = STFTEncoder(mc) if mc.encoder == "stft" else SEANetEncoder(mc)
         self.quantizer = ResidualVQ(mc.latent_dim, config.quantizer)
         self.decoder = SpectralDecoder(mc) if mc.decoder == "spectral" else SEANetDecoder(mc)
         self.amplitude = get_amplitude(mc.amplitude, mc.sample_rate)
@@ -221,6 +224,9 @@ class Codec(nn.Module):
     # ---- streaming (causal models; see telucodec/model/streaming.py) ------------------------
     def stream_encoder(self, kbps: float | None = None) -> StreamEncoder:
         """Chunks of audio in, codes of each completed frame out; equals `encode` exactly."""
+        if not isinstance(self.encoder, SEANetEncoder):
+            raise ModelError("streaming encode needs the SEANet encoder (encoder: seanet); "
+                             "this model's stft encoder is encoded whole (`encode`)")
         return StreamEncoder(self, kbps)
 
     def stream_decoder(self) -> StreamDecoder:

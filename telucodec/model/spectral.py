@@ -40,6 +40,22 @@ class ConvNeXtBlock(nn.Module):
         return x + (self.gamma * y).transpose(1, 2)
 
 
+def start_new_blocks_as_identity(model: nn.Module, fresh: list[str]) -> list[str]:
+    """Zero the layer scale of every ConvNeXt block none of whose tensors a warm start loaded
+    (`fresh`: the names it left as initialised); returns those blocks' names.
+
+    Such a block then adds nothing, so a deeper model warm-started from a shallower one (new
+    blocks appended) starts exactly where that one was and grows from there (ReZero, Net2Net);
+    `gamma` still gets a gradient, so the block learns from the first step."""
+    fresh_set, zeroed = set(fresh), []
+    for name, module in model.named_modules():
+        if isinstance(module, ConvNeXtBlock) and all(f"{name}.{k}" in fresh_set for k in module.state_dict()):
+            with torch.no_grad():
+                module.gamma.zero_()
+            zeroed.append(name)
+    return zeroed
+
+
 class InverseSTFT(nn.Module):
     """iSTFT with a Hann window, hop `hop`, size `n_fft`; output length exactly F * hop.
 

@@ -30,6 +30,7 @@ from telucodec.errors import TelucodecError
 from telucodec.formats.dataset import load_dataset, write_skipped
 from telucodec.model.codec import Codec, load_matching_state, match_state
 from telucodec.model.loading import checkpoint_config, load_checkpoint, read_weights
+from telucodec.model.spectral import start_new_blocks_as_identity
 from telucodec.train import media, monitor, notes, objective
 from telucodec.train.checkpoint import CHECKPOINT_FORMAT, atomic_torch_save, disk_full
 from telucodec.train.crops import CropDataset
@@ -138,8 +139,11 @@ class Trainer:
     def _init_from(self, source: str) -> None:
         state = read_weights(source)
         match = match_state(self.model, state)
-        load_matching_state(self.model, state, strict=False, source=source)
+        fresh = load_matching_state(self.model, state, strict=False, source=source)
         self.log(notes.init_from_report(source, match, len(self.model.state_dict())))
+        zeroed = start_new_blocks_as_identity(self.model, fresh)
+        if zeroed:
+            self.log(f"  new blocks start as identity (layer scale 0): {', '.join(zeroed)}")
 
     def _restore(self, s: dict) -> None:
         load_matching_state(self.model, s["model"], strict=True, source=str(self.resume_from))
