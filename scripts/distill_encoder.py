@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     segment = config.model.sample_rate
     crops = CropDataset(data.train, segment, 10 ** 7, args.seed)
     batches = torch.utils.data.DataLoader(crops, batch_size=args.batch_size)
-    check = torch.stack([CropDataset(data.val, segment, 32, args.seed + 1)[i] for i in range(32)])
+    held_out = CropDataset(data.val, segment, 32, args.seed + 1)
+    check = torch.stack([held_out[i] for i in range(len(held_out))])
     before = latent_error(student, teacher, check)
     errors = distill_encoder(student, teacher, batches, args.learning_rate, args.cpu_minutes * 60)
     after = latent_error(student, teacher, check)

@@ -18,6 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from telucodec.model.codec import Codec, load_matching_state
+from telucodec.train.optim import make_optimizer
 
 
 def take_over(student: Codec, teacher: Codec) -> list[str]:
@@ -27,31 +28,36 @@ def take_over(student: Codec, teacher: Codec) -> list[str]:
     return load_matching_state(student, shared, strict=False, source="teacher")
 
 
-def latent_error(student: Codec, teacher: Codec, wav: torch.Tensor) -> float:
-    """Relative latent error: MSE(student, teacher latent) / the teacher latent's variance."""
+def _relative_error(student: Codec, teacher: Codec, wav: torch.Tensor) -> torch.Tensor:
+    """MSE between the student's and the teacher's latent of `wav`, over the teacher latent's variance."""
     with torch.no_grad():
         x, _ = teacher.amplitude.normalize(wav)
         target = teacher.encoder(x)
-        return float(F.mse_loss(student.encoder(x), target) / target.var().clamp_min(1e-12))
+    return F.mse_loss(student.encoder(x), target) / target.var().clamp_min(1e-12)
+
+
+def latent_error(student: Codec, teacher: Codec, wav: torch.Tensor) -> float:
+    """Relative latent error: MSE(student, teacher latent) / the teacher latent's variance."""
+    with torch.no_grad():
+        return float(_relative_error(student, teacher, wav))
 
 
 def distill_encoder(student: Codec, teacher: Codec, batches: Iterable[torch.Tensor], learning_rate: float,
                     cpu_seconds: float, log: Callable[[str], None] = print, log_every: int = 100) -> list[float]:
     """Train `student.encoder` on `batches` ([B, 1, T] waveforms) until the process has used
-    `cpu_seconds` of CPU time or the batches run out; returns the relative error of every step."""
+    `cpu_seconds` of CPU time or the batches run out; returns the relative error of every step.
+    Optimizer and gradient clipping are the student config's, as in training."""
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    opt = torch.optim.AdamW(student.encoder.parameters(), lr=learning_rate, betas=(0.8, 0.99))
+    tc = student.config.train
+    opt = make_optimizer(student.encoder.parameters(), learning_rate, tc)
     start, errors = time.process_time(), []
     for step, wav in enumerate(batches, 1):
-        with torch.no_grad():
-            x, _ = teacher.amplitude.normalize(wav)
-            target = teacher.encoder(x)
-        loss = F.mse_loss(student.encoder(x), target) / target.var().clamp_min(1e-12)
+        loss = _relative_error(student, teacher, wav)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.encoder.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(student.encoder.parameters(), tc.grad_clip)
         opt.step()
         errors.append(float(loss.detach()))
         if step % log_every == 0:
