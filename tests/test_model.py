@@ -82,6 +82,22 @@ def test_inverse_stft_is_a_perfect_inverse():
     assert (y[:, 0] - x).abs().max() < 1e-4
 
 
+def test_inverse_stft_fft_path_equals_the_onnx_matmul_bases():
+    """Eager decoding inverts by FFT, ONNX graphs by the stored DFT bases: same frames."""
+    ist = InverseSTFT(1280, 320)
+    real, imag = torch.randn(2, 641, 12), torch.randn(2, 641, 12)
+    by_fft = torch.fft.irfft(torch.complex(real, imag), n=1280, dim=1) * ist.window
+    by_bases = (torch.einsum("nk,bkf->bnf", ist.cos_basis, real)
+                + torch.einsum("nk,bkf->bnf", ist.sin_basis, imag))
+    assert (by_fft - by_bases).abs().max() < 1e-5 * by_bases.abs().max()
+    # and forward uses it: the overlap-added result of those frames
+    frames = ist._overlap_add(by_bases)
+    env = ist._overlap_add(ist.window_sq.expand(1, 1280, 12))
+    start = (1280 - 320) // 2
+    expected = frames[..., start: start + 12 * 320] / env[..., start: start + 12 * 320].clamp_min(1e-3)
+    assert torch.allclose(ist(real, imag), expected, atol=1e-5)
+
+
 def test_kmeans_finds_clusters():
     centers = torch.tensor([[0.0, 0.0], [10.0, 10.0], [-10.0, 10.0]])
     pts = torch.cat([c + 0.1 * torch.randn(50, 2) for c in centers])
@@ -113,6 +129,17 @@ def test_residual_stages_reduce_error():
     with torch.no_grad():
         errors = [float((rvq(x, n_q=n).quantized - x).pow(2).mean()) for n in range(1, 7)]
     assert all(b < a for a, b in zip(errors, errors[1:]))
+
+
+def test_quantizer_encode_gives_the_codes_of_forward():
+    torch.manual_seed(0)
+    rvq = ResidualVQ(8, QuantizerConfig(n_q=5, codebook_size=32, dead_code_steps=0))
+    x = torch.randn(3, 8, 40)
+    rvq(x)  # k-means initialisation
+    rvq.eval()
+    with torch.no_grad():
+        for n in (1, 3, 5):
+            assert torch.equal(rvq.encode(x, n), rvq(x, n).codes)
 
 
 def test_dead_codes_are_replaced():

@@ -173,7 +173,7 @@ class Codec(nn.Module):
             window = x[..., lo * self.hop: hi * self.hop].to(device)
             window = self.amplitude.normalize_with(window, side.to(device), lo * self.hop)
             window = F.pad(window, (0, (hi - lo) * self.hop - window.shape[-1]))
-            codes = self.quantizer(self.encoder(window), n_q).codes
+            codes = self.quantizer.encode(self.encoder(window), n_q)
             pieces.append(codes[..., keep_lo - lo: keep_hi - lo].cpu())
         codes = torch.cat(pieces, dim=-1)[0]
         side_ints = [int(v) for v in side[0].round().long().tolist()] if side.numel() else []

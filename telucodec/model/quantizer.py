@@ -198,6 +198,20 @@ class ResidualVQ(nn.Module):
         dropped = torch.rand(b, device=x.device) < fraction
         return torch.where(dropped, drawn, torch.full_like(drawn, self.cfg.n_q))
 
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
+        """latent [B, D, F] -> codes [B, n_q, F]: the codes `forward` gives in eval mode (the same
+        nearest-entry search), without its losses, usage statistics and straight-through sum."""
+        n_q = n_q or self.cfg.n_q
+        b, d, f = x.shape
+        residual = x.transpose(1, 2).reshape(-1, d)
+        codes = []
+        for layer in self.layers[:n_q]:
+            c = layer.nearest(residual)
+            residual = residual - F.embedding(c, layer.codebook)
+            codes.append(c.view(b, f))
+        return torch.stack(codes, dim=1)
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, n_q, F] -> latent [B, D, F] (any n_q up to the configured one)."""
         out = self.layers[0].lookup(codes[:, 0])

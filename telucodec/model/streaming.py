@@ -170,7 +170,7 @@ class StreamEncoder:
         device = next(self.model.parameters()).device
         window = self._buffer[:end].to(device).view(1, 1, -1)
         latent = self.model.encoder(window)[..., self._context // self.hop:]
-        codes = self.model.quantizer(latent, self.n_q).codes[0].cpu()
+        codes = self.model.quantizer.encode(latent, self.n_q)[0].cpu()
         keep = min(self.context_frames * self.hop, end)
         self._buffer, self._context = self._buffer[end - keep:], keep
         self.frames_emitted += new
