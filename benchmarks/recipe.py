@@ -19,7 +19,8 @@ with PESQ as a ratio to the first variant. `--reuse` keeps a variant's finished 
 Quality against CPU time: `--cpu_minutes NAME=M` records how many CPU minutes of training
 (cumulative over its lineage) a scored checkpoint holds, and `--plot PNG` draws PESQ-WB and STOI
 against those minutes, with the baselines of an eval (`--baselines_from results.json`: Opus 6 kbps
-and Codec2 3200) as horizontal lines.
+and Codec2 3200) as horizontal lines. `--earlier JSON` puts the rows of an earlier `--json` (same
+clips) first, so a lineage whose old checkpoints are gone stays on one curve.
 """
 
 from __future__ import annotations
@@ -128,6 +129,9 @@ def main() -> int:
     p.add_argument("--json", default=None, help="also write the table as JSON here")
     p.add_argument("--cpu_minutes", action="append", default=[], help="NAME=MINUTES of training a variant holds")
     p.add_argument("--plot", default=None, help="PNG: PESQ-WB and STOI against --cpu_minutes")
+    p.add_argument("--earlier", default=None,
+                   help="a --json of an earlier run on the same clips: its rows come first in the table, "
+                        "JSON and plot (checkpoints gone since can stay on the curve)")
     p.add_argument("--baselines_from", default=None, help="an eval's results.json for reference lines on --plot")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -147,6 +151,11 @@ def main() -> int:
             row[label] = score(model, clips, kbps)
         row["score_seconds"] = time.perf_counter() - start
         results.append(row)
+    minutes = {name: float(m) for name, _, m in (item.partition("=") for item in args.cpu_minutes)}
+    for r in results:
+        r["cpu_minutes"] = minutes.get(r["variant"])
+    if args.earlier:
+        results = json.loads(Path(args.earlier).read_text()) + results
     base = results[0]["full"]["pesq_wb"]
     trained = any(config != "score" for _, config, _ in variants)
     clock = "CPU" if args.cpu_budget else "wall"
@@ -156,13 +165,12 @@ def main() -> int:
           "| PESQ @1.5 | STOI @1.5 |")
     print("|---" * 12 + "|")
     for r in results:
-        f, mid, low = r["full"], r["3"], r["1.5"]
+        f, low = r["full"], r["1.5"]
+        mid = r.get("3")  # rows of earlier runs may not have scored 3 kbps
+        at3 = f"{mid['pesq_wb']:.3f} | {mid['stoi']:.3f}" if mid else "- | -"
         print(f"| {r['variant']} | {r['steps']} | {f['pesq_wb']:.3f} | {f['pesq_wb'] / base:.3f} | {f['stoi']:.3f} | "
-              f"{f['si_sdr_db']:.1f} | {f['mel_distance']:.3f} | {f['rms_ratio']:.3f} | {mid['pesq_wb']:.3f} | "
-              f"{mid['stoi']:.3f} | {low['pesq_wb']:.3f} | {low['stoi']:.3f} |")
-    minutes = {name: float(m) for name, _, m in (item.partition("=") for item in args.cpu_minutes)}
-    for r in results:
-        r["cpu_minutes"] = minutes.get(r["variant"])
+              f"{f['si_sdr_db']:.1f} | {f['mel_distance']:.3f} | {f['rms_ratio']:.3f} | {at3} | "
+              f"{low['pesq_wb']:.3f} | {low['stoi']:.3f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     if args.plot:

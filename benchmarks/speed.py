@@ -4,9 +4,10 @@ as anchors, and optionally a trained model folder and its ONNX export.
 
     nice -n 10 .venv/bin/python benchmarks/speed.py
     .venv/bin/python benchmarks/speed.py --presets tiny,spectral --seconds 30 --threads 1,2 \
-        --model runs/x/model --onnx runs/x/onnx
+        --model runs/x/model --model runs/y/model --onnx runs/x/onnx
 
-RTF = compute seconds per second of audio (lower is faster; 0.01 = 100x faster than real time),
+RTF = compute seconds per second of audio (lower is faster; 0.01 = 100x faster than real time, the
+"xRT" columns),
 the best of `--repeats` runs after one warm-up. "x Opus" = RTF / Opus RTF at 1 thread. Opus is
 timed as two subprocesses (opusenc, opusdec), so its numbers include process start-up (a few ms).
 Weights do not change speed, so random-weight presets time the architectures we train.
@@ -142,11 +143,15 @@ def print_table(rows: list[Row], opus: Row | None, seconds: float) -> None:
         return f"{'-':>{width}}" if v is None else f"{v:{width}{spec}}"
 
     print(f"\nreal speech, {seconds:.1f} s (examples/te_cv); RTF = compute s / audio s, lower is faster")
-    print(f"{'system':26s} {'thr':>3s} {'enc RTF':>9s} {'dec RTF':>9s} {'enc xOpus':>10s} {'dec xOpus':>10s}  note")
+    print(f"{'system':26s} {'thr':>3s} {'enc RTF':>9s} {'dec RTF':>9s} {'enc xRT':>8s} {'dec xRT':>8s} "
+          f"{'enc xOpus':>10s} {'dec xOpus':>10s}  note")
     for r in rows:
         enc_ratio = r.encode_rtf / opus.encode_rtf if opus and r.encode_rtf else None
         dec_ratio = r.decode_rtf / opus.decode_rtf if opus and r.decode_rtf else None
+        enc_rt = 1 / r.encode_rtf if r.encode_rtf else None
+        dec_rt = 1 / r.decode_rtf if r.decode_rtf else None
         print(f"{r.system:26s} {r.threads:3d} {fmt(r.encode_rtf, 9, '.4f')} {fmt(r.decode_rtf, 9, '.4f')} "
+              f"{fmt(enc_rt, 8, '.0f')} {fmt(dec_rt, 8, '.0f')} "
               f"{fmt(enc_ratio, 10, '.1f')} {fmt(dec_ratio, 10, '.1f')}  {r.note}")
 
 
@@ -157,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--kbps", type=float, default=6.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model", default=None, help="also time this model folder or checkpoint")
+    parser.add_argument("--model", action="append", default=[],
+                        help="also time this model folder or checkpoint (repeatable: side by side)")
     parser.add_argument("--onnx", default=None, help="also time this `telucodec export-onnx` folder with onnxruntime")
     parser.add_argument("--no-snac", action="store_true", help="skip the SNAC anchor")
     args = parser.parse_args(argv)
@@ -172,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     for preset in [p for p in args.presets.split(",") if p]:
         torch.manual_seed(0)
         models.append((f"{preset} (random)", Codec(get_config(preset)).eval()))
-    if args.model:
-        models.append(("/".join(Path(args.model).resolve().parts[-2:]), load_model(args.model)))
+    for path in args.model:
+        models.append(("/".join(Path(path).resolve().parts[-2:]), load_model(path)))
 
     skipped = []
     opus = None

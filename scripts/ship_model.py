@@ -4,7 +4,8 @@
     python scripts/ship_model.py state/runs/telugu-spectral-v3 --eval docs/eval-telugu-v2 --name telugu-v2 \
         --previous state/runs/telugu-spectral-v1 --previous state/runs/telugu-spectral-v2 --notes NOTES.md
 
-Writes telucodec/pretrained/NAME/{config.json, model.safetensors, MODEL_CARD.md}. The card's
+A lineage whose first runs' folders are gone names them with `--earlier_run NAME=STEPS:MINUTES`
+(the figures an earlier card recorded). Writes telucodec/pretrained/NAME/{config.json, model.safetensors, MODEL_CARD.md}. The card's
 numbers are read from the experiment's metrics.jsonl and the eval folder's results.md, and the
 eval command is copied from the eval folder's COMMAND file, so every figure comes with the
 command that made it. Links in the --notes file are written relative to that file (so they work
@@ -81,6 +82,16 @@ def run_totals(exp: Path) -> dict:
             "untimed_steps": steps - rows[-1]["step"]}
 
 
+def recorded_run(text: str) -> dict:
+    """NAME=STEPS:MINUTES (an earlier card's figures) in `run_totals`' form."""
+    name, _, numbers = text.partition("=")
+    steps, _, minutes = numbers.partition(":")
+    try:
+        return {"name": name, "steps": int(steps), "seconds": float(minutes) * 60, "untimed_steps": 0}
+    except ValueError:
+        raise SystemExit(f"--earlier_run {text!r}: expected NAME=STEPS:MINUTES") from None
+
+
 def target_status(results: dict) -> str:
     """The issue's required targets, checked against the eval's own numbers."""
     def get(system: str, setting: str) -> dict | None:
@@ -132,6 +143,9 @@ def main() -> None:
     p.add_argument("--notes", default=None, help="a markdown file appended to the card as its own sections")
     p.add_argument("--previous", action="append", default=[],
                    help="an earlier experiment this one continued (--init_from), oldest first")
+    p.add_argument("--earlier_run", action="append", default=[], metavar="NAME=STEPS:MINUTES",
+                   help="an earlier run of the lineage whose folder is gone, as an earlier card recorded it "
+                        "(steps, timed minutes), oldest first, before --previous")
     args = p.parse_args()
     exp, ev = Path(args.experiment), Path(args.eval)
     model = load_model(exp / "checkpoints" / "last.pt")
@@ -147,7 +161,8 @@ def main() -> None:
     rows = [json.loads(x) for x in (exp / "metrics.jsonl").read_text().splitlines()]
     last = rows[-1]
     cfg = model.config
-    runs = [run_totals(Path(e)) for e in [*args.previous, args.experiment]]
+    runs = [recorded_run(text) for text in args.earlier_run]
+    runs += [run_totals(Path(e)) for e in [*args.previous, args.experiment]]
     seconds = sum(r["seconds"] for r in runs)
     steps = sum(r["steps"] for r in runs)
     lineage = "\n".join(f"  - `{r['name']}`: {r['steps']} steps, {r['seconds'] / 60:.0f} min"
