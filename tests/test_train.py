@@ -291,3 +291,21 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path):
     assert "--experiment_name sig --resume" in out and "best model:   none yet" in out
     state = load_checkpoint(tmp_path / "sig" / "checkpoints" / "last.pt")
     assert state["step"] >= 1 and state["step_in_epoch"] == state["step"]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "exponential", "constant"])
+def test_learning_rate_schedule_warms_up_then_decays_to_its_floor(schedule):
+    from dataclasses import replace
+
+    from telucodec.train.optim import decay_factor, lr_factor
+
+    tc = replace(get_config("tiny").train, lr_schedule=schedule, warmup_steps=10, min_lr_ratio=0.1)
+    factors = [lr_factor(step, 110, tc) for step in range(120)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)  # linear warm-up
+    after = factors[10:]
+    assert all(b <= a + 1e-12 for a, b in zip(after, after[1:]))  # never rises after warm-up
+    floor = 1.0 if schedule == "constant" else 0.1
+    assert after[0] == pytest.approx(1.0) and after[-1] == pytest.approx(floor)
+    # the distillation runs the same decay over a fraction of its CPU budget
+    assert decay_factor(0.0, tc) == pytest.approx(1.0) and decay_factor(1.5, tc) == pytest.approx(floor)
+    assert decay_factor(0.5, tc) == pytest.approx(lr_factor(60, 110, tc))

@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from telucodec.model.codec import Codec, load_matching_state
-from telucodec.train.optim import make_optimizer
+from telucodec.train.optim import decay_factor, make_optimizer
 
 
 def take_over(student: Codec, teacher: Codec) -> list[str]:
@@ -46,7 +46,9 @@ def distill_encoder(student: Codec, teacher: Codec, batches: Iterable[torch.Tens
                     cpu_seconds: float, log: Callable[[str], None] = print, log_every: int = 100) -> list[float]:
     """Train `student.encoder` on `batches` ([B, 1, T] waveforms) until the process has used
     `cpu_seconds` of CPU time or the batches run out; returns the relative error of every step.
-    Optimizer and gradient clipping are the student config's, as in training."""
+    Optimizer, gradient clipping and learning-rate schedule are the student config's, as in
+    training; the schedule runs over the CPU budget (no warm-up: the student starts from scratch
+    but with a fixed target, and a long constant rate leaves the error on a plateau)."""
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -54,6 +56,8 @@ def distill_encoder(student: Codec, teacher: Codec, batches: Iterable[torch.Tens
     opt = make_optimizer(student.encoder.parameters(), learning_rate, tc)
     start, errors = time.process_time(), []
     for step, wav in enumerate(batches, 1):
+        for group in opt.param_groups:
+            group["lr"] = learning_rate * decay_factor((time.process_time() - start) / cpu_seconds, tc)
         loss = _relative_error(student, teacher, wav)
         opt.zero_grad(set_to_none=True)
         loss.backward()

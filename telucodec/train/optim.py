@@ -24,7 +24,15 @@ def lr_factor(step: int, total_steps: int, tc: TrainConfig) -> float:
         return (step + 1) / tc.warmup_steps
     if tc.lr_schedule == "constant":
         return 1.0
-    progress = min(1.0, (step - tc.warmup_steps) / max(1, total_steps - tc.warmup_steps))
+    return decay_factor(min(1.0, (step - tc.warmup_steps) / max(1, total_steps - tc.warmup_steps)), tc)
+
+
+def decay_factor(progress: float, tc: TrainConfig) -> float:
+    """The schedule's multiplier after warm-up, at `progress` in [0, 1] of the run (steps, or the
+    CPU budget of a distillation): 1 -> `min_lr_ratio`, cosine or exponential."""
+    progress = min(1.0, max(0.0, progress))
+    if tc.lr_schedule == "constant":
+        return 1.0
     if tc.lr_schedule == "exponential":
         return tc.min_lr_ratio ** progress
     return tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
