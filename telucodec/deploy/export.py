@@ -36,7 +36,11 @@ from telucodec.model.codec import Codec
 
 ENCODER_FILE, DECODER_FILE, CODEBOOKS_FILE = "encoder.onnx", "decoder.onnx", "codebooks.npy"
 OPSET = 18
-DECODER_TOLERANCE = 1e-4
+# PyTorch inverts the decoder's STFT by FFT, the ONNX graph by DFT-basis matmuls (ONNX has no
+# irfft the exporter emits). Against a float64 decoder, the FFT output is off by 4e-7 and the
+# matmuls' float32 sums of n_fft/2+1 terms by up to 1.2e-4 (telugu-v3, a 0.61-peak clip): the
+# limit leaves room for that (-66 dB below full scale) and still fails a wrong graph.
+DECODER_TOLERANCE = 5e-4
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
