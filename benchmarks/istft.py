@@ -46,10 +46,10 @@ def main() -> int:
     bins = args.n_fft // 2 + 1
 
     def by_bases(real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("nk,bkf->bnf", ist.cos_basis, real) + torch.einsum("nk,bkf->bnf", ist.sin_basis, imag)
+        return ist.frames(real, imag, by_fft=False)
 
     def by_fft(real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
-        return torch.fft.irfft(torch.complex(real, imag), n=args.n_fft, dim=1) * ist.window
+        return ist.frames(real, imag, by_fft=True)
 
     frames = int(args.seconds * 16000 / args.hop)
     real = torch.randn(args.batch, bins, frames, requires_grad=True)

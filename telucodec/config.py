@@ -118,6 +118,7 @@ class TrainConfig:
     warmup_steps: int = 200
     min_lr_ratio: float = 0.1
     adversarial_after: int = -1             # step at which discriminators switch on (-1 = never)
+    disc_warmup_steps: int = 0              # after adversarial_after, steps in which only the critics learn
     disc_learning_rate: float = 3e-4
     disc_periods: tuple[int, ...] = (2, 3, 5, 7, 11)  # multi-period discriminators (HiFi-GAN)
     disc_stft_sizes: tuple[int, ...] = (512, 1024, 2048)  # multi-scale STFT discriminators (EnCodec)

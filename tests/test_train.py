@@ -145,6 +145,19 @@ def test_init_from_a_shallower_spectral_model_starts_new_blocks_as_identity(tmp_
     assert "new blocks start as identity (layer scale 0): decoder.blocks.2\n" in out
 
 
+def test_discriminator_warmup_trains_only_the_critics_first(tmp_path):
+    """With disc_warmup_steps the critics learn from the start, the generator gets their terms later."""
+    cfg = get_config("tiny")
+    cfg.train.adversarial_after, cfg.train.disc_warmup_steps = 0, 2
+    cfg.train.disc_periods, cfg.train.disc_stft_sizes, cfg.train.disc_channels = (2,), (256,), 4
+    cfg.save(tmp_path / "gan.json")
+    assert train(EXAMPLES, tmp_path, "gan", "--config", str(tmp_path / "gan.json"),
+                 "--num_epochs", "2", "--steps_per_epoch", "2") == 0
+    first, second = read_metrics(tmp_path / "gan")
+    assert "loss/discriminator" in first and "loss/adversarial" not in first
+    assert "loss/discriminator" in second and "loss/adversarial" in second
+
+
 def test_every_run_ends_with_a_closing_summary_and_a_complete_run_says_so(tmp_path, capsys):
     args = ("--num_epochs", "2", "--steps_per_epoch", "2")
     assert train(EXAMPLES, tmp_path, "sum", *args, "--max_steps", "3") == 0

@@ -81,13 +81,19 @@ class InverseSTFT(nn.Module):
         self.register_buffer("window_sq", (window ** 2).float().view(1, n_fft, 1))
         self.register_buffer("window", window.float().view(1, n_fft, 1), persistent=False)
 
+    def frames(self, real: torch.Tensor, imag: torch.Tensor, by_fft: bool = True) -> torch.Tensor:
+        """Windowed inverse-DFT frames: real, imag [B, bins, F] -> [B, n_fft, F].
+
+        `by_fft` False computes the same numbers as two matmuls with the stored DFT bases, the form
+        ONNX graphs get; FFT costs O(n log n) instead of n_fft x bins per frame.
+        """
+        if by_fft:
+            return torch.fft.irfft(torch.complex(real, imag), n=self.n_fft, dim=1) * self.window
+        return (torch.einsum("nk,bkf->bnf", self.cos_basis, real)
+                + torch.einsum("nk,bkf->bnf", self.sin_basis, imag))
+
     def forward(self, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
-        # real, imag [B, bins, F] -> frames [B, n_fft, F]
-        if torch.onnx.is_in_onnx_export():  # ONNX graphs get the inverse DFT as two matmuls
-            frames = (torch.einsum("nk,bkf->bnf", self.cos_basis, real)
-                      + torch.einsum("nk,bkf->bnf", self.sin_basis, imag))
-        else:  # the same numbers by FFT: O(n log n) instead of n_fft x bins per frame
-            frames = torch.fft.irfft(torch.complex(real, imag), n=self.n_fft, dim=1) * self.window
+        frames = self.frames(real, imag, by_fft=not torch.onnx.is_in_onnx_export())
         num_frames = frames.shape[-1]
         wav = self._overlap_add(frames)  # [B, 1, (F-1)*hop + n_fft]
         env = self._overlap_add(self.window_sq.expand(1, self.n_fft, num_frames))

@@ -210,10 +210,13 @@ class Trainer:
         n_q = self.model.quantizer.sample_n_q(self.dropout_gen)
         use_bf16 = tc.precision == "bf16" and self.device.type == "cuda"
         adversarial = self.discs is not None and self.step >= tc.adversarial_after
+        # a trained generator fine-tuned against fresh critics would first get their noise as
+        # gradients: for disc_warmup_steps only the critics learn (the generator sees no adversarial term)
+        generator_adversarial = adversarial and self.step >= tc.adversarial_after + tc.disc_warmup_steps
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = self.ddp(batch, n_q)
             terms = objective.reconstruction_losses(out, batch, cfg)
-            if adversarial:
+            if generator_adversarial:
                 terms.update(objective.adversarial_terms(self.discs, out.wav, batch, cfg))
             total = objective.weighted_total(terms, cfg)
         if not torch.isfinite(total):
