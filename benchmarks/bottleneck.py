@@ -16,6 +16,9 @@ one source of loss at a time:
 - `head_mag+ref_phase` / `ref_mag+head_phase` (spectral decoders, at the decoder's geometry): the
   same split for what the head predicts before its overlap-add, which re-analysis at 512/128
   cannot see (overlapping frames that disagree cancel).
+- `head_mag+griffin_lim(head_phase, 16)`: the head's magnitude with its phase refined by 16
+  Griffin-Lim iterations: whether a decode-time phase search could repair the head's phase (on
+  telugu-v3 it does not: the head's phase carries what a magnitude-consistent phase loses).
 - log-spectral distance (dB) in four bands, 0-1, 1-2, 2-4 and 4-8 kHz, for every row: where in
   frequency the loss sits.
 Every output is level-matched to the reference (one gain per clip) before scoring, so the
@@ -43,6 +46,7 @@ from telucodec.formats.dataset import discover, load_clip, spread
 BANDS_HZ = ((0, 1000), (1000, 2000), (2000, 4000), (4000, 8000))
 ORACLE_FFT, ORACLE_HOP = 512, 128
 GRIFFIN_LIM_ITERS = 60
+HEAD_REFINE_ITERS = 16
 LSD_FLOOR_DB = -80.0  # bins more than 80 dB below the clip's loudest bin count as this floor
 
 
@@ -139,8 +143,13 @@ def head_oracles(model: torch.nn.Module, wav: np.ndarray) -> dict[str, np.ndarra
         y = torch.as_tensor(np.pad(y, (0, wav.size - y.size))).view(1, 1, -1)
         return model.amplitude.restore(y, side)[0, 0].numpy()  # back to the input's level contour
 
+    refined = phase[:, :frames]  # Griffin-Lim from the head's own phase, its magnitude held fixed
+    for _ in range(HEAD_REFINE_ITERS):
+        estimate = _istft(torch.polar(mag[:, :frames], refined), n_fft, hop, (frames - 1) * hop)
+        refined = torch.angle(_stft(estimate, n_fft, hop))[:, :frames]
     return {f"head_mag+ref_phase {n_fft}/{hop}": synth(mag, torch.angle(ref)),
-            f"ref_mag+head_phase {n_fft}/{hop}": synth(ref.abs(), phase)}
+            f"ref_mag+head_phase {n_fft}/{hop}": synth(ref.abs(), phase),
+            f"head_mag+griffin_lim(head_phase, {HEAD_REFINE_ITERS}) {n_fft}/{hop}": synth(mag, refined)}
 
 
 def clip_rows(model: torch.nn.Module, wav: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:

@@ -30,7 +30,8 @@ def test_bottleneck_report_figures_are_finite_and_in_range(tmp_path):
     assert report["clips"] == 2
     assert [f"n_q {i}" for i in range(1, cfg.quantizer.n_q + 1)] == [r for r in rows if r.startswith("n_q")]
     for name in ("unquantized", "decoded_mag+ref_phase", "ref_mag+decoded_phase", "griffin_lim(ref_mag) 512/128",
-                 "griffin_lim(ref_mag) 640/320 (decoder's)", "head_mag+ref_phase 640/320", "ref_mag+head_phase 640/320"):
+                 "griffin_lim(ref_mag) 640/320 (decoder's)", "head_mag+ref_phase 640/320", "ref_mag+head_phase 640/320",
+                 "head_mag+griffin_lim(head_phase, 16) 640/320"):
         assert name in rows, name
     for name, figures in rows.items():
         assert set(figures) == {"pesq_wb", "stoi", "mel_distance", "lsd_0-1k", "lsd_1-2k", "lsd_2-4k", "lsd_4-8k"}
