@@ -68,14 +68,21 @@ def combine(magnitude_from: np.ndarray, phase_from: np.ndarray) -> np.ndarray:
     return _istft(torch.polar(mag, phase), ORACLE_FFT, ORACLE_HOP, magnitude_from.size)
 
 
+def griffin_lim_phase(mag: torch.Tensor, phase: torch.Tensor, n_fft: int, hop: int, length: int,
+                      iters: int) -> torch.Tensor:
+    """`iters` Griffin-Lim iterations from `phase`, the magnitude `mag` [bins, frames] held fixed."""
+    for _ in range(iters):
+        estimate = _istft(torch.polar(mag, phase), n_fft, hop, length)
+        phase = torch.angle(_stft(estimate, n_fft, hop))[:, : mag.shape[1]]
+    return phase
+
+
 def griffin_lim(wav: np.ndarray, n_fft: int, hop: int, iters: int = GRIFFIN_LIM_ITERS) -> np.ndarray:
     """A waveform rebuilt from `wav`'s STFT magnitude alone (fixed seed, `iters` iterations)."""
     mag = _stft(wav, n_fft, hop).abs()
     gen = torch.Generator().manual_seed(0)
     phase = torch.rand(mag.shape, generator=gen, dtype=torch.float64) * 2 * torch.pi
-    for _ in range(iters):
-        estimate = _istft(torch.polar(mag, phase), n_fft, hop, wav.size)
-        phase = torch.angle(_stft(estimate, n_fft, hop))
+    phase = griffin_lim_phase(mag, phase, n_fft, hop, wav.size, iters)
     return _istft(torch.polar(mag, phase), n_fft, hop, wav.size)
 
 
@@ -143,10 +150,8 @@ def head_oracles(model: torch.nn.Module, wav: np.ndarray) -> dict[str, np.ndarra
         y = torch.as_tensor(np.pad(y, (0, wav.size - y.size))).view(1, 1, -1)
         return model.amplitude.restore(y, side)[0, 0].numpy()  # back to the input's level contour
 
-    refined = phase[:, :frames]  # Griffin-Lim from the head's own phase, its magnitude held fixed
-    for _ in range(HEAD_REFINE_ITERS):
-        estimate = _istft(torch.polar(mag[:, :frames], refined), n_fft, hop, (frames - 1) * hop)
-        refined = torch.angle(_stft(estimate, n_fft, hop))[:, :frames]
+    # Griffin-Lim from the head's own phase, its magnitude held fixed
+    refined = griffin_lim_phase(mag[:, :frames], phase[:, :frames], n_fft, hop, (frames - 1) * hop, HEAD_REFINE_ITERS)
     return {f"head_mag+ref_phase {n_fft}/{hop}": synth(mag, torch.angle(ref)),
             f"ref_mag+head_phase {n_fft}/{hop}": synth(ref.abs(), phase),
             f"head_mag+griffin_lim(head_phase, {HEAD_REFINE_ITERS}) {n_fft}/{hop}": synth(mag, refined)}
