@@ -20,7 +20,7 @@ CONFIG_VERSION = 1
 # made before the field existed stay valid.
 ADDED_LATER = {"spectral_upsample": 1, "spectral_fine_layers": 2, "spectral_fine_hidden": 128,
                "spectral_fine_mode": "replace", "encoder": "seanet", "encoder_hidden": 256,
-               "encoder_layers": 4, "encoder_n_fft": 640}
+               "encoder_layers": 4, "encoder_n_fft": 640, "spectral_fine_gain": 0.01}
 
 
 @dataclass
@@ -41,6 +41,7 @@ class ModelConfig:
     spectral_fine_layers: int = 2           # spectral decoder: ConvNeXt blocks after the upsampling
     spectral_fine_hidden: int = 128         # spectral decoder: their width
     spectral_fine_mode: str = "replace"     # "replace": one fine iSTFT | "residual": frame-rate head + fine correction
+    spectral_fine_gain: float = 0.01        # residual mode: fixed gain on the fine correction (see spectral.py)
     encoder_hidden: int = 256               # stft encoder: width of its ConvNeXt blocks
     encoder_layers: int = 4                 # stft encoder: ConvNeXt blocks at the frame rate
     encoder_n_fft: int = 640                # stft encoder: analysis window (hop = the frame hop)

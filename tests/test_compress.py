@@ -27,6 +27,7 @@ from telucodec.formats.codes import Codes
 from telucodec.model import codec as codec_module
 from telucodec.model import loading
 from telucodec.model.codec import Codec
+from telucodec.model.streaming import encoder_reach_frames
 
 SR = 16000
 INFO_KEYS = {"format_version", "model_id", "sample_rate", "num_samples", "duration_s", "n_q",
@@ -313,14 +314,17 @@ def test_entropy_flag_round_trips_and_reports_saving(encoded, model_dir, example
 
 @pytest.mark.parametrize("which", ["trained-tiny", "spectral-rms"])
 def test_chunked_encode_decode_matches_one_pass(which, model, speech, monkeypatch):
-    """45 s of speech: 20 s chunks with 2 s context vs. one unchunked pass of the same model."""
+    """45 s of speech: decoded in 20 s chunks with 2 s context, encoded in 5 s chunks with the
+    encoder's exact reach, vs. one unchunked pass of the same model."""
     if which == "spectral-rms":
         torch.manual_seed(0)
         model = Codec(get_config("spectral")).eval()
     wav = speech[: 45 * SR + 123]
     chunked = model.encode(wav, SR)
     y_chunked = model.decode(chunked).numpy()
+    assert encoder_reach_frames(model.encoder, model.hop) is not None  # the 5 s path is the one tested
     monkeypatch.setattr(codec_module, "CHUNK_SECONDS", 1e6)
+    monkeypatch.setattr(codec_module, "ENCODE_CHUNK_SECONDS", 1e6)
     whole = model.encode(wav, SR)
     y_whole = model.decode(whole).numpy()
 

@@ -71,6 +71,25 @@ def test_causal_encoder_ignores_the_future():
         assert torch.allclose(enc(x)[..., :6], enc(y)[..., :6], atol=1e-6)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kernel, stride, dilation", [(7, 1, 1), (3, 1, 3), (1, 1, 1), (10, 5, 1), (16, 8, 1)])
+def test_padded_conv_equals_explicit_zero_padding(causal, kernel, stride, dilation):
+    """The conv pads its symmetric part itself; the result must be F.pad(left, right) + conv."""
+    from torch.nn import functional as F
+
+    from telucodec.model.seanet import PaddedConv1d
+
+    torch.manual_seed(0)
+    layer = PaddedConv1d(4, 6, kernel, stride=stride, dilation=dilation, causal=causal)
+    x = torch.randn(2, 4, 8 * stride * 5)
+    right = layer.total_pad - layer.left_pad
+    conv = layer.conv
+    reference = F.conv1d(F.pad(x, (layer.left_pad, right)), conv.weight, conv.bias, stride=stride, dilation=dilation)
+    out = layer(x)
+    assert out.shape == (2, 6, x.shape[-1] // stride)
+    assert torch.allclose(out, reference, atol=1e-6)
+
+
 def test_inverse_stft_is_a_perfect_inverse():
     n_fft, hop, frames = 1280, 320, 40
     ist = InverseSTFT(n_fft, hop)

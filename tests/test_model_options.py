@@ -86,6 +86,25 @@ def test_residual_fine_path_starts_exactly_at_the_plain_decoder_it_is_warm_start
         SpectralDecoder(_spectral(spectral_upsample=4, spectral_fine_mode="sideways").model)
 
 
+def test_residual_fine_gain_scales_the_correction_and_is_part_of_the_model_id():
+    torch.manual_seed(0)
+    base = _spectral(spectral_upsample=4, spectral_fine_mode="residual", spectral_fine_layers=1, spectral_fine_hidden=32)
+    decoders = {g: SpectralDecoder(replace(base.model, spectral_fine_gain=g)).eval() for g in (0.01, 0.1)}
+    decoders[0.1].load_state_dict(decoders[0.01].state_dict())
+    for d in decoders.values():  # a trained fine head is not zero
+        torch.nn.init.normal_(d.fine_head.weight, std=0.1)
+    decoders[0.1].fine_head.load_state_dict(decoders[0.01].fine_head.state_dict())
+    latent = torch.randn(1, base.model.latent_dim, 6)
+    plain = SpectralDecoder(replace(base.model, spectral_upsample=1)).eval()
+    plain.load_state_dict(decoders[0.01].state_dict(), strict=False)
+    with torch.no_grad():
+        correction = {g: d(latent) - plain(latent) for g, d in decoders.items()}
+    assert correction[0.01].abs().max() > 1e-4
+    assert torch.allclose(correction[0.1], 10 * correction[0.01], rtol=1e-3, atol=1e-6)
+    assert "spectral_fine_gain" not in base.architecture()  # 0.01, the value of every older model
+    assert replace(base, model=replace(base.model, spectral_fine_gain=0.1)).architecture()["spectral_fine_gain"] == 0.1
+
+
 def test_a_deeper_decoder_warm_started_from_a_shallower_one_starts_exactly_where_it_was():
     from telucodec.model.codec import load_matching_state
     from telucodec.model.spectral import start_new_blocks_as_identity

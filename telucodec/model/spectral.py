@@ -18,12 +18,6 @@ from telucodec.config import ModelConfig
 from telucodec.errors import ModelError
 from telucodec.model.seanet import PaddedConv1d
 
-# The residual fine path's fixed output gain. Adam moves every weight by about lr per step whatever
-# the size of its gradient, so a zero-initialised head at lr 4e-4 added noise as loud as the speech
-# within 100 steps (training loss 3.19 -> 3.60 from telugu-v2); at 0.01 its first steps are small
-# next to the signal. A constant, not a parameter: nothing here learns the output level.
-FINE_GAIN = 0.01
-
 
 class ConvNeXtBlock(nn.Module):
     def __init__(self, dim: int, causal: bool):
@@ -150,6 +144,11 @@ class SpectralDecoder(nn.Module):
             nn.init.zeros_(self.fine_head.weight)
             nn.init.zeros_(self.fine_head.bias)
             self.fine_istft = InverseSTFT(4 * fine_hop, fine_hop)
+            # A fixed gain, not a parameter (nothing here learns the output level). Adam moves every
+            # weight by about lr per step whatever the size of its gradient, so a zero-initialised
+            # head at gain 1 and lr 4e-4 added noise as loud as the speech within 100 steps (training
+            # loss 3.19 -> 3.60 from telugu-v2); at 0.01 it barely moved in 30 CPU minutes.
+            self.fine_gain = cfg.spectral_fine_gain
         elif up > 1:
             dim = fine
         self.norm = nn.LayerNorm(dim)
@@ -161,7 +160,7 @@ class SpectralDecoder(nn.Module):
         wav = self._synthesise(self.head(self.norm(x.transpose(1, 2))).transpose(1, 2))
         if self.residual:
             y = self.fine_head(self.fine_norm(fine.transpose(1, 2))).transpose(1, 2)  # [B, 2*fine_bins, F*up]
-            wav = wav + FINE_GAIN * self.fine_istft(y[:, : self.fine_bins], y[:, self.fine_bins:])
+            wav = wav + self.fine_gain * self.fine_istft(y[:, : self.fine_bins], y[:, self.fine_bins:])
         return wav
 
     def _head_input(self, latent: torch.Tensor, need_fine: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -67,33 +67,38 @@ class Streamable(Protocol):
 
 
 # ---- receptive fields -----------------------------------------------------------------------
-def _history(layers: list[nn.Module], jump: float) -> tuple[float, float]:
+def _history(layers: list[nn.Module], jump: float, causal: bool = True) -> tuple[float, float]:
     """How far back (in the stack's input units) its last output depends, and the output jump.
 
     `jump` is the size of one position of the stack's input in the unit we count in (samples for
-    the encoder, frames for the decoder); strided convs multiply it, transposed convs divide it."""
+    the encoder, frames for the decoder); strided convs multiply it, transposed convs divide it.
+    With `causal` False the layers may look ahead too and the extent is their whole span: an
+    output then depends on nothing farther than that on either side."""
     extent = 0.0
     for layer in layers:
         if isinstance(layer, PaddedConv1d):
             conv = layer.conv
-            if layer.left_pad != layer.total_pad:
+            if causal and layer.left_pad != layer.total_pad:
                 raise ModelError("streaming needs a causal model (ModelConfig.causal = true)")
             extent += conv.dilation[0] * (conv.kernel_size[0] - 1) * jump
             jump *= conv.stride[0]
         elif isinstance(layer, PaddedConvTranspose1d):
-            if layer.left_trim != 0:
+            if causal and layer.left_trim != 0:
                 raise ModelError("streaming needs a causal model (ModelConfig.causal = true)")
             conv = layer.conv
             extent += (conv.kernel_size[0] - 1) // conv.stride[0] * jump
             jump /= conv.stride[0]
         elif isinstance(layer, ResidualUnit):
-            inner, _ = _history(list(layer.block), jump)
+            inner, _ = _history(list(layer.block), jump, causal)
             extent += inner
         elif isinstance(layer, BottleneckLSTM):
             raise ModelError("streaming does not support the bottleneck LSTM (lstm: true): its state "
                              "would have to be carried across chunks; use a model with lstm: false")
         elif isinstance(layer, nn.Conv1d):
-            raise ModelError("streaming needs a causal model (ModelConfig.causal = true)")
+            if causal:
+                raise ModelError("streaming needs a causal model (ModelConfig.causal = true)")
+            extent += layer.dilation[0] * (layer.kernel_size[0] - 1) * jump
+            jump *= layer.stride[0]
         elif list(layer.parameters()):
             raise ModelError(f"streaming: no receptive-field rule for {type(layer).__name__}")
     return extent, jump
@@ -103,6 +108,18 @@ def encoder_context_frames(encoder: SEANetEncoder, hop: int) -> int:
     """Frames of past audio the encoder needs to reproduce the next frame exactly."""
     extent, _ = _history(list(encoder.net), 1.0)  # frame f sees samples (f+1)*hop-1-extent ..
     return max(0, math.ceil((extent + 1 - hop) / hop))
+
+
+def encoder_reach_frames(encoder: nn.Module, hop: int) -> int | None:
+    """Frames on either side beyond which audio cannot change a frame's latent (causal or not),
+    or None where that is unbounded or unknown (the bottleneck LSTM, a non-SEANet encoder)."""
+    if not isinstance(encoder, SEANetEncoder):
+        return None
+    try:
+        extent, _ = _history(list(encoder.net), 1.0, causal=False)
+    except ModelError:
+        return None
+    return math.ceil(extent / hop) + 1
 
 
 def decoder_frames(decoder: nn.Module) -> tuple[int, int]:
