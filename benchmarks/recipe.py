@@ -92,15 +92,18 @@ def run_with_cpu_budget(cmd: list[str], cpu_seconds: float) -> None:
     finishes the step and writes a resumable checkpoint). On a shared machine wall minutes hand
     a trial whatever the other processes leave it; CPU seconds are the same budget for every trial."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    stopped = False
     while proc.poll() is None:
         try:
             if process_cpu_seconds(proc.pid) >= cpu_seconds:
                 proc.send_signal(signal.SIGINT)
+                stopped = True
                 break
         except OSError:
             break
         time.sleep(2)
-    if proc.wait() != 0:
+    # a training stopped by SIGINT saves its checkpoint and exits 130 (128 + SIGINT), as asked
+    if proc.wait() not in ((0, 128 + signal.SIGINT) if stopped else (0,)):
         raise subprocess.CalledProcessError(proc.returncode, cmd)
 
 

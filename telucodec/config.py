@@ -72,6 +72,7 @@ class QuantizerConfig:
     quantizer_dropout: bool = True          # random n_q per batch so one model serves every bitrate
     min_n_q_dropout: int = 1
     dropout_fraction: float = 0.0           # > 0: per-item dropout on this fraction of items (DAC: 0.5); 0: per batch
+    codebook_dim: int = 0                   # > 0: DAC's factorized codes, searched L2-normalized in this many dims
 
     @property
     def codebook_bits(self) -> int:
@@ -118,6 +119,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"             # "cosine" | "exponential" | "constant"
     warmup_steps: int = 200
     min_lr_ratio: float = 0.1
+    quantizer_warmup_steps: int = 0         # first steps decode the unquantized latent (ESC's warm-up)
     adversarial_after: int = -1             # step at which discriminators switch on (-1 = never)
     disc_warmup_steps: int = 0              # after adversarial_after, steps in which only the critics learn
     disc_learning_rate: float = 3e-4

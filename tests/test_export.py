@@ -139,3 +139,11 @@ def test_near_ties_are_told_apart_from_real_mismatches():
     wrong[0, 2] = 2  # far from the residual: a real mismatch
     assert not E.mismatches_are_near_ties(model, latent, codes, wrong)
     assert E.mismatches_are_near_ties(model, latent, codes, codes.numpy())
+
+
+def test_factorized_codes_are_refused_by_name(tmp_path, example_clips):
+    cfg = get_config("tiny")
+    cfg.quantizer.codebook_dim = 4
+    with pytest.raises(E.TelucodecError, match="codebook_dim=4"):
+        E.export_onnx(Codec(cfg).eval(), tmp_path / "onnx", example_clips[0])
+    assert not (tmp_path / "onnx").exists()

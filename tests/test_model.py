@@ -11,7 +11,7 @@ import torch
 from telucodec import losses as L
 from telucodec.config import PRESETS, CodecConfig, QuantizerConfig, get_config
 from telucodec.errors import TelucodecError
-from telucodec.model.codec import Codec
+from telucodec.model.codec import Codec, load_matching_state
 from telucodec.model.quantizer import ResidualVQ, VectorQuantizer, kmeans
 from telucodec.model.seanet import SEANetDecoder, SEANetEncoder
 from telucodec.model.spectral import InverseSTFT
@@ -163,6 +163,83 @@ def test_quantizer_encode_gives_the_codes_of_forward():
     with torch.no_grad():
         for n in (1, 3, 5):
             assert torch.equal(rvq.encode(x, n), rvq(x, n).codes)
+
+
+def test_factorized_stages_search_by_cosine_and_train_their_projections():
+    """DAC's low-dimensional codes: encode/decode agree with forward, more stages lower the
+    error, and the decoder's gradient reaches every stage's projections and the encoder."""
+    torch.manual_seed(0)
+    rvq = ResidualVQ(16, QuantizerConfig(n_q=4, codebook_size=32, codebook_dim=4, update="loss", dead_code_steps=0))
+    x = torch.randn(3, 16, 60, requires_grad=True)
+    out = rvq(x)  # first batch: principal directions + k-means
+    (out.quantized.pow(2).sum() + out.commitment_loss + out.codebook_loss).backward()
+    for layer in rvq.layers:
+        assert layer.in_proj.weight.grad.abs().sum() > 0 and layer.out_proj.weight.grad.abs().sum() > 0
+        assert layer.codebook.grad.abs().sum() > 0
+    assert x.grad.abs().sum() > 0
+    rvq.eval()
+    with torch.no_grad():
+        z = rvq.layers[0].in_proj(x.detach().transpose(1, 2)).reshape(-1, 4)
+        cosine = torch.nn.functional.normalize(z, dim=1) @ torch.nn.functional.normalize(rvq.layers[0].codebook, dim=1).t()
+        assert torch.equal(rvq.encode(x.detach(), 1)[:, 0].reshape(-1), cosine.argmax(dim=1))
+        errors = []
+        for n in (1, 2, 4):
+            codes = rvq.encode(x.detach(), n)
+            assert torch.equal(codes, rvq(x.detach(), n).codes)
+            assert torch.allclose(rvq.decode(codes), rvq(x.detach(), n).quantized, atol=1e-5)
+            errors.append(float((rvq.decode(codes) - x).pow(2).mean()))
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_fresh_codebooks_keep_their_whole_stage_fresh_on_a_partial_load():
+    """Warm-starting factorized codes from a plain model: the old `initialized` flags must not
+    come along, or the new stages would skip their k-means start."""
+    plain = Codec(get_config("tiny"))
+    plain(0.1 * torch.randn(1, 1, 4000))  # k-means: every stage initialized
+    cfg = get_config("tiny")
+    cfg.quantizer.codebook_dim = 4
+    factorized = Codec(cfg)
+    fresh = load_matching_state(factorized, plain.state_dict(), strict=False, source="plain")
+    assert "quantizer.layers.0.initialized" in fresh
+    assert not any(bool(layer.initialized) for layer in factorized.quantizer.layers)
+    assert torch.equal(factorized.encoder.state_dict()[next(iter(factorized.encoder.state_dict()))],
+                       plain.encoder.state_dict()[next(iter(plain.encoder.state_dict()))])
+
+
+def test_factorized_stages_adopt_a_plain_models_entries():
+    """With as many dimensions as the latent, the adopted stages hold the plain entries exactly
+    (projection and its inverse); with fewer, the codes still lower the error stage by stage."""
+    torch.manual_seed(0)
+    plain = Codec(get_config("tiny"))
+    plain(0.1 * torch.randn(16, 1, 16000))  # k-means on 800 frames: more than the 256 entries
+    state = plain.state_dict()
+    for dim, exact in ((32, True), (4, False)):
+        cfg = get_config("tiny")
+        cfg.quantizer.codebook_dim = dim
+        factorized = Codec(cfg)
+        load_matching_state(factorized, state, strict=False, source="plain")
+        assert factorized.quantizer.adopt_plain_codebooks(state) == list(range(8))
+        assert all(bool(layer.initialized) for layer in factorized.quantizer.layers)
+        book = factorized.quantizer.layers[1].latent_codebook()
+        assert torch.allclose(book, state["quantizer.layers.1.codebook"], atol=1e-4) == exact
+        latent = plain.encoder(0.1 * torch.randn(1, 1, 8000))
+        with torch.no_grad():
+            errors = [float((factorized.quantizer.decode(factorized.quantizer.encode(latent, n)) - latent).pow(2).mean())
+                      for n in (1, 4, 8)]
+        assert errors[0] > errors[1] > errors[2]
+
+
+def test_unquantized_forward_decodes_the_continuous_latent():
+    torch.manual_seed(0)
+    model = Codec(get_config("tiny")).eval()
+    x = 0.1 * torch.randn(1, 1, 4000)
+    with torch.no_grad():
+        bypass, quantized = model(x, quantize=False), model(x)
+        x_norm, _ = model.amplitude.normalize(x)
+        latent = model.encoder(torch.nn.functional.pad(x_norm, (0, (-x.shape[-1]) % model.hop)))
+        assert torch.allclose(bypass.wav_normalized, model.decoder(latent)[..., : x.shape[-1]], atol=1e-6)
+        assert not torch.allclose(bypass.wav_normalized, quantized.wav_normalized, atol=1e-4)
+        assert torch.equal(bypass.quantizer.codes, quantized.quantizer.codes)
 
 
 def test_dead_codes_are_replaced():

@@ -145,6 +145,25 @@ def test_init_from_a_shallower_spectral_model_starts_new_blocks_as_identity(tmp_
     assert "new blocks start as identity (layer scale 0): decoder.blocks.2\n" in out
 
 
+def test_quantizer_warmup_decodes_the_unquantized_latent_first(tmp_path, monkeypatch):
+    """train.quantizer_warmup_steps: the first steps decode the continuous latent, then the codes."""
+    seen = []
+    forward = Codec.forward
+
+    def spy(self, wav, n_q=None, quantize=True):
+        if self.training:
+            seen.append(quantize)
+        return forward(self, wav, n_q, quantize)
+
+    monkeypatch.setattr(Codec, "forward", spy)
+    cfg = get_config("tiny")
+    cfg.train.quantizer_warmup_steps = 2
+    cfg.save(tmp_path / "warm.json")
+    assert train(EXAMPLES, tmp_path, "warm", "--config", str(tmp_path / "warm.json"),
+                 "--num_epochs", "1", "--steps_per_epoch", "4") == 0
+    assert seen == [False, False, True, True]
+
+
 def test_discriminator_warmup_trains_only_the_critics_first(tmp_path):
     """With disc_warmup_steps the critics learn from the start, the generator gets their terms later."""
     cfg = get_config("tiny")

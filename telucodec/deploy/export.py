@@ -82,7 +82,7 @@ class DecoderGraph(nn.Module):
 
 
 def _codebooks(model: Codec) -> torch.Tensor:
-    return torch.stack([layer.codebook.detach() for layer in model.quantizer.layers]).float()
+    return torch.stack([layer.latent_codebook().detach() for layer in model.quantizer.layers]).float()
 
 
 def plain_copy(model: Codec) -> Codec:
@@ -188,6 +188,10 @@ def export_onnx(model: Codec, out_dir: str | Path, parity_clip: str | Path | np.
     raises TelucodecError when the ONNX graphs disagree with PyTorch."""
     from telucodec.formats.audio import load_audio
 
+    if model.config.quantizer.codebook_dim > 0:
+        raise TelucodecError(f"ONNX export: quantizer.codebook_dim={model.config.quantizer.codebook_dim} "
+                             "(factorized codes, searched by cosine) is not supported; the runtime's "
+                             "search is the plain nearest-entry one")
     if parity_clip is None:
         parity_clip = default_parity_clip()
     if parity_clip is None:

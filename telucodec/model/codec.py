@@ -119,14 +119,18 @@ class Codec(nn.Module):
         return model_id
 
     # ---- training ------------------------------------------------------------------------
-    def forward(self, wav: torch.Tensor, n_q: int | None = None) -> CodecOutput:
-        """wav [B, 1, T] -> CodecOutput with outputs of length T."""
+    def forward(self, wav: torch.Tensor, n_q: int | None = None, quantize: bool = True) -> CodecOutput:
+        """wav [B, 1, T] -> CodecOutput with outputs of length T.
+
+        `quantize=False` decodes the encoder's continuous latent (a quantizer warm-up): the
+        quantizer still runs, so its codebooks keep following the latent and its losses and codes
+        are reported, but the decoder does not see its output."""
         length = wav.shape[-1]
         x_norm, side = self.amplitude.normalize(wav)  # side info measured on the clip itself
         x_norm = F.pad(x_norm, (0, (-length) % self.hop))
         latent = self.encoder(x_norm)
         q = self.quantizer(latent, n_q)
-        y_norm = self.decoder(q.quantized)
+        y_norm = self.decoder(q.quantized if quantize else latent)
         y = self.amplitude.restore(y_norm, side)
         return CodecOutput(y[..., :length], y_norm[..., :length], x_norm[..., :length], q,
                            q.codes.shape[1], side)
@@ -306,9 +310,15 @@ def load_matching_state(model: nn.Module, state: dict[str, torch.Tensor], strict
     if strict and problems:
         raise ModelError(f"{source}: a different architecture ({'; '.join(problems)})")
     good = {k: v.to(own[k].dtype) for k, v in state.items() if k in own and own[k].shape == v.shape}
+    # a quantizer stage whose codebook stays fresh keeps all of its state fresh: a loaded
+    # `initialized` flag would skip its k-means start and leave the fresh entries random
+    fresh_stages = tuple(k[: -len("codebook")] for k in missing + shape_mismatch if k.endswith(".codebook"))
+    stage_state = sorted(k for k in good if fresh_stages and k.startswith(fresh_stages))
+    for k in stage_state:
+        del good[k]
     own.update(good)
     model.load_state_dict(own)
-    return missing + shape_mismatch
+    return missing + shape_mismatch + stage_state
 
 
 def pcm_to_float(wav: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:

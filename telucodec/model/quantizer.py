@@ -7,6 +7,11 @@ keeps usage high (without it the first codebook collapses to a handful of codes)
 commitment loss is computed before the straight-through estimator, which then lets gradients
 pass from decoder to encoder as if quantization were the identity.
 
+With `codebook_dim` > 0 each stage is DAC's factorized quantizer instead: a linear projection to
+a few dimensions, a nearest-entry search between L2-normalized vectors (a cosine search, which
+keeps every entry reachable), and a projection back. Its straight-through estimator is per stage,
+in the small space, so the projections learn from the decoder's gradient.
+
 Under DDP the EMA statistics are all-reduced and replacements broadcast from rank 0, so every
 process keeps identical codebooks.
 """
@@ -99,6 +104,10 @@ class VectorQuantizer(nn.Module):
         """codes [B, F] -> vectors [B, D, F]."""
         return F.embedding(codes, self.codebook).transpose(1, 2)
 
+    def latent_codebook(self) -> torch.Tensor:
+        """[K, D]: every entry as the vector it adds to the latent (what decoding looks up)."""
+        return self.codebook
+
     @torch.no_grad()
     def _init_from(self, x: torch.Tensor) -> None:
         centroids = kmeans(x, self.cfg.codebook_size, self.cfg.kmeans_iters)
@@ -150,11 +159,86 @@ class VectorQuantizer(nn.Module):
         return quantized, codes.view(b, f), commitment, codebook
 
 
+class FactorizedVectorQuantizer(VectorQuantizer):
+    """DAC's stage: latent [D] -> in_proj -> [codebook_dim], nearest entry by cosine, entry ->
+    out_proj -> [D]. The codebook learns in the small space (EMA or codebook loss); the
+    commitment and codebook losses are measured there too. On its first training batch the
+    projections start as the batch's top principal directions (k-means then runs on the
+    projected inputs), so a warm-started decoder sees a sensible latent from step 0."""
+
+    def __init__(self, dim: int, cfg: QuantizerConfig):
+        super().__init__(cfg.codebook_dim, cfg)
+        self.in_proj = nn.Linear(dim, cfg.codebook_dim)
+        self.out_proj = nn.Linear(cfg.codebook_dim, dim)
+
+    def nearest(self, x: torch.Tensor) -> torch.Tensor:
+        """x [N, D] (latent space) -> indices [N]: cosine search in the projected space."""
+        return self._nearest_projected(self.in_proj(x))
+
+    def _nearest_projected(self, z: torch.Tensor) -> torch.Tensor:
+        return (F.normalize(z, dim=1) @ F.normalize(self.codebook, dim=1).t()).argmax(dim=1)
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(F.embedding(codes, self.codebook)).transpose(1, 2)
+
+    def latent_codebook(self) -> torch.Tensor:
+        return self.out_proj(self.codebook)
+
+    @torch.no_grad()
+    def _init_projections(self, x: torch.Tensor) -> None:
+        """Principal directions of x [N, D] -> in_proj, their transpose -> out_proj (no bias:
+        the mean is kept by in_proj's bias and restored by out_proj's)."""
+        mean = x.mean(0)
+        _, _, v = torch.linalg.svd(x - mean, full_matrices=False)
+        basis = v[: self.cfg.codebook_dim]
+        _broadcast(basis)
+        self.in_proj.weight.copy_(basis)
+        self.in_proj.bias.copy_(-(basis @ mean))
+        self.out_proj.weight.copy_(basis.t())
+        self.out_proj.bias.copy_(mean)
+
+    @torch.no_grad()
+    def adopt_plain_codebook(self, entries: torch.Tensor) -> None:
+        """Start from a plain stage's entries [K, D] (a warm start from a plain-RVQ model): the
+        projections are the entries' top principal directions and the codebook their projections,
+        so this stage starts as the best `codebook_dim`-d approximation of the old one. Entries
+        trained over a whole run describe the stage's input far better than one first batch."""
+        self._init_projections(entries)
+        projected = self.in_proj(entries)
+        self.codebook.copy_(projected)
+        self.embed_sum.copy_(projected)
+        self.cluster_size.fill_(1.0)
+        self.steps_unused.zero_()
+        self.initialized.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As VectorQuantizer.forward, but the quantized output is already straight-through
+        (per stage, in the projected space) and projected back to D."""
+        b, d, f = x.shape
+        first = self.training and self.cfg.kmeans_init and not bool(self.initialized)
+        if first:
+            self._init_projections(x.detach().transpose(1, 2).reshape(-1, d))
+        z = self.in_proj(x.transpose(1, 2)).reshape(-1, self.cfg.codebook_dim)  # [N, c]
+        if first:
+            self._init_from(z.detach())
+        codes = self._nearest_projected(z.detach())
+        z_q = F.embedding(codes, self.codebook)
+        commitment = (z - z_q.detach()).pow(2).view(b, f, -1).mean(dim=(1, 2))
+        codebook = F.mse_loss(z_q, z.detach()) if self.cfg.update == "loss" else x.new_zeros(())
+        if self.training:
+            self._update(z.detach(), codes)
+        z_st = z + (z_q - z).detach()
+        quantized = self.out_proj(z_st).view(b, f, d).transpose(1, 2)
+        return quantized, codes.view(b, f), commitment, codebook
+
+
 class ResidualVQ(nn.Module):
     def __init__(self, dim: int, cfg: QuantizerConfig):
         super().__init__()
         self.cfg = cfg
-        self.layers = nn.ModuleList([VectorQuantizer(dim, cfg) for _ in range(cfg.n_q)])
+        self.factorized = cfg.codebook_dim > 0
+        stage = FactorizedVectorQuantizer if self.factorized else VectorQuantizer
+        self.layers = nn.ModuleList([stage(dim, cfg) for _ in range(cfg.n_q)])
 
     def forward(self, x: torch.Tensor, n_q: int | None = None) -> QuantizerOutput:
         n_q = n_q or self.cfg.n_q
@@ -166,7 +250,9 @@ class ResidualVQ(nn.Module):
         codebook = x.new_zeros(())
         for i, layer in enumerate(self.layers[:n_q]):
             q, c, commit, cb = layer(residual)
-            residual = residual - q.detach()
+            # factorized stages are straight-through already, and their projections learn from
+            # every later stage's input as DAC's do; plain stages pass gradients by the outer STE
+            residual = residual - (q if self.factorized else q.detach())
             if keep is None:
                 quantized_sum = quantized_sum + q
                 commit = commit.mean()
@@ -182,8 +268,19 @@ class ResidualVQ(nn.Module):
             usage.append(float((counts > 0).float().mean()))
             perplexity.append(float(torch.exp(-(probs * torch.log(probs.clamp_min(1e-12))).sum())))
         # straight-through: forward value is the quantized sum, gradient is identity to x
-        quantized = x + (quantized_sum - x).detach()
+        quantized = quantized_sum if self.factorized else x + (quantized_sum - x).detach()
         return QuantizerOutput(quantized, torch.stack(codes, dim=1), commitment, codebook, usage, perplexity)
+
+    def adopt_plain_codebooks(self, state: dict[str, torch.Tensor], prefix: str = "quantizer.") -> list[int]:
+        """Factorized stages whose plain [K, D] codebook is in `state` start from it
+        (`FactorizedVectorQuantizer.adopt_plain_codebook`); returns the stages that did."""
+        adopted = []
+        for i, layer in enumerate(self.layers):
+            entries = state.get(f"{prefix}layers.{i}.codebook")
+            if (self.factorized and entries is not None and entries.shape == (self.cfg.codebook_size, layer.in_proj.in_features)):
+                layer.adopt_plain_codebook(entries.to(layer.codebook.dtype))
+                adopted.append(i)
+        return adopted
 
     def _items_n_q(self, x: torch.Tensor) -> torch.Tensor | None:
         """DAC's quantizer dropout (`dropout_fraction` > 0, training only): that fraction of the
@@ -208,7 +305,7 @@ class ResidualVQ(nn.Module):
         codes = []
         for layer in self.layers[:n_q]:
             c = layer.nearest(residual)
-            residual = residual - F.embedding(c, layer.codebook)
+            residual = residual - F.embedding(c, layer.latent_codebook())
             codes.append(c.view(b, f))
         return torch.stack(codes, dim=1)
 

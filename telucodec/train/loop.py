@@ -141,6 +141,9 @@ class Trainer:
         match = match_state(self.model, state)
         fresh = load_matching_state(self.model, state, strict=False, source=source)
         self.log(notes.init_from_report(source, match, len(self.model.state_dict())))
+        adopted = self.model.quantizer.adopt_plain_codebooks(state)
+        if adopted:
+            self.log(f"  factorized codebooks start from the plain ones' principal directions: stages {adopted}")
         zeroed = start_new_blocks_as_identity(self.model, fresh)
         if zeroed:
             self.log(f"  new blocks start as identity (layer scale 0): {', '.join(zeroed)}")
@@ -214,7 +217,7 @@ class Trainer:
         # gradients: for disc_warmup_steps only the critics learn (the generator sees no adversarial term)
         generator_adversarial = adversarial and self.step >= tc.adversarial_after + tc.disc_warmup_steps
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            out = self.ddp(batch, n_q)
+            out = self.ddp(batch, n_q, quantize=self.step >= tc.quantizer_warmup_steps)
             terms = objective.reconstruction_losses(out, batch, cfg)
             if generator_adversarial:
                 terms.update(objective.adversarial_terms(self.discs, out.wav, batch, cfg))
