@@ -27,7 +27,7 @@ from telucodec.errors import ModelError
 from telucodec.model.codec import Codec, load_matching_state
 
 PRETRAINED_DIR = Path(__file__).parents[1] / "pretrained"
-DEFAULT_MODEL = "telugu-v3"
+DEFAULT_MODEL = "telugu-v4"
 CHECKPOINT_FORMAT = 1
 
 
