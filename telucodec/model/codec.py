@@ -313,7 +313,7 @@ def load_matching_state(model: nn.Module, state: dict[str, torch.Tensor], strict
     # a quantizer stage whose codebook stays fresh keeps all of its state fresh: a loaded
     # `initialized` flag would skip its k-means start and leave the fresh entries random
     fresh_stages = tuple(k[: -len("codebook")] for k in missing + shape_mismatch if k.endswith(".codebook"))
-    stage_state = sorted(k for k in good if fresh_stages and k.startswith(fresh_stages))
+    stage_state = sorted(k for k in good if k.startswith(fresh_stages))  # startswith(()) is False
     for k in stage_state:
         del good[k]
     own.update(good)

@@ -112,9 +112,15 @@ class VectorQuantizer(nn.Module):
     def _init_from(self, x: torch.Tensor) -> None:
         centroids = kmeans(x, self.cfg.codebook_size, self.cfg.kmeans_iters)
         _broadcast(centroids)
-        self.codebook.copy_(centroids)
-        self.embed_sum.copy_(centroids)
+        self._start_from(centroids)
+
+    @torch.no_grad()
+    def _start_from(self, entries: torch.Tensor) -> None:
+        """Make `entries` [K, dim] the codebook, with the EMA statistics of a fresh start."""
+        self.codebook.copy_(entries)
+        self.embed_sum.copy_(entries)
         self.cluster_size.fill_(1.0)
+        self.steps_unused.zero_()
         self.initialized.fill_(True)
 
     @torch.no_grad()
@@ -204,12 +210,7 @@ class FactorizedVectorQuantizer(VectorQuantizer):
         so this stage starts as the best `codebook_dim`-d approximation of the old one. Entries
         trained over a whole run describe the stage's input far better than one first batch."""
         self._init_projections(entries)
-        projected = self.in_proj(entries)
-        self.codebook.copy_(projected)
-        self.embed_sum.copy_(projected)
-        self.cluster_size.fill_(1.0)
-        self.steps_unused.zero_()
-        self.initialized.fill_(True)
+        self._start_from(self.in_proj(entries))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """As VectorQuantizer.forward, but the quantized output is already straight-through
@@ -274,10 +275,12 @@ class ResidualVQ(nn.Module):
     def adopt_plain_codebooks(self, state: dict[str, torch.Tensor], prefix: str = "quantizer.") -> list[int]:
         """Factorized stages whose plain [K, D] codebook is in `state` start from it
         (`FactorizedVectorQuantizer.adopt_plain_codebook`); returns the stages that did."""
+        if not self.factorized:
+            return []
         adopted = []
         for i, layer in enumerate(self.layers):
             entries = state.get(f"{prefix}layers.{i}.codebook")
-            if (self.factorized and entries is not None and entries.shape == (self.cfg.codebook_size, layer.in_proj.in_features)):
+            if entries is not None and entries.shape == (self.cfg.codebook_size, layer.in_proj.in_features):
                 layer.adopt_plain_codebook(entries.to(layer.codebook.dtype))
                 adopted.append(i)
         return adopted
