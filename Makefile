@@ -23,7 +23,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q numpy==2.4.6
-	$(BIN)/pip install -q -e '.[onnx,lyra,entropy,dev]'
+	$(BIN)/pip install -q -e '.[onnx,lyra,entropy,dev,fuzz,corpus]'
 	touch $@
 
 demo: install

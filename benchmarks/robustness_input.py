@@ -231,7 +231,7 @@ def dataset_bad_audio(cases: list[AudioCase], bad: Path, work: Path, config: Pat
                     f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}")]
     lines = (ckpt / "bad" / "skipped.tsv").read_text().splitlines()[1:]
     skipped = {Path(p).name: reason for p, reason in (line.split("\t", 1) for line in lines)}
-    counts = re.search(r"^data: (\d+) train clips .*?, (\d+) validation clips", proc.stdout, re.M)
+    counts = re.search(r"^data: (\d+) train clips? .*?, (\d+) validation clips?", proc.stdout, re.M)
     used = int(counts[1]) + int(counts[2]) if counts else -1
     rows = []
     for case in cases:

@@ -1,6 +1,7 @@
 """Speed: encode and decode real-time factors of every preset (random weights) on real speech, on
 1 and 2 threads, side by side with Opus (opus-tools, 1 thread) and SNAC 24 kHz (random weights)
-as anchors, and optionally a trained model folder and its ONNX export.
+as anchors, and optionally trained model folders, an ONNX export and Lyra v2's TFLite graphs
+(`--lyra 6`).
 
     nice -n 10 .venv/bin/python benchmarks/speed.py
     .venv/bin/python benchmarks/speed.py --presets tiny,spectral --seconds 30 --threads 1,2 \
@@ -130,6 +131,37 @@ def time_opus(wav: np.ndarray, kbps: float, repeats: int) -> Row:
     return Row("opus (opus-tools)", 1, enc / seconds, dec / seconds, f"{kbps:g} kbps nominal, {actual:.2f} actual")
 
 
+def time_lyra_tflite(wav: np.ndarray, kbps: float, repeats: int) -> Row:
+    """Lyra v2's own TFLite graphs (ai-edge-litert, 1 thread), frame by frame as the library runs
+    them: encoder + quantizer encode, then quantizer decode + decoder."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from telucodec.evaluation.baselines import LYRA_FRAME, LYRA_STAGES, lyra_model_dir
+
+    folder = lyra_model_dir()
+    stages = next(s for k, s in LYRA_STAGES.items() if abs(k - kbps) < 1e-6)
+    frames = wav[: wav.size // LYRA_FRAME * LYRA_FRAME].reshape(-1, LYRA_FRAME)
+
+    def runner(name: str, signature: str | None = None):
+        return Interpreter(model_path=str(folder / name), num_threads=1).get_signature_runner(signature)
+
+    def encode() -> list[np.ndarray]:
+        enc, quant = runner("soundstream_encoder.tflite"), runner("quantizer.tflite", "encode")
+        n = np.array(stages, dtype=np.int32)
+        return [quant(input_frames=enc(input_audio=f[None])["output_0"], num_quantizers=n)["output_0"] for f in frames]
+
+    indices = encode()
+
+    def decode() -> None:
+        dec, quant = runner("lyragan.tflite"), runner("quantizer.tflite", "decode")
+        for idx in indices:
+            dec(input_audio=quant(encoding_indices=idx)["output_0"])
+
+    seconds = frames.size / SR
+    return Row("lyra v2 (tflite)", 1, best_time(encode, repeats) / seconds, best_time(decode, repeats) / seconds,
+               f"{kbps:g} kbps, ai-edge-litert, frame by frame")
+
+
 def snac_status() -> str | None:
     """None when SNAC can run here, else why not (we never install it from here)."""
     if importlib.util.find_spec("snac") is None:
@@ -166,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time this model folder or checkpoint (repeatable: side by side)")
     parser.add_argument("--onnx", default=None, help="also time this `telucodec export-onnx` folder with onnxruntime")
     parser.add_argument("--no-snac", action="store_true", help="skip the SNAC anchor")
+    parser.add_argument("--lyra", type=float, default=0.0,
+                        help="also time Lyra v2's TFLite graphs at this bitrate (3.2, 6 or 9.2; 0 = skip)")
     args = parser.parse_args(argv)
 
     from telucodec.api import load_model
@@ -200,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             skipped.append(f"onnx: {onnx_why}")
 
     rows = [opus] if opus else []
+    if args.lyra:
+        rows.append(time_lyra_tflite(wav, args.lyra, args.repeats))
     for n in threads:
         torch.set_num_threads(n)
         for name, model in models:

@@ -26,7 +26,7 @@ from telucodec.errors import TelucodecError
 from telucodec.formats.dataset import load_dataset
 from telucodec.model.codec import Codec
 from telucodec.model.loading import load_model
-from telucodec.train.crops import CropDataset
+from telucodec.train.crops import CropDataset, RankBatches, crop_batches
 from telucodec.train.distill import distill_encoder, latent_error, take_over
 
 
@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     data = load_dataset(args.data_dir, config.model.sample_rate, config.train.val_fraction, speakers)
     segment = config.model.sample_rate
     crops = CropDataset(data.train, segment, 10 ** 7, args.seed)
-    batches = torch.utils.data.DataLoader(crops, batch_size=args.batch_size)
+    steps = RankBatches(len(crops), rank=0, world=1, batch_size=args.batch_size,
+                        steps=len(crops) // args.batch_size, start=0)
+    batches = crop_batches(crops, steps, workers=0)
     held_out = CropDataset(data.val, segment, 32, args.seed + 1)
     check = torch.stack([held_out[i] for i in range(len(held_out))])
     before = latent_error(student, teacher, check)

@@ -24,16 +24,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 import torch
 
 from telucodec.api import load_model
-from telucodec.model.loading import load_checkpoint
+from telucodec.model.loading import load_checkpoint, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD = """# {name}: telucodec's default Telugu speech codec
 
-A {params:.2f} M-parameter neural speech codec (preset `{preset}`: SEANet encoder, residual VQ
+A {params:.2f} M-parameter neural speech codec (preset `{preset}`: {encoder} encoder, residual VQ
 {n_q} x {codebook_size}, {decoder} decoder, amplitude strategy `{amplitude}`{level_note}) at 16 kHz,
 50 frames/s, serving {kbps_list} kbps from one model (quantizer dropout). Weights: fp16
 safetensors, loaded as fp32. Model id `{model_id}`.
-
+{origin}
 Trained for {cpu_hours:.2f} hours on one CPU thread of a 2-core machine. Against the targets (same eval run):
 {status}
 Training continues across sessions (`docs/training-log.md`).
@@ -97,16 +97,25 @@ def target_status(results: dict) -> str:
     def get(system: str, setting: str) -> dict | None:
         return next((r for r in results["systems"] if r["system"] == system and str(r.get("setting")) == setting), None)
 
-    ours6, ours15 = get("telucodec", "6"), get("telucodec", "1.5")
-    opus6, c2 = get("opus", "6"), get("codec2", "3200")
+    ours6, ours3, ours15 = get("telucodec", "6"), get("telucodec", "3"), get("telucodec", "1.5")
+    opus6, opus8, c2 = get("opus", "6"), get("opus", "8"), get("codec2", "3200")
+    lyra6, lyra3 = get("lyra", "6"), get("lyra", "3.2")
     lines = []
     for label, ours, base, keys in (("6 kbps vs Opus 6 kbps", ours6, opus6, ("pesq_wb", "stoi")),
-                                    ("1.5 kbps vs Codec2 3200", ours15, c2, ("pesq_wb",))):
+                                    ("6 kbps vs Lyra v2 6 kbps", ours6, lyra6, ("pesq_wb", "stoi")),
+                                    ("3 kbps vs Lyra v2 3.2 kbps", ours3, lyra3, ("pesq_wb", "stoi")),
+                                    ("1.5 kbps vs Codec2 3200", ours15, c2, ("pesq_wb",)),
+                                    ("6 kbps vs Opus 8 kbps (goal)", ours6, opus8, ("pesq_wb", "stoi"))):
         if ours is None or base is None:
             lines.append(f"- {label}: not measured")
             continue
-        parts = [f"{k} {ours[k]:.2f} vs {base[k]:.2f} ({'above' if ours[k] > base[k] else 'below'})" for k in keys]
+        digits = {"stoi": 3}  # STOI differences live in the third decimal
+        parts = [f"{k} {ours[k]:.{digits.get(k, 2)}f} vs {base[k]:.{digits.get(k, 2)}f} "
+                 f"({'above' if ours[k] > base[k] else 'below'})" for k in keys]
         lines.append(f"- {label}: " + ", ".join(parts))
+    if ours6 is not None and ours15 is not None:
+        rise = ours6["pesq_wb"] - ours15["pesq_wb"]
+        lines.append(f"- PESQ-WB rise from 1.5 to 6 kbps: {rise:+.2f} (target +0.30)")
     ratios = [e["rms_ratio"] for e in results.get("per_speaker", []) if e["system"] == "telucodec"]
     if ratios:
         inside = all(0.9 <= r <= 1.1 for r in ratios)
@@ -140,6 +149,10 @@ def main() -> None:
     p.add_argument("--eval", required=True, help="a `telucodec eval` output folder with results.md and COMMAND")
     p.add_argument("--name", required=True, help="folder name under telucodec/pretrained/")
     p.add_argument("--speed", default="", help="one line of measured speed (with its command)")
+    p.add_argument("--origin", default=None,
+                   help="a markdown file saying which pretrained model this one started from, with its license; "
+                        "the starting point's LICENSE and NOTICE (if beside --origin_folder) are copied too")
+    p.add_argument("--origin_folder", default=None, help="the pretrained model folder it started from")
     p.add_argument("--notes", default=None, help="a markdown file appended to the card as its own sections")
     p.add_argument("--previous", action="append", default=[],
                    help="an earlier experiment this one continued (--init_from), oldest first")
@@ -171,12 +184,14 @@ def main() -> None:
     summary = json.loads((exp / "summary.json").read_text())
     card = CARD.format(
         name=args.name, params=sum(p.numel() for p in model.parameters()) / 1e6, preset=cfg.name,
+        encoder=cfg.model.encoder, origin=("\n" + Path(args.origin).read_text().strip() + "\n" if args.origin else ""),
         n_q=cfg.quantizer.n_q, codebook_size=cfg.quantizer.codebook_size, decoder=cfg.model.decoder,
         amplitude=cfg.model.amplitude,
         level_note=", decoded level matched to the sent chunk RMS" if cfg.model.level_match else "",
         notes=("\n" + rebase_links(Path(args.notes).read_text().strip(), Path(args.notes).parent, out) + "\n"
                if args.notes else ""),
-        kbps_list="0.5, 1, ... " + f"{model.max_n_q * model.kbps_per_codebook():g}",
+        kbps_list=f"{model.kbps_per_codebook():g}, {2 * model.kbps_per_codebook():g}, ... "
+                  f"{model.max_n_q * model.kbps_per_codebook():g}",
         model_id=shipped.model_id, cpu_hours=seconds / 3600, train_minutes=summary["train_seconds"] / 60,
         train_clips=summary["train_clips"],
         val_speakers=", ".join(cfg.train.val_speakers) or "hash split", steps=steps, batch=cfg.train.batch_size,
@@ -189,6 +204,10 @@ def main() -> None:
         status=target_status(json.loads((ev / "results.json").read_text())),
     )
     (out / "MODEL_CARD.md").write_text(card)
+    origin = resolve(args.origin_folder) if args.origin_folder else None
+    for name in ("LICENSE", "NOTICE"):
+        if origin is not None and (origin / name).is_file():
+            (out / name).write_bytes((origin / name).read_bytes())
     size = (out / "model.safetensors").stat().st_size
     print(f"shipped {out} ({size / 1e6:.1f} MB, model id {shipped.model_id})")
 

@@ -10,11 +10,13 @@ Loading lives in `telucodec.model.loading` (shared with training); the .tcd form
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
 from telucodec.errors import BitstreamError
-from telucodec.formats.bitstream import describe, read_bitstream, write_bitstream
+from telucodec.formats.bitstream import describe, read_bitstream, write_bitstream, write_smallest
 from telucodec.formats.codes import Codes
 from telucodec.model.codec import Codec
 from telucodec.model.loading import (
@@ -34,9 +36,15 @@ def compress(wav: np.ndarray | torch.Tensor, sample_rate: int, model: Codec | No
              kbps: float | None = None, entropy: bool = False) -> bytes:
     """Mono audio [T] at `sample_rate` (resampled to the model's) -> bytes of a .tcd bitstream.
     Float samples are taken as they are (clipped to [-1, 1]); integer PCM (int16 from
-    `scipy.io.wavfile.read`, int32, uint8) is scaled by its dtype's range; other dtypes are refused."""
+    `scipy.io.wavfile.read`, int32, uint8) is scaled by its dtype's range; other dtypes are refused.
+    `kbps` above the model's maximum is capped there, with a UserWarning saying so. `entropy`:
+    entropy-code the codes when that makes the file smaller (the plain file otherwise)."""
     model = model if model is not None else load_model()
-    return write_bitstream(model.encode(wav, sample_rate, kbps), entropy=entropy)
+    note = model.kbps_cap_note(kbps, name="kbps=")
+    if note:
+        warnings.warn(note, UserWarning, stacklevel=2)
+    codes = model.encode(wav, sample_rate, kbps)
+    return write_smallest(codes)[0] if entropy else write_bitstream(codes)
 
 
 def read_codes(data: bytes, model: Codec) -> Codes:

@@ -7,6 +7,7 @@ from its own files. A preset is a named instance of `CodecConfig`, never a fork 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,28 @@ CONFIG_VERSION = 1
 ADDED_LATER = {"spectral_upsample": 1, "spectral_fine_layers": 2, "spectral_fine_hidden": 128,
                "spectral_fine_mode": "replace", "encoder": "seanet", "encoder_hidden": 256,
                "encoder_layers": 4, "encoder_n_fft": 640, "spectral_fine_gain": 0.01}
+
+# The names every name field accepts: a config is checked when it is read (`check_names`), so a
+# typo is a one-line error, never a silent default. The model families' names live here because
+# this layer cannot import model/families.py, which builds them (tests/test_families.py checks
+# the lists agree); AMPLITUDE_NAMES are formats/codes.SIDE_KINDS (tests/test_model.py checks).
+ENCODER_NAMES: tuple[str, ...] = ("seanet", "stft", "soundstream")
+DECODER_NAMES: tuple[str, ...] = ("seanet", "spectral", "soundstream")
+QUANTIZER_NAMES: tuple[str, ...] = ("rvq",)
+AMPLITUDE_NAMES: tuple[str, ...] = ("none", "rms", "lufs")
+NAME_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("model", "encoder"): ENCODER_NAMES,
+    ("model", "decoder"): DECODER_NAMES,
+    ("model", "amplitude"): AMPLITUDE_NAMES,
+    ("model", "spectral_fine_mode"): ("replace", "residual"),
+    ("quantizer", "kind"): QUANTIZER_NAMES,
+    ("quantizer", "update"): ("ema", "loss"),
+    ("loss", "gan_loss"): ("hinge", "lsgan"),
+    ("train", "optimizer"): ("adamw", "adam"),
+    ("train", "lr_schedule"): ("cosine", "exponential", "constant"),
+    ("train", "precision"): ("fp32", "bf16"),
+    ("train", "target"): ("input", "teacher"),
+}
 
 
 @dataclass
@@ -57,11 +80,20 @@ class ModelConfig:
 
     @property
     def frame_rate(self) -> int:
-        return self.sample_rate // self.hop_length
+        """Frames per second, exactly: the hop (in samples) is the truth, and a model whose hop
+        does not divide its sample rate (24 kHz / 1920 = 12.5) is refused, since .tcd headers and
+        token folders store a whole number of frames per second."""
+        hop = self.hop_length
+        if hop < 1 or self.sample_rate % hop:
+            raise TelucodecError(f"config: model.sample_rate {self.sample_rate} is not a whole number of hops "
+                                 f"(ratios {list(self.ratios)} make a hop of {hop} samples): the frame rate must "
+                                 "be an integer, which .tcd files store")
+        return self.sample_rate // hop
 
 
 @dataclass
 class QuantizerConfig:
+    kind: str = "rvq"                       # the quantizer family (model/families.py QUANTIZERS)
     n_q: int = 12
     codebook_size: int = 1024
     update: str = "ema"                     # "ema" (EMA k-means updates) | "loss" (codebook loss)
@@ -138,6 +170,9 @@ class TrainConfig:
     num_workers: int = 0
     augment_gain_db: float = 0.0            # random gain of +/- this many dB per crop
     augment_noise_snr_db: float = 0.0       # 0 = off; else add white noise at >= this SNR
+    freeze: tuple[str, ...] = ()            # parts kept fixed: "encoder", "quantizer", "decoder"
+    target: str = "input"                   # what reconstruction losses compare with: "input" audio, or
+                                            # "teacher": the start model's decode of its unquantized latent
 
 
 @dataclass
@@ -163,9 +198,13 @@ class CodecConfig:
         if not isinstance(data, dict):
             raise TelucodecError("config: expected a JSON object")
         version = data.get("version", CONFIG_VERSION)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise TelucodecError(f"config: version {json.dumps(version)[:40]} is not an integer")
         if version > CONFIG_VERSION:
             raise TelucodecError(f"config: version {version} is newer than this telucodec ({CONFIG_VERSION})")
-        return cls(
+        if isinstance(data.get("model", {}), dict) and "sample_rate" not in data.get("model", {}):
+            raise TelucodecError("config: model.sample_rate is required (the audio rate the model codes, e.g. 16000)")
+        config = cls(
             name=str(data.get("name", "custom")),
             model=_build(ModelConfig, data.get("model", {}), "model"),
             quantizer=_build(QuantizerConfig, data.get("quantizer", {}), "quantizer"),
@@ -173,6 +212,8 @@ class CodecConfig:
             train=_build(TrainConfig, data.get("train", {}), "train"),
             version=CONFIG_VERSION,
         )
+        check_config(config)
+        return config
 
     @classmethod
     def load(cls, path: str | Path) -> CodecConfig:
@@ -195,15 +236,59 @@ class CodecConfig:
         return arch
 
 
+# A config.json may come from a stranger (a downloaded model folder): each value must have its
+# field's type, and the architecture's numbers a size the loader can build in bounded time
+# (benchmarks/fuzz.py `model`); whether the weights file can hold it is checked when loading.
+MAX_ARCH_INT = 1 << 16      # any integer of the model and quantizer sections
+MAX_ARCH_COUNT = 64         # layer counts, stage counts, and each entry of `ratios`
+ARCH_COUNTS = {"residual_layers", "spectral_layers", "spectral_fine_layers", "encoder_layers", "spectral_upsample",
+               "n_q", "kmeans_iters", "ratios"}
+
+
+def _checked(section: str, key: str, value: Any, default: Any) -> Any:
+    """`value` as the type of `default` (a list for a tuple field), or a one-line TelucodecError."""
+    where = f"config: {section}.{key} = {json.dumps(value)[:60]}"
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple):
+            raise TelucodecError(f"{where}: expected a list")
+        element = type(default[0]) if default else str
+        return tuple(_checked(section, key, v, element()) for v in value)
+    if isinstance(default, bool) or isinstance(default, str):
+        ok = type(value) is type(default)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:  # float: an integer is a float too
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok:
+        raise TelucodecError(f"{where}: expected {'a finite number' if isinstance(default, float) else type(default).__name__}")
+    if section in ("model", "quantizer") and isinstance(value, int) and not isinstance(value, bool):
+        top = MAX_ARCH_COUNT if key in ARCH_COUNTS else MAX_ARCH_INT
+        if not 0 <= value <= top:
+            raise TelucodecError(f"{where}: outside 0..{top}")
+    return value
+
+
+def check_config(config: CodecConfig) -> None:
+    """Refuse, in one line, a name no part of telucodec knows (listing the accepted ones) and a
+    model whose frame rate is not a whole number (`ModelConfig.frame_rate`)."""
+    for (section, key), accepted in NAME_FIELDS.items():
+        value = getattr(getattr(config, section), key)
+        if value not in accepted:
+            raise TelucodecError(f"config: {section}.{key} {value!r} is not a known name; accepted: {', '.join(accepted)}")
+    _ = config.model.frame_rate
+
+
 def _build(kind: type, data: dict[str, Any], section: str):
+    if not isinstance(data, dict):
+        raise TelucodecError(f"config: {section} must be a JSON object")
     known = {f.name: f for f in fields(kind)}
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise TelucodecError(f"config: unknown {section} keys {unknown}")
-    values = {}
-    for key, value in data.items():
-        default = getattr(kind(), key)
-        values[key] = tuple(value) if isinstance(default, tuple) else value
+    defaults = kind()
+    values = {key: _checked(section, key, value, getattr(defaults, key)) for key, value in data.items()}
+    if section == "model" and len(values.get("ratios", defaults.ratios)) > 8:
+        raise TelucodecError("config: model.ratios: at most 8 entries")
     return kind(**values)
 
 
@@ -240,6 +325,7 @@ def _preset_spectral() -> CodecConfig:
     )
 
 
+DEFAULT_PRESET = "small"  # what training builds with neither --config nor --init_from
 PRESETS = {"tiny": _preset_tiny, "small": _preset_small, "base": _preset_base,
            "spectral": _preset_spectral}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -43,27 +44,34 @@ def log_rms_loss(x: torch.Tensor, y: torch.Tensor, frame: int = 320, floor: floa
     return ((rx - ry).abs() * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """Triangular HTK-mel filters [n_mels, n_fft // 2 + 1] in float64, 0 Hz to Nyquist, peak 1 (no
+    area norm): the one filterbank, for the mel loss here and `evaluation/metrics.mel_distance`."""
+    def hz_to_mel(hz: float | np.ndarray) -> np.ndarray:
+        return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
+
+    freqs = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
+    edges = 700.0 * (10.0 ** (np.linspace(0.0, float(hz_to_mel(sample_rate / 2.0)), n_mels + 2) / 2595.0) - 1.0)
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (freqs[None, :] - lower) / (centre - lower)
+    falling = (upper - freqs[None, :]) / (upper - centre)
+    return np.maximum(0.0, np.minimum(rising, falling))
+
+
 @functools.lru_cache(maxsize=16)
 def _mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, device: str) -> torch.Tensor:
-    """HTK-style triangular mel filters [n_mels, n_fft // 2 + 1]."""
-    def hz_to_mel(f):
-        return 2595.0 * math.log10(1.0 + f / 700.0)
-
-    bins = n_fft // 2 + 1
-    mel_points = torch.linspace(hz_to_mel(0.0), hz_to_mel(sample_rate / 2), n_mels + 2, dtype=torch.float64)
-    hz = 700.0 * (10 ** (mel_points / 2595.0) - 1.0)
-    freqs = torch.linspace(0, sample_rate / 2, bins, dtype=torch.float64)
-    lower, center, upper = hz[:-2, None], hz[1:-1, None], hz[2:, None]
-    up = (freqs[None] - lower) / (center - lower).clamp_min(1e-9)
-    down = (upper - freqs[None]) / (upper - center).clamp_min(1e-9)
-    return torch.clamp(torch.minimum(up, down), min=0.0).float().to(device)
+    return torch.from_numpy(mel_filterbank(sample_rate, n_fft, n_mels)).float().to(device)
 
 
 def _spectrum(wav: torch.Tensor, n_fft: int) -> torch.Tensor:
-    window = torch.hann_window(n_fft, device=wav.device, dtype=wav.dtype)
-    return torch.stft(wav.reshape(-1, wav.shape[-1]), n_fft, hop_length=n_fft // 4, window=window,
-                      return_complex=True, center=True,
-                      pad_mode="reflect" if wav.shape[-1] > n_fft // 2 else "constant")
+    """Complex STFT [B, bins, frames], always in float32: under bf16 autocast too (torch.stft
+    takes no bf16, and spectral losses need the precision)."""
+    with torch.autocast(wav.device.type, enabled=False):
+        wav = wav.float()
+        window = torch.hann_window(n_fft, device=wav.device, dtype=wav.dtype)
+        return torch.stft(wav.reshape(-1, wav.shape[-1]), n_fft, hop_length=n_fft // 4, window=window,
+                          return_complex=True, center=True,
+                          pad_mode="reflect" if wav.shape[-1] > n_fft // 2 else "constant")
 
 
 def _magnitude(wav: torch.Tensor, n_fft: int) -> torch.Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,17 +9,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "te_cv"
-LYRA_ENV = "TELUCODEC_LYRA_MODELS"
 
 torch.set_num_threads(1)
-
-# The Lyra baseline needs Google's .tflite models, which the repository does not ship; users
-# point --lyra_models or $TELUCODEC_LYRA_MODELS at them. The test machines keep them in a
-# `shared/lyra` folder beside the checkout: use it when nothing is set (else Lyra tests skip).
-_beside = ROOT.parent / "shared" / "lyra"
-if not os.environ.get(LYRA_ENV) and _beside.is_dir():
-    os.environ[LYRA_ENV] = str(_beside)
-
 
 @pytest.fixture(scope="session")
 def example_clips() -> list[Path]:

@@ -29,6 +29,7 @@ from telucodec.formats.bitstream import (
     read_header,
     unpack_bits,
     write_bitstream,
+    write_smallest,
 )
 from telucodec.formats.codes import Codes
 
@@ -282,6 +283,9 @@ def test_actual_kbps_within_3_percent_for_10_s(n_q: int, side_kind: str, side: l
         codes=torch.from_numpy(np.random.default_rng(0).integers(0, 1024, size=(n_q, 500))),
         num_samples=160_000,
         model_id=MODEL,
+        sample_rate=16000,
+        frame_rate=50,
+        codebook_bits=10,
         side_kind=side_kind,
         side=side,
     )
@@ -297,7 +301,8 @@ def test_actual_kbps_within_3_percent_for_10_s(n_q: int, side_kind: str, side: l
 def test_entropy_round_trip_and_saving_on_skewed_codes() -> None:
     rng = np.random.default_rng(5)
     skewed = np.minimum(rng.geometric(0.02, size=(6, 3000)) - 1, 1023)
-    codes = Codes(codes=torch.from_numpy(skewed), num_samples=3000 * 320, model_id=MODEL)
+    codes = Codes(codes=torch.from_numpy(skewed), num_samples=3000 * 320, model_id=MODEL,
+                  sample_rate=16000, frame_rate=50, codebook_bits=10)
     data = write_bitstream(codes, entropy=True)
     assert_same(read_bitstream(data), codes)
     assert describe(data)["entropy_coded"] is True
@@ -315,6 +320,20 @@ def test_entropy_never_much_worse_than_plain() -> None:
     assert entropy_saving(codes) > -0.01
 
 
+def test_write_smallest_never_keeps_the_bigger_file() -> None:
+    """Issue 27: `--entropy` wrote 3998 bytes where the plain file had 3980."""
+    short = make_codes(n_q=12, frames=50, seed=3)  # uniform codes, short: the ANS tables cost more than they save
+    data, plain, coded = write_smallest(short)
+    assert coded > plain and data == write_bitstream(short) and not describe(data)["entropy_coded"]
+    assert_same(read_bitstream(data), short)
+    rng = np.random.default_rng(5)
+    skewed = make_codes(n_q=6, frames=3000)
+    skewed.codes = torch.from_numpy(np.minimum(rng.geometric(0.02, size=(6, 3000)) - 1, 1023))
+    data, plain, coded = write_smallest(skewed)
+    assert coded < plain and data == write_bitstream(skewed, entropy=True) and describe(data)["entropy_coded"]
+    assert_same(read_bitstream(data), skewed)
+
+
 def test_entropy_constant_codebook() -> None:
     codes = make_codes(n_q=2, frames=4000)
     codes.codes[1] = 5  # a collapsed codebook: one symbol, no ANS words at all
@@ -326,7 +345,8 @@ def test_entropy_constant_codebook() -> None:
 def test_entropy_is_fast_for_one_hour() -> None:
     rng = np.random.default_rng(1)
     skewed = np.minimum(rng.geometric(0.005, size=(12, 180_000)) - 1, 1023)
-    codes = Codes(codes=torch.from_numpy(skewed), num_samples=180_000 * 320, model_id=MODEL)
+    codes = Codes(codes=torch.from_numpy(skewed), num_samples=180_000 * 320, model_id=MODEL,
+                  sample_rate=16000, frame_rate=50, codebook_bits=10)
     t0 = time.perf_counter()
     out = read_bitstream(write_bitstream(codes, entropy=True))
     elapsed = time.perf_counter() - t0

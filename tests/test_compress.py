@@ -181,6 +181,35 @@ def test_existing_output_needs_force(encoded, model_dir, example_clips, tmp_path
     assert sf.info(str(wav)).samplerate == SR
 
 
+def test_encode_never_writes_a_bitstream_over_audio(model_dir, example_clips, tmp_path, capsys):
+    """Issue 27: `encode te1.wav out.wav` wrote bitstream bytes into a .wav, and `encode same.wav
+    same.wav --force` replaced the user's audio with a bitstream."""
+    audio = tmp_path / "mine.wav"
+    write_wav(audio, load_audio(example_clips[0], SR), SR)
+    original = audio.read_bytes()
+    for args in ([audio, tmp_path / "out.wav"], [audio, audio, "--force"], [audio, tmp_path / "noext"]):
+        rc, out, err = cli(capsys, "encode", *args, "--model", model_dir)
+        assert rc == 1 and out == "" and err.count("\n") == 1 and ".tcd" in err, err
+    assert not (tmp_path / "out.wav").exists() and not (tmp_path / "noext").exists()
+    # the input itself under a .tcd name (a hard link, or the same path), --force or not
+    linked = tmp_path / "mine.tcd"
+    os.link(audio, linked)
+    for force in ([], ["--force"]):
+        rc, _, err = cli(capsys, "encode", audio, linked, "--model", model_dir, *force)
+        assert rc == 1 and "is the input file" in err and err.count("\n") == 1, err
+        rc, _, err = cli(capsys, "encode", linked, linked, "--model", model_dir, *force)
+        assert rc == 1 and "is the input file" in err, err
+    assert audio.read_bytes() == original and linked.read_bytes() == original
+    assert cli(capsys, "encode", audio, tmp_path / "UPPER.TCD", "--model", model_dir)[0] == 0
+
+
+def test_decode_refuses_to_write_over_its_input(encoded, model_dir, tmp_path, capsys):
+    same = tmp_path / "codes.wav"  # a bitstream that happens to be named .wav
+    same.write_bytes(encoded.read_bytes())
+    rc, _, err = cli(capsys, "decode", same, same, "--model", model_dir, "--force")
+    assert rc == 1 and "is the input file" in err and same.read_bytes() == encoded.read_bytes()
+
+
 def test_wrong_model_is_refused(encoded, other_model_dir, tmp_path, capsys):
     out = tmp_path / "o.wav"
     rc, _, err = cli(capsys, "decode", encoded, out, "--model", other_model_dir)
@@ -302,9 +331,14 @@ def test_out_of_range_output_is_clipped_only_when_written(tmp_path, capsys):
 def test_entropy_flag_round_trips_and_reports_saving(encoded, model_dir, example_clips, tmp_path, capsys):
     tcd = tmp_path / "e.tcd"
     rc, _, err = cli(capsys, "encode", example_clips[0], tcd, "--model", model_dir, "--kbps", 3, "--entropy")
-    assert rc == 0 and "saved" in err
+    assert rc == 0
     info = describe(tcd.read_bytes())
-    assert info["entropy_coded"] and info["bytes"] <= encoded.stat().st_size + info["n_q"]
+    plain = encoded.stat().st_size
+    assert info["bytes"] <= plain  # never the bigger file (issue 27: 3998 bytes written vs 3980 plain)
+    if info["entropy_coded"]:
+        assert "saved" in err and info["bytes"] < plain
+    else:
+        assert "no saving on this clip, wrote the plain file" in err and info["bytes"] == plain
     assert cli(capsys, "decode", tcd, tmp_path / "e.wav", "--model", model_dir)[0] == 0
     assert cli(capsys, "decode", encoded, tmp_path / "p.wav", "--model", model_dir)[0] == 0
     np.testing.assert_array_equal(sf.read(str(tmp_path / "e.wav"))[0], sf.read(str(tmp_path / "p.wav"))[0])
@@ -408,6 +442,52 @@ def test_kbps_above_the_maximum_says_it_is_capped(model, model_dir, example_clip
     rc, _, err = cli(capsys, "encode", example_clips[0], tmp_path / "y.tcd", "--model", model_dir,
                      "--kbps", top, "--force")
     assert rc == 0 and "capped" not in err and f"using n_q={model.max_n_q}" in err
+
+
+def test_entropy_writes_the_plain_file_when_entropy_coding_is_bigger(tmp_path, capsys, monkeypatch):
+    """A short clip whose ANS tables cost more than they save: the plain coding is written, and said."""
+    folder = tmp_path / "m"
+    random_tiny().save_pretrained(folder)
+    clip = tmp_path / "short.wav"
+    write_wav(clip, np.random.default_rng(0).uniform(-0.5, 0.5, SR // 4).astype(np.float32), SR)
+    rc, _, err = cli(capsys, "encode", clip, tmp_path / "p.tcd", "--model", folder)
+    plain = (tmp_path / "p.tcd").read_bytes()
+    codes = read_bitstream(plain)
+    assert len(write_bitstream(codes, entropy=True)) >= len(plain)  # the case of the issue
+    rc, _, err = cli(capsys, "encode", clip, tmp_path / "e.tcd", "--model", folder, "--entropy")
+    assert rc == 0 and "no saving on this clip, wrote the plain file" in err
+    assert (tmp_path / "e.tcd").read_bytes() == plain
+    model = telucodec.load_model(folder)
+    wav = load_audio(clip, SR)
+    assert telucodec.compress(wav, SR, model=model, entropy=True) == telucodec.compress(wav, SR, model=model)
+
+
+def test_kbps_cap_is_said_the_same_way_by_the_cli_and_the_api(model, model_dir, speech, example_clips, tmp_path,
+                                                              capsys):
+    """Issue 27: `encode --kbps 100` said it was capped; `compress(kbps=100)` capped silently."""
+    top = model.max_n_q * model.kbps_per_codebook()
+    _, _, err = cli(capsys, "encode", example_clips[0], tmp_path / "x.tcd", "--model", model_dir, "--kbps", 100)
+    with pytest.warns(UserWarning) as caught:
+        data = telucodec.compress(speech[:SR], SR, model=model, kbps=100)
+    assert len(caught) == 1
+    said = str(caught[0].message)
+    assert said == f"kbps=100: capped at the maximum, {top:g} kbps (n_q={model.max_n_q}, all codebooks)"
+    assert said.split(": ", 1)[1] in err and describe(data)["n_q"] == model.max_n_q
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        telucodec.compress(speech[:SR], SR, model=model, kbps=top)  # at the maximum: nothing to say
+
+
+def test_info_names_the_shipped_model(speech, tmp_path, capsys):
+    name = loading.default_model_dir().name
+    tcd = tmp_path / "shipped.tcd"
+    tcd.write_bytes(telucodec.compress(speech[: SR], SR))
+    rc, out, _ = cli(capsys, "info", tcd, "--json")
+    assert rc == 0 and json.loads(out)["model_name"] == name
+    rc, out, _ = cli(capsys, "info", tcd)
+    assert rc == 0 and any(line.split() == ["model_name", name] for line in out.splitlines())
 
 
 def test_wrong_model_error_names_the_shipped_model_that_made_the_file(model_dir, speech, tmp_path, capsys):

@@ -76,6 +76,7 @@ def test_full_eval_writes_every_output_with_the_contract_keys(full_run, data_dir
     assert not (out / "skipped.tsv").exists()
     assert {"systems", "data_dir", "model_id"} <= set(results)
     assert results["data_dir"] == str(data_dir) and len(results["model_id"]) == 16
+    assert results["model_name"] is None  # a model trained here, not a shipped one
     pairs = [(e["system"], e["setting"]) for e in results["systems"]]
     assert len(pairs) == len(set(pairs)) and set(pairs) == _expected_systems()
     total = sum(load_audio(data_dir / rel).size for rel in CLIPS) / 16000
@@ -90,7 +91,8 @@ def test_full_eval_writes_every_output_with_the_contract_keys(full_run, data_dir
     assert len(rows) == 2 * len(pairs) and {r["clip"] for r in rows} == set(CLIPS)
     speakers = {rel.split("/")[0] for rel in CLIPS}
     assert {r["speaker"] for r in rows} == speakers
-    table, _, per_speaker = (out / "results.md").read_text().partition("\nPer held-out speaker:\n\n")
+    # "Per speaker", not "held-out speaker": the clips of any folder, held out or not (issue 27)
+    table, _, per_speaker = (out / "results.md").read_text().partition("\nPer speaker:\n\n")
     assert table.startswith("| system |") and table.count("\n") == len(pairs) + 2
     assert per_speaker.count("| telucodec |") == 2 * len(speakers)  # 1.5 and 3 kbps x 2 speakers
     by_speaker = [e for e in results["per_speaker"] if e["system"] == "telucodec" and e["setting"] == "3"]
@@ -268,11 +270,31 @@ def test_bitrates_the_model_cannot_serve_are_skipped_with_a_warning(model_dir: P
     from telucodec.evaluation.plan import plan_systems
 
     model = load_model(model_dir)  # tiny: 8 codebooks of 8 bits at 50 Hz = 0.4 kbps each, 3.2 at most
-    systems, warnings = plan_systems(model, "6,3,0.2,1.5,3.1", "")
-    assert [(s.setting, s.kbps_nominal) for s in systems] == [("1.5", pytest.approx(1.2)), ("3", pytest.approx(2.8))]
-    assert len(warnings) == 3 and all(w.startswith("telucodec ") and "skipped" in w for w in warnings)
+    systems, warnings = plan_systems(model, "6,3,0.2,1.5,3.1,100", "")
+    # above the maximum: capped there, with the note encode and compress() give (issue 27: eval skipped it)
+    assert [(s.setting, s.kbps_nominal) for s in systems] == [("1.5", pytest.approx(1.2)), ("3", pytest.approx(2.8)),
+                                                              ("6", pytest.approx(3.2))]
+    assert warnings[:2] == ["telucodec 0.2 kbps skipped: --kbps 0.2: below one codebook (0.4 kbps)",
+                            "telucodec 3.1 kbps skipped: same n_q (7) as a lower setting"]
+    assert warnings[2:] == [model.kbps_cap_note(6), model.kbps_cap_note(100) + ": skipped, a lower setting already runs it"]
+    assert warnings[2] == "--kbps 6: capped at the maximum, 3.2 kbps (n_q=8, all codebooks)"
+    systems, warnings = plan_systems(model, "100", "none")  # the issue's `--kbps 100 --baselines none`
+    assert [s.kbps_nominal for s in systems] == [pytest.approx(3.2)] and warnings == [model.kbps_cap_note(100)]
     with pytest.raises(TelucodecError, match="not a number"):
         plan_systems(model, "fast", "")
+
+
+def test_report_names_the_shipped_model(full_run, tmp_path: Path) -> None:
+    """Issue 27: report.html showed the model id but not which shipped model it is."""
+    from telucodec.evaluation.report import write_report
+    from telucodec.model.loading import default_model_dir, shipped_model_name
+
+    _, results = full_run
+    shipped = {**results, "model_id": "0123456789abcdef", "model_name": default_model_dir().name}
+    html_text = write_report(tmp_path, shipped, [], []).read_text()
+    assert f"model: 0123456789abcdef (the shipped model {default_model_dir().name})" in html_text
+    assert "the shipped model" not in write_report(tmp_path, results, [], []).read_text()
+    assert shipped_model_name(results["model_id"]) is None
 
 
 def test_flat_folder_says_where_speakers_come_from_and_the_report_says_it_is_a_folder(
@@ -288,7 +310,7 @@ def test_flat_folder_says_where_speakers_come_from_and_the_report_says_it_is_a_f
     results = json.loads((out / "results.json").read_text())
     assert {e["speaker"] for e in results["per_speaker"]} == {""}  # not one "speaker" named "clips"
     md = (out / "results.md").read_text()
-    assert "Per held-out speaker" not in md
+    assert "Per speaker" not in md and "held-out" not in md
     assert f"No per-speaker table: the clips sit directly in {flat}" in md
     assert "manifest" in md and "subfolders" in md
     html_text = (out / "report.html").read_text()
@@ -301,4 +323,5 @@ def test_flat_folder_says_where_speakers_come_from_and_the_report_says_it_is_a_f
                  "--baselines", "none", "--quiet", "--force"]) == 0
     md = (out / "results.md").read_text()
     assert "| telucodec | 3 | spk | 1 |" in md and "| telucodec | 3 | (top level) | 1 |" in md
+    assert "\nPer speaker:\n" in md and "held-out" not in md
     assert "shown as speaker (top level)" in md

@@ -53,8 +53,11 @@ def test_stft_encoder_codec_round_trip_and_refusals():
     wav = 0.1 * np.random.default_rng(0).standard_normal(16000 + 123).astype(np.float32)
     codes = model.encode(wav, 16000)
     assert codes.codes.shape[-1] == 51 and model.decode(codes).shape == (16123,)
-    with pytest.raises(ModelError, match="streaming encode needs the SEANet encoder"):
+    with pytest.raises(ModelError, match="streaming needs a causal model"):
         model.stream_encoder()
+    causal = Codec(_config(causal=True)).eval()
+    with pytest.raises(ModelError, match="streaming encode is not supported by the STFTEncoder"):
+        causal.stream_encoder()
     with pytest.raises(ModelError, match="encoder 'wavlm'"):
         Codec(_config(encoder="wavlm"))
     for n_fft in (300, 641):  # shorter than the hop; frames could not be centred

@@ -195,7 +195,8 @@ def test_fresh_codebooks_keep_their_whole_stage_fresh_on_a_partial_load():
     """Warm-starting factorized codes from a plain model: the old `initialized` flags must not
     come along, or the new stages would skip their k-means start."""
     plain = Codec(get_config("tiny"))
-    plain(0.1 * torch.randn(1, 1, 4000))  # k-means: every stage initialized
+    plain(0.1 * torch.randn(11, 1, 16000))  # k-means on 550 vectors (>= 2 per entry): every stage initialized
+    assert all(bool(layer.initialized) for layer in plain.quantizer.layers)
     cfg = get_config("tiny")
     cfg.quantizer.codebook_dim = 4
     factorized = Codec(cfg)

@@ -71,7 +71,7 @@ def test_per_item_quantizer_dropout_masks_later_stages_per_item():
 
 
 def test_residual_fine_path_starts_exactly_at_the_plain_decoder_it_is_warm_started_from():
-    from telucodec.model.loading import load_matching_state
+    from telucodec.model.codec import load_matching_state
 
     plain = Codec(_spectral(amplitude="rms")).eval()
     residual = Codec(_spectral(amplitude="rms", spectral_upsample=4, spectral_fine_mode="residual",

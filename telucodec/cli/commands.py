@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,14 +13,19 @@ from typing import TypeVar
 from telucodec.api import load_model, read_codes
 from telucodec.errors import TelucodecError
 from telucodec.formats.audio import load_audio, output_format, write_audio
-from telucodec.formats.bitstream import describe, write_bitstream
+from telucodec.formats.bitstream import describe, write_bitstream, write_smallest
+from telucodec.model.loading import shipped_model_name
 
 T = TypeVar("T")
 
 
-def _check_output(path: Path, force: bool, suffix: str) -> None:
+def _check_output(path: Path, force: bool, suffix: str, source: Path | None = None) -> None:
+    """Refuse an output that would destroy something: a folder, an existing file without
+    --force, and the input file itself (same file, whatever the names, --force or not)."""
     if path.is_dir():
         raise TelucodecError(f"{path}: is a folder; give the output file's name (e.g. {path / 'out'}{suffix})")
+    if source is not None and path.exists() and source.exists() and os.path.samefile(path, source):
+        raise TelucodecError(f"{path}: is the input file; writing it would destroy the input (give another output name)")
     if path.exists() and not force:
         raise TelucodecError(f"{path} exists; use --force to overwrite it")
     if not path.parent.exists():
@@ -49,18 +55,26 @@ def _parse_tcd(src: Path, parse: Callable[[bytes], T]) -> T:
 
 def encode(args: argparse.Namespace) -> int:
     src, dst = Path(args.input), Path(args.output)
-    _check_output(dst, args.force, ".tcd")
+    if dst.suffix.lower() != ".tcd" and not dst.is_dir():  # a folder: _check_output says so
+        raise TelucodecError(f"{dst}: encode writes a .tcd bitstream; name the output .tcd "
+                             f"(e.g. {dst.with_suffix('.tcd')}), not '{dst.suffix or 'no extension'}'")
+    _check_output(dst, args.force, ".tcd", src)
     model = load_model(args.model)
     wav = load_audio(src, model.sample_rate)
     note = model.kbps_note(args.kbps)
     if note:
         print(note, file=sys.stderr)
     codes = model.encode(wav, model.sample_rate, args.kbps)
-    data = write_bitstream(codes, entropy=args.entropy)
     if args.entropy:
-        plain = len(write_bitstream(codes))
-        print(f"entropy coding: {len(data)} bytes vs {plain} plain ({100 * (1 - len(data) / plain):.1f}% saved)",
-              file=sys.stderr)
+        data, plain, coded = write_smallest(codes)
+        if len(data) < plain:
+            print(f"entropy coding: {coded} bytes vs {plain} plain ({100 * (1 - coded / plain):.1f}% saved): "
+                  "wrote the entropy-coded file", file=sys.stderr)
+        else:
+            print(f"entropy coding: {coded} bytes vs {plain} plain: no saving on this clip, wrote the plain file",
+                  file=sys.stderr)
+    else:
+        data = write_bitstream(codes)
     _write_atomic(dst, data)
     info = describe(data)
     print(f"{dst}: {info['duration_s']:.2f} s, n_q {info['n_q']}, {info['kbps_nominal']:g} kbps nominal, "
@@ -70,7 +84,7 @@ def encode(args: argparse.Namespace) -> int:
 
 def decode(args: argparse.Namespace) -> int:
     dst = Path(args.output)
-    _check_output(dst, args.force, ".wav")
+    _check_output(dst, args.force, ".wav", Path(args.input) if args.input else None)
     output_format(dst)  # an extension we cannot write is refused before any work
     model = load_model(args.model)
     if args.tokens:
@@ -95,7 +109,12 @@ def decode(args: argparse.Namespace) -> int:
 
 
 def info(args: argparse.Namespace) -> int:
-    d = _parse_tcd(Path(args.input), describe)
+    described = _parse_tcd(Path(args.input), describe)
+    d: dict = {}
+    for key, value in described.items():  # the shipped model's name right after its id (None: not a shipped model)
+        d[key] = value
+        if key == "model_id":
+            d["model_name"] = shipped_model_name(value)
     if args.json:
         print(json.dumps(d, indent=2))
     else:

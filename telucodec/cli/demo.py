@@ -48,9 +48,30 @@ TRAIN_BATCH = 8
 TRAIN_LR = 1e-3
 EXPECT = ("What to expect: a run this short checks that training works; it does not make a codec. PESQ "
           "stays near 1.2, and the decoder's own output is quieter than its input (the RMS ratio column, "
-          "0.3-0.7; decode restores each second's sent level, as the shipped model does). The monitor judges "
-          "level only after 500 steps and codebook use after 100, so this run shows its table without those "
-          "warnings; a usable model takes hours of CPU (see the shipped model's MODEL_CARD.md).")
+          "0.3-0.7). Decode raises each second toward the level the bitstream carries, but by at most "
+          "{limit:g} dB ({gain:.1f}x), so that a decoder failing on a second is not amplified into noise: "
+          "the level in step 3 stays below 1 until the decoder has learned more (the shipped model's is "
+          "1.00 in step 1). The monitor judges level only after 500 steps and codebook use after 100, so "
+          "this run shows its table without those warnings; a usable model takes hours of CPU (see the "
+          "shipped model's MODEL_CARD.md).")
+
+
+def level_match_limit_db() -> float:
+    """How far `level_match` may raise or lower a second at decode (the rms strategy's limit)."""
+    import inspect
+
+    from telucodec.model.amplitude.rms import RmsAmplitude
+
+    return float(inspect.signature(RmsAmplitude.match_level).parameters["max_db"].default)
+
+
+def level_words(ratio: float) -> str:
+    """What the delivered level of step 3 means, in the words its number calls for."""
+    limit = level_match_limit_db()
+    if 0.9 <= ratio <= 1.1:
+        return f"level {ratio:.2f}x the input (each second set to its sent level at decode)"
+    return (f"level {ratio:.2f}x the input (decode moved each second toward its sent level, by at most "
+            f"{limit:g} dB: this decoder's own output is {'quieter' if ratio < 1 else 'louder'} still)")
 
 
 def demo_config() -> Any:
@@ -150,7 +171,9 @@ def short_training(out: Path, data_dir: Path, clip: Path, minutes: float, max_st
     n_clips = sum(1 for p in data_dir.rglob("*") if p.suffix.lower() in (".flac", ".wav", ".mp3", ".ogg"))
     log(f"\n2. {minutes:g} minutes of training: the tiny preset ({cfg.quantizer.n_q} codebooks of "
         f"{cfg.quantizer.codebook_size}) on the {n_clips} clips of {data_dir}.")
-    log(textwrap.fill(EXPECT, width=100, initial_indent="   ", subsequent_indent="   "))
+    limit = level_match_limit_db()
+    log(textwrap.fill(EXPECT.format(limit=limit, gain=10 ** (limit / 20)), width=100, initial_indent="   ",
+                      subsequent_indent="   "))
     argv = train_command(out, data_dir, config, minutes, max_steps) + (["--threads", str(threads)] if threads else [])
     log("   $ telucodec " + shlex.join(argv))
     sys.stdout.flush()
@@ -162,7 +185,7 @@ def short_training(out: Path, data_dir: Path, clip: Path, minutes: float, max_st
     wav = load_audio(clip, model.sample_rate)
     _, r = round_trip(model, wav, None, out / "trained_example")
     log(f"\n3. the clip through the model this run made ({r['kbps_nominal']:g} kbps, all {r['n_q']} codebooks): "
-        f"{r['kbps_actual']:.2f} kbps actual, level {r['rms_ratio']:.2f}x the input, PESQ-WB {r['pesq_wb']:.2f} "
+        f"{r['kbps_actual']:.2f} kbps actual, {level_words(r['rms_ratio'])}, PESQ-WB {r['pesq_wb']:.2f} "
         f"-> {out / 'trained_example.wav'}")
     return {"experiment": str(root), "command": ["telucodec", *argv], "trained_example": r}
 

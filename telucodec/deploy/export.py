@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
 from telucodec.errors import TelucodecError
+from telucodec.model.clustering import nearest_entry
 from telucodec.model.codec import Codec
 
 ENCODER_FILE, DECODER_FILE, CODEBOOKS_FILE = "encoder.onnx", "decoder.onnx", "codebooks.npy"
@@ -56,9 +57,8 @@ class EncoderGraph(nn.Module):
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         residual = self.encoder(wav)[0].transpose(0, 1)  # [F, D]
         codes = []
-        for book in self.codebooks:  # the same arithmetic as VectorQuantizer.nearest / lookup
-            dist2 = residual.pow(2).sum(1, keepdim=True) - 2 * residual @ book.t() + book.pow(2).sum(1)[None]
-            index = dist2.argmin(dim=1)
+        for book in self.codebooks:  # the search VectorQuantizer.nearest runs, and its lookup
+            index = nearest_entry(residual, book)
             residual = residual - F.embedding(index, book)
             codes.append(index)
         return torch.stack(codes)[None]
@@ -82,7 +82,7 @@ class DecoderGraph(nn.Module):
 
 
 def _codebooks(model: Codec) -> torch.Tensor:
-    return torch.stack([layer.latent_codebook().detach() for layer in model.quantizer.layers]).float()
+    return model.quantizer.codebooks().float()  # the family interface (model/families.py)
 
 
 def plain_copy(model: Codec) -> Codec:

@@ -8,30 +8,31 @@ in skipped.tsv), deletes its own leftover temporary and unindexed shards, and ca
 
 Scale-out: `--shard I/N` takes every N-th item starting at I; its shard files are named with I
 and N, so N jobs can write one folder. `--workers K` encodes in K processes; results come back
-in input order, so the output equals a serial run's.
+in input order, so the output equals a serial run's. `--engine ray` encodes on a Ray cluster
+instead (`deploy/tokenize_ray.py`), also in input order. `--format parquet` writes Parquet rows
+(`telucodec.formats.token_parquet`) instead of .npy shards, with the same resume rules.
 """
 
 from __future__ import annotations
 
 import argparse
-import builtins
-import hashlib
 import multiprocessing as mp
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from telucodec.deploy.tokenize_jobs import Job, Result, encode_job
 from telucodec.errors import TelucodecError
+from telucodec.formats import token_parquet as P
 from telucodec.formats import tokens as T
-from telucodec.formats.dataset import discover
+from telucodec.formats.archives import require
+from telucodec.formats.dataset import index_audio, item_id
 from telucodec.formats.token_shards import (
-    CODES_DTYPE,
     ShardWriter,
     append_skipped,
     check_meta,
@@ -45,31 +46,11 @@ if TYPE_CHECKING:
 
 SHARD_BYTES = 256 * 2**20     # roll to a new shard file past this size ...
 SHARD_SECONDS = 15 * 60.0     # ... or after this much wall time (bounds the work a crash loses)
+ENGINES = ("local", "ray")
+FORMATS = ("shards", "parquet")
 
 
-@dataclass
-class Job:
-    id: str
-    path: str
-
-
-@dataclass
-class Result:
-    id: str
-    path: str
-    codes: np.ndarray | None = None      # uint16 [n_q, F]
-    num_samples: int = 0
-    side: list[int] = field(default_factory=list)
-    sha256: str = ""
-    error: str = ""
-
-
-# ---- ids, jobs ------------------------------------------------------------------------------
-def item_id(path: Path, root: Path) -> str:
-    """The utterance id: the path relative to the dataset root, without its suffix."""
-    return PurePath(os.path.relpath(path, root)).with_suffix("").as_posix()
-
-
+# ---- jobs -----------------------------------------------------------------------------------
 def parse_shard(text: str) -> tuple[int, int]:
     """'I/N' -> (I, N) with 0 <= I < N."""
     try:
@@ -82,61 +63,41 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def _select(data_dir: Path, shard: tuple[int, int]) -> tuple[list[Job], list[Result]]:
-    """This shard's jobs, and its items whose id repeats an earlier item's (skipped)."""
-    items = discover(data_dir)
-    if not items:
+    """This shard's jobs, and its items that cannot be tokenized: an id that repeats an earlier
+    item's, and (shard 0) what indexing the archives found damaged."""
+    items = index_audio(data_dir)
+    if not len(items) and not items.skipped:
         raise TelucodecError(f"{data_dir}: no audio files (.wav, .flac, .mp3, .ogg) found")
     root = data_dir if data_dir.is_dir() else data_dir.parent
     index, count = shard
-    first: dict[str, int] = {}
-    jobs, duplicates = [], []
+    first: dict[str, str] = {}
+    jobs, duplicates = [], [Result("", name, error=reason) for name, reason in items.skipped if index == 0]
     for pos, item in enumerate(items):
-        uid = item_id(item.path, root)
-        first.setdefault(uid, pos)
+        uid = item_id(item, root)
+        item.path = Path(os.path.abspath(item.path))
+        first.setdefault(uid, item.name)
         if pos % count != index:
             continue
-        path = os.path.abspath(item.path)
-        if first[uid] != pos:
-            duplicates.append(Result(uid, path, error=f"duplicate id (same name as {items[first[uid]].path})"))
+        if first[uid] != item.name:
+            duplicates.append(Result(uid, item.name, error=f"duplicate id (same name as {first[uid]})"))
         else:
-            jobs.append(Job(uid, path))
+            jobs.append(Job(uid, item.name, item))
     return jobs, duplicates
 
 
 # ---- encoding (in this process or in workers) -----------------------------------------------
-def _sha256(path: str) -> str:
-    with builtins.open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def encode_job(model: Codec, kbps: float | None, job: Job) -> Result:
-    """Load, hash and encode one file; any problem with the file becomes `Result.error`."""
-    from telucodec.formats.audio import load_audio
-
-    try:
-        digest = _sha256(job.path)
-        wav = load_audio(job.path, model.sample_rate)
-        codes = model.encode(wav, model.sample_rate, kbps)
-    except (TelucodecError, OSError) as exc:
-        return Result(job.id, job.path, error=str(exc).replace(f"{job.path}: ", "", 1))
-    return Result(job.id, job.path, codes.codes.numpy().astype(CODES_DTYPE), codes.num_samples,
-                  list(codes.side), digest)
-
-
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(config: dict[str, Any], state: dict[str, np.ndarray], device: str, kbps: float | None) -> None:
+def _init_worker(model_blob: tuple[dict[str, Any], bytes], device: str, kbps: float | None) -> None:
+    """Rebuild the model from `Codec.to_bytes` (the same model id as the parent's)."""
     bound_kernel_cache()
     import torch
 
-    from telucodec.config import CodecConfig
     from telucodec.model.codec import Codec
 
     torch.set_num_threads(1)
-    model = Codec(CodecConfig.from_dict(config))
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
-    _worker.update(model=model.to(device).eval(), kbps=kbps)
+    _worker.update(model=Codec.from_bytes(model_blob, source="tokenize worker").to(device), kbps=kbps)
 
 
 def _worker_encode(job: Job) -> Result:
@@ -149,11 +110,10 @@ def _results(jobs: list[Job], model: Codec, kbps: float | None, workers: int) ->
         for job in jobs:
             yield encode_job(model, kbps, job)
         return
-    state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     device = str(next(model.parameters()).device)
     ctx = mp.get_context("spawn")  # fork after torch has started threads can hang
     with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker,
-                  initargs=(model.config.to_dict(), state, device, kbps)) as pool:
+                  initargs=(model.to_bytes(), device, kbps)) as pool:
         yield from pool.imap(_worker_encode, jobs, chunksize=1)
 
 
@@ -187,42 +147,78 @@ def folder_summary(out: Path) -> dict[str, Any]:
             for q in range(arr.shape[0]):
                 counts[q] += np.bincount(block[q], minlength=size)[:size]
     reader.close()
-    probs = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    entropy = -(probs * np.log(np.where(probs > 0, probs, 1.0))).sum(1)
-    return {"utterances": len(reader), "hours": seconds / 3600.0, "frames": frames,
-            "tokens": frames * reader.n_q, "shards": len(shards),
-            "codebook_usage": [round(float(u), 4) for u in (counts > 0).mean(1)],
-            "codebook_perplexity": [round(float(p), 1) for p in np.exp(entropy)]}
+    return _totals(len(reader), seconds, frames, len(shards), counts)
+
+
+def parquet_summary(out: Path, codebook_size: int) -> dict[str, Any]:
+    """`folder_summary` for a `--format parquet` folder (one part's codes in memory at a time)."""
+    totals, counts = P.folder_counts(out, codebook_size)
+    return _totals(totals["utterances"], totals["seconds"], totals["frames"], totals["shards"], counts)
+
+
+def _totals(utterances: int, seconds: float, frames: int, shards: int, counts: np.ndarray) -> dict[str, Any]:
+    import torch
+
+    from telucodec.model.clustering import code_statistics
+
+    usage, perplexity = code_statistics(torch.from_numpy(counts))
+    return {"utterances": utterances, "hours": seconds / 3600.0, "frames": frames,
+            "tokens": frames * counts.shape[0], "shards": shards,
+            "codebook_usage": [round(float(u), 4) for u in usage],
+            "codebook_perplexity": [round(float(p), 1) for p in perplexity]}
 
 
 # ---- the job -------------------------------------------------------------------------------
 def tokenize_dataset(data_dir: str | Path, out: str | Path, model: Codec, kbps: float | None = None,
                      workers: int = 1, shard: tuple[int, int] = (0, 1), *,
                      shard_bytes: int = SHARD_BYTES, shard_seconds: float = SHARD_SECONDS,
-                     log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Tokenize this job's share of `data_dir` into `out`; returns a summary (this run + folder totals)."""
+                     log: Callable[[str], None] | None = None, engine: str = "local", fmt: str = "shards",
+                     ray_address: str | None = None) -> dict[str, Any]:
+    """Tokenize this job's share of `data_dir` into `out` as .npy shards or Parquet (`fmt`),
+    encoding here and in worker processes or on Ray (`engine`); returns a summary (this run +
+    folder totals)."""
     started = time.monotonic()
     bound_kernel_cache()
     index, count = shard
     if count < 1 or not 0 <= index < count:
         raise TelucodecError(f"shard {index}/{count}: need 0 <= I < N")
+    if engine not in ENGINES or fmt not in FORMATS:
+        raise TelucodecError(f"--engine {engine} --format {fmt}: choose --engine from {ENGINES}, --format from {FORMATS}")
     data_dir, out = Path(data_dir), Path(out)
     n_q = model.n_q_for_kbps(kbps)
+    if engine == "ray":  # join (or start) Ray before anything is written: a wrong address leaves nothing
+        from telucodec.deploy.tokenize_ray import start_ray
+
+        start_ray(ray_address)
     out.mkdir(parents=True, exist_ok=True)
-    check_meta(out, _meta(model, n_q, kbps))
     prefix = f"codes-{index:05d}-of-{count:05d}"
-    indexed_shards = clean_leftovers(out, prefix)
+    if fmt == "parquet":
+        require("pyarrow", "--format parquet")
+        check_meta(out, {**_meta(model, n_q, kbps), "format": P.FORMAT, "layout": P.LAYOUT})
+        P.clean_leftovers(out, prefix)
+        indexed: set[str] = P.done_ids(out)
+        writer: Any = P.ParquetPartWriter(out, prefix, shard_bytes, shard_seconds)
+    else:
+        check_meta(out, _meta(model, n_q, kbps))
+        indexed_shards = clean_leftovers(out, prefix)
+        indexed = set(T.live_entries(out))
+        writer = ShardWriter(out, prefix, n_q, shard_bytes, shard_seconds, indexed_shards)
     jobs, duplicates = _select(data_dir, shard)
-    indexed, skipped_before = set(T.live_entries(out)), skipped_paths(out)
+    skipped_before = skipped_paths(out)
     todo = [j for j in jobs if j.id not in indexed and j.path not in skipped_before]
     duplicates = [d for d in duplicates if d.path not in skipped_before]
     if duplicates:
         append_skipped(out, [(r.path, r.error, r.id) for r in duplicates])
 
-    writer = ShardWriter(out, prefix, n_q, shard_bytes, shard_seconds, indexed_shards)
+    if engine == "ray":
+        from telucodec.deploy.tokenize_ray import ray_results
+
+        results = ray_results(todo, model, kbps, workers, ray_address)
+    else:
+        results = _results(todo, model, kbps, workers)
     skipped, audio_seconds, last_log = len(duplicates), 0.0, time.monotonic()
     try:
-        for i, r in enumerate(_results(todo, model, kbps, workers)):
+        for i, r in enumerate(results):
             if r.error:
                 append_skipped(out, [(r.path, r.error, r.id)])
                 skipped += 1
@@ -230,9 +226,14 @@ def tokenize_dataset(data_dir: str | Path, out: str | Path, model: Codec, kbps: 
             assert r.codes is not None
             duration = r.num_samples / model.sample_rate
             audio_seconds += duration
-            writer.add(r.codes, {"id": r.id, "path": r.path, "duration": round(duration, 6),
-                           "num_samples": r.num_samples, "frames": int(r.codes.shape[1]), "n_q": n_q,
-                           "sha256": r.sha256, "side_kind": model.amplitude.kind, "side": r.side})
+            if fmt == "parquet":
+                writer.add({"id": r.id, "speaker": r.speaker, "seconds": round(duration, 6), "n_q": n_q,
+                            "codes": r.codes, "frames": int(r.codes.shape[1]), "num_samples": r.num_samples,
+                            "side": r.side, "source": r.path, "sha256": r.sha256})
+            else:
+                writer.add(r.codes, {"id": r.id, "path": r.path, "duration": round(duration, 6),
+                                     "num_samples": r.num_samples, "frames": int(r.codes.shape[1]), "n_q": n_q,
+                                     "sha256": r.sha256, "side_kind": model.amplitude.kind, "side": r.side})
             if log is not None and time.monotonic() - last_log > 30:
                 last_log = time.monotonic()
                 log(f"{i + 1}/{len(todo)} files, {audio_seconds / 3600:.2f} h of audio")
@@ -244,7 +245,8 @@ def tokenize_dataset(data_dir: str | Path, out: str | Path, model: Codec, kbps: 
                "kbps": kbps, "items": len(jobs) + len(duplicates), "already_done": len(jobs) - len(todo),
                "tokenized": writer.committed, "skipped": skipped, "audio_seconds": round(audio_seconds, 3),
                "seconds": round(wall, 3), "audio_hours_per_hour": round(audio_seconds / max(wall, 1e-9), 2)}
-    summary.update(folder_summary(out))
+    summary.update(parquet_summary(out, model.config.quantizer.codebook_size) if fmt == "parquet"
+                   else folder_summary(out))
     return summary
 
 
@@ -256,7 +258,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"in {s['seconds']:.1f} s = {s['audio_hours_per_hour']:g} audio hours per wall hour; "
         f"{s['already_done']} already done{skipped}",
         f"{s['out']}: {s['utterances']} utterances, {s['hours']:.3f} h of audio, {s['tokens']:,} tokens "
-        f"(n_q {s['n_q']}), {s['shards']} shard files",
+        f"(n_q {s['n_q']}), {s['shards']} shard file{'' if s['shards'] == 1 else 's'}",
         f"codebook usage per quantizer: {usage}",
     ])
 
@@ -272,6 +274,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     if note:
         print(note, file=sys.stderr)
     summary = tokenize_dataset(args.data_dir, args.out, model, kbps=args.kbps, workers=args.workers,
-                               shard=shard, log=lambda m: print(m, file=sys.stderr))
+                               shard=shard, log=lambda m: print(m, file=sys.stderr),
+                               engine=getattr(args, "engine", "local"), fmt=getattr(args, "format", "shards"),
+                               ray_address=getattr(args, "ray_address", None))
     print(format_summary(summary))
     return 0

@@ -42,6 +42,7 @@ LYRA_MAX_STAGES = 46
 LYRA_FRAME = 320  # samples per frame at 16 kHz: 50 frames/s
 LYRA_FILES = ("soundstream_encoder.tflite", "quantizer.tflite", "lyragan.tflite")
 LYRA_ENV = "TELUCODEC_LYRA_MODELS"
+SHIPPED_LYRA = Path(__file__).resolve().parents[1] / "third_party" / "lyra"  # Apache-2.0, with its LICENSE
 
 _TOOLS = {"opus": ("opusenc", "opusdec"), "codec2": ("c2enc", "c2dec", "sox")}
 _INSTALL_HINT = {"opus": "apt-get install opus-tools", "codec2": "apt-get install codec2 sox"}
@@ -196,22 +197,20 @@ def run_codec2(wav: np.ndarray, mode: str, workdir: str | Path | None = None,
 # Lyra v2
 
 
-def lyra_model_dir(model_dir: str | Path | None = None) -> Path | None:
-    """Where the Lyra .tflite files are: the argument (`--lyra_models`), else $TELUCODEC_LYRA_MODELS;
-    None when neither is set (Lyra is then skipped with a warning saying so)."""
+def lyra_model_dir(model_dir: str | Path | None = None) -> Path:
+    """Where the Lyra .tflite files are: the argument (`--lyra_models`), else $TELUCODEC_LYRA_MODELS,
+    else the copy shipped in the package (`telucodec/third_party/lyra`, google/lyra v1.3.2)."""
     if model_dir is not None:
         return Path(model_dir)
     if os.environ.get(LYRA_ENV):
         return Path(os.environ[LYRA_ENV])
-    return None
+    return SHIPPED_LYRA
 
 
-def _lyra_problem(model_dir: Path | None) -> str | None:
+def _lyra_problem(model_dir: Path) -> str | None:
     """Why Lyra cannot run (one line), or None when it can."""
     if importlib.util.find_spec("ai_edge_litert") is None:
         return "ai-edge-litert is not installed (pip install 'telucodec[lyra]')"
-    if model_dir is None:
-        return f"no model folder (pass one or set {LYRA_ENV})"
     missing = [name for name in LYRA_FILES if not (model_dir / name).is_file()]
     if missing:
         return f"{model_dir}: missing {', '.join(missing)}"
@@ -233,6 +232,21 @@ def _unpack_nibbles(packet: bytes, stages: int) -> np.ndarray:
     out = np.full((LYRA_MAX_STAGES, 1, 1), -1, dtype=np.int32)
     out[:stages, 0, 0] = nibbles
     return out
+
+
+def lyra_reference(wav: np.ndarray, model_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Lyra's own encoder and decoder graphs, frame by frame with fresh interpreters and no
+    quantizer: (features [frames, 64], audio decoded from those features [frames * 320]).
+    `wav` must be a whole number of 320-sample frames. The reference the PyTorch port is held to."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    folder = lyra_model_dir(model_dir)
+    frames = np.asarray(wav, dtype=np.float32).reshape(-1, LYRA_FRAME)
+    encoder = Interpreter(model_path=str(folder / "soundstream_encoder.tflite"), num_threads=1).get_signature_runner()
+    decoder = Interpreter(model_path=str(folder / "lyragan.tflite"), num_threads=1).get_signature_runner()
+    features = np.stack([encoder(input_audio=f[None])["output_0"].reshape(-1) for f in frames])
+    audio = np.concatenate([decoder(input_audio=v[None, None])["output_0"][0] for v in features])
+    return features, audio
 
 
 def run_lyra(wav: np.ndarray, kbps: float, model_dir: str | Path | None = None) -> BaselineResult:

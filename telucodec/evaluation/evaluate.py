@@ -35,6 +35,7 @@ from telucodec.evaluation import report
 from telucodec.evaluation.plan import System, discover_clips, load_tasks, parse_list, plan_systems
 from telucodec.evaluation.runner import run_all
 from telucodec.formats.dataset import spread, write_skipped
+from telucodec.model.loading import shipped_model_name
 
 if TYPE_CHECKING:
     from telucodec.model.codec import Codec
@@ -186,6 +187,7 @@ def evaluate(data_dir: str | Path, out: str | Path, model: str | Path | Codec | 
         "per_speaker": summarize_speakers(rows, systems),
         "data_dir": str(data_dir),
         "model_id": codec.model_id if codec is not None else None,
+        "model_name": shipped_model_name(codec.model_id) if codec is not None else None,
         "reference": str(ref_dir) if ref_dir is not None else None,
         "clips": len(tasks),
         "duration_s": sum(t.wav.size for t in tasks) / rate,
@@ -199,7 +201,7 @@ def evaluate(data_dir: str | Path, out: str | Path, model: str | Path | Codec | 
     table = report.markdown_table(results["systems"])
     speakers = report.speaker_table(results["per_speaker"])
     note = report.speaker_note(results["per_speaker"], str(data_dir))
-    (out / "results.md").write_text(table + "\n" + (f"\nPer held-out speaker:\n\n{speakers}\n" if speakers else "")
+    (out / "results.md").write_text(table + "\n" + (f"\nPer speaker:\n\n{speakers}\n" if speakers else "")
                                     + (f"\n{note}\n" if note else ""))
     report.save_rd_plot(out / "rd_pesq.png", results["systems"], "pesq_wb", "PESQ-WB (MOS-LQO)")
     report.save_rd_plot(out / "rd_stoi.png", results["systems"], "stoi", "STOI")

@@ -28,6 +28,8 @@ import numpy as np
 import scipy.signal
 import soxr
 
+from telucodec.losses import mel_filterbank
+
 MAX_DB = 100.0
 EPS_RMS = 1e-8  # floor for rms_ratio: silent/silent = 1.0, normal speech unaffected
 MEL_BINS = 64
@@ -107,24 +109,6 @@ def rms_ratio(ref: np.ndarray, deg: np.ndarray) -> float:
     return float((np.sqrt(np.mean(deg * deg)) + EPS_RMS) / (np.sqrt(np.mean(ref * ref)) + EPS_RMS))
 
 
-def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
-    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
-
-
-def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
-
-
-def mel_filterbank(sample_rate: int = 16000, n_fft: int = MEL_N_FFT, n_mels: int = MEL_BINS) -> np.ndarray:
-    """Triangular HTK-mel filters [n_mels, n_fft // 2 + 1], 0 Hz to Nyquist, peak 1 (no area norm)."""
-    freqs = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
-    edges = _mel_to_hz(np.linspace(0.0, float(_hz_to_mel(sample_rate / 2.0)), n_mels + 2))
-    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (freqs[None, :] - lower) / (centre - lower)
-    falling = (upper - freqs[None, :]) / (upper - centre)
-    return np.maximum(0.0, np.minimum(rising, falling))
-
-
 def log_mel(wav: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
     """log10(mel magnitude + 1e-5) [n_mels, frames] of one signal.
 
@@ -138,7 +122,7 @@ def log_mel(wav: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
     idx = np.arange(MEL_N_FFT)[None, :] + MEL_HOP * np.arange(n_frames)[:, None]
     window = scipy.signal.get_window("hann", MEL_N_FFT, fftbins=True)
     spec = np.abs(np.fft.rfft(wav[idx] * window, axis=1))  # [frames, n_fft/2+1]
-    mel = mel_filterbank(sample_rate) @ spec.T  # [n_mels, frames]
+    mel = mel_filterbank(sample_rate, MEL_N_FFT, MEL_BINS) @ spec.T  # [n_mels, frames] (the loss's filterbank)
     return np.log10(mel + MEL_LOG_FLOOR)
 
 

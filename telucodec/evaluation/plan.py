@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,7 +14,7 @@ import numpy as np
 from telucodec.errors import AudioError, TelucodecError
 from telucodec.evaluation import baselines as bl
 from telucodec.formats.audio import AUDIO_SUFFIXES, load_audio
-from telucodec.formats.dataset import AudioItem, discover, spread
+from telucodec.formats.dataset import AudioItem, discover, load_item, spread
 
 if TYPE_CHECKING:
     from telucodec.model.codec import Codec
@@ -74,18 +74,18 @@ def plan_systems(model: Codec | None, kbps: str | Iterable[Any], baselines: str 
         if not math.isfinite(values[-1]) or values[-1] <= 0:
             raise TelucodecError(f"--kbps: {text!r} must be a positive number")
     for value in sorted(values):
-        top = model.max_n_q * model.kbps_per_codebook()
         try:
             n_q = model.n_q_for_kbps(value)
         except TelucodecError as exc:  # below one codebook
             warnings.append(f"telucodec {value:g} kbps skipped: {exc}")
             continue
-        if value > top + 1e-9:
-            warnings.append(f"telucodec {value:g} kbps skipped: this model tops out at {top:g} kbps "
-                            f"(n_q {model.max_n_q})")
-        elif n_q in seen_n_q:
-            warnings.append(f"telucodec {value:g} kbps skipped: same n_q ({n_q}) as a lower setting")
+        capped = model.kbps_cap_note(value)  # the one rule, said as encode and compress() say it
+        if n_q in seen_n_q:
+            warnings.append(f"{capped}: skipped, a lower setting already runs it" if capped else
+                            f"telucodec {value:g} kbps skipped: same n_q ({n_q}) as a lower setting")
         else:
+            if capped:
+                warnings.append(capped)
             seen_n_q.add(n_q)
             systems.append(System("telucodec", f"{value:g}", n_q * model.kbps_per_codebook()))
     names, missing = bl.available_baselines(parse_list(baselines), lyra_models)
@@ -99,6 +99,8 @@ def plan_systems(model: Codec | None, kbps: str | Iterable[Any], baselines: str 
 
 
 def _clip_name(item: AudioItem, root: Path) -> str:
+    if item.member:  # inside a tar shard or a Parquet file: its name there
+        return item.member
     try:
         return item.path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
@@ -110,6 +112,8 @@ def _speaker(item: AudioItem, root: Path) -> str:
     data folder (a flat folder of clips says nothing about speakers)."""
     if item.speaker:
         return item.speaker
+    if item.member:
+        return PurePosixPath(item.member).parent.name
     try:
         inside = item.path.parent.resolve() != root.resolve()
     except OSError:
@@ -148,7 +152,7 @@ def load_tasks(data_dir: Path, items: list[AudioItem], reference: Path | None, m
             break
         name = _clip_name(item, root)
         try:
-            task = ClipTask(name, load_audio(item.path, sample_rate), speaker=_speaker(item, root),
+            task = ClipTask(name, load_item(item, sample_rate), speaker=_speaker(item, root),
                             sample_rate=sample_rate)
             if reference is not None:
                 found = _find_decoded(reference, name)
@@ -158,7 +162,7 @@ def load_tasks(data_dir: Path, items: list[AudioItem], reference: Path | None, m
                 if found.suffix.lower() in COMPRESSED_SUFFIXES:
                     task.decoded_bytes = found.stat().st_size
         except AudioError as exc:
-            skipped.append((str(item.path), str(exc).split(": ", 1)[-1]))
+            skipped.append((item.name, str(exc).split(": ", 1)[-1]))
             log(f"skipped {name}: {skipped[-1][1]}")
             continue
         tasks.append((position[id(item)], task))

@@ -257,7 +257,8 @@ def write_report(out: str | Path, results: dict[str, Any], rows: list[dict[str, 
     systems = results["systems"]
     total = float(results.get("duration_s") or 0.0)
     meta = [f"data: {results.get('data_dir')}",
-            f"model: {results.get('model_id') or '–'}",
+            f"model: {results.get('model_id') or '–'}"
+            + (f" (the shipped model {results['model_name']})" if results.get("model_name") else ""),
             f"{results.get('clips', 0)} clips, {total:.1f} s of audio"
             + (f", {len(results.get('skipped', []))} skipped" if results.get("skipped") else "")]
     if results.get("reference"):

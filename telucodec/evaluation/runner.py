@@ -45,28 +45,17 @@ def _setup_worker(model: Any, systems: list[System], lyra_models: str | None, al
 
 def _init_pool_worker(model_blob: tuple[dict[str, Any], bytes] | None, systems: list[System],
                       lyra_models: str | None, align_mode: str) -> None:
-    """Rebuild the model from config + safetensors bytes (no pickled modules cross processes)."""
+    """Rebuild the model from `Codec.to_bytes` (no pickled modules cross processes)."""
     model = None
     if model_blob is not None:
-        from safetensors.torch import load as load_tensors
+        from telucodec.model.codec import Codec
 
-        from telucodec.config import CodecConfig
-        from telucodec.model.codec import Codec, load_matching_state
-
-        config, weights = model_blob
-        model = Codec(CodecConfig.from_dict(config))
-        load_matching_state(model, load_tensors(weights), strict=True, source="eval worker")
-        model.eval()
+        model = Codec.from_bytes(model_blob, source="eval worker")
     _setup_worker(model, systems, lyra_models, align_mode)
 
 
 def _model_blob(model: Any) -> tuple[dict[str, Any], bytes] | None:
-    if model is None:
-        return None
-    from safetensors.torch import save as save_tensors
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return model.config.to_dict(), save_tensors(tensors)
+    return None if model is None else model.to_bytes()
 
 
 def _run_telucodec(system: System, task: ClipTask) -> tuple[np.ndarray, int, int, int]:

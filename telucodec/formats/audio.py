@@ -5,12 +5,14 @@ a clip count."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -24,21 +26,24 @@ MIN_INPUT_SAMPLE_RATE = 4_000
 MAX_INPUT_SECONDS = 4 * 3600  # refuse longer inputs by default (resource limit)
 
 
-def _read_with_ffmpeg(path: Path, sample_rate: int) -> np.ndarray:
+def _read_with_ffmpeg(label: str | Path, sample_rate: int, data: bytes | None = None) -> np.ndarray:
+    """Decode with ffmpeg: the file `label`, or `data` (held in memory) through a pipe."""
     if shutil.which("ffmpeg") is None:
-        raise AudioError(f"{path}: soundfile cannot read it and ffmpeg is not installed")
-    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-t", str(MAX_INPUT_SECONDS + 1),
-           "-f", "f32le", "-ac", "1", "-ar", str(sample_rate), "-"]
+        raise AudioError(f"{label}: soundfile cannot read it and ffmpeg is not installed")
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", "pipe:0" if data is not None else str(label),
+           "-t", str(MAX_INPUT_SECONDS + 1), "-f", "f32le", "-ac", "1", "-ar", str(sample_rate), "-"]
+    if data is not None:
+        cmd.remove("-nostdin")
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=600)
+        proc = subprocess.run(cmd, input=data, capture_output=True, timeout=600)
     except subprocess.TimeoutExpired as exc:
-        raise AudioError(f"{path}: ffmpeg timed out decoding it") from exc
+        raise AudioError(f"{label}: ffmpeg timed out decoding it") from exc
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise AudioError(f"{path}: not decodable audio ({msg[-1] if msg else 'ffmpeg failed'})")
+        raise AudioError(f"{label}: not decodable audio ({msg[-1] if msg else 'ffmpeg failed'})")
     wav = np.frombuffer(proc.stdout, dtype=np.float32).copy()
     if wav.size > MAX_INPUT_SECONDS * sample_rate:
-        raise AudioError(f"{path}: longer than the {MAX_INPUT_SECONDS} s limit")
+        raise AudioError(f"{label}: longer than the {MAX_INPUT_SECONDS} s limit")
     return wav
 
 
@@ -77,42 +82,133 @@ def _check_readable(path: Path) -> None:
         raise AudioError(f"{path}: empty file (0 bytes)")
 
 
-def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
-    """Read `path` as float32 mono at `sample_rate`, clipped to [-1, 1]. Raises AudioError."""
+def load_audio(path: str | Path, sample_rate: int = 16000, start: int = 0, frames: int = -1) -> np.ndarray:
+    """Read `path` as float32 mono at `sample_rate`, clipped to [-1, 1]. Raises AudioError.
+    `start`/`frames` (samples at `sample_rate`) read only that part: straight from the file when
+    it is already at `sample_rate` (a crop of a long recording), else cut from the whole."""
     path = Path(path)
     _check_readable(path)
+    return _decode(lambda: str(path), path, path.suffix, sample_rate, start, frames)
+
+
+def load_audio_bytes(data: bytes, name: str, sample_rate: int = 16000, start: int = 0,
+                     frames: int = -1) -> np.ndarray:
+    """`load_audio` for a file held in memory (a tar shard's member, a Parquet cell); `name`
+    labels errors and its suffix picks the ffmpeg fallback, as a file name would."""
+    if not data:
+        raise AudioError(f"{name}: empty file (0 bytes)")
+    return _decode(lambda: io.BytesIO(data), name, os.path.splitext(name)[1], sample_rate, start, frames,
+                   data)
+
+
+FFMPEG_SUFFIXES = (".mp3", ".ogg", ".opus", ".m4a")  # what ffmpeg decodes when soundfile cannot
+EXACT_SEEK_FORMATS = ("WAV", "WAVEX", "FLAC", "AIFF", "W64", "RF64")
+
+
+def audio_seconds(path: str | Path) -> float:
+    """The duration a file's header states, without decoding an ordinary file (ffmpeg decodes
+    what soundfile cannot place; `_check_body` reads the end and scans float samples). Raises
+    AudioError, as `load_audio` would for the file: no samples, cut short, NaN or infinity."""
+    path = Path(path)
+    _check_readable(path)
+    return _probe(lambda: str(path), path, path.suffix, lambda: None)
+
+
+def audio_seconds_in(open_source: Callable[[], Any], name: str, read_all: Callable[[], bytes]) -> float:
+    """`audio_seconds` for audio inside an archive: `open_source()` is a seekable view of it (only
+    its header is read), `read_all()` its bytes for the ffmpeg fallback."""
+    return _probe(open_source, name, os.path.splitext(name)[1], read_all)
+
+
+def _probe(open_source: Callable[[], Any], label: str | Path, suffix: str,
+           read_all: Callable[[], bytes | None]) -> float:
+    info = _header(open_source, label)
+    if info is None:
+        if suffix.lower() in FFMPEG_SUFFIXES:
+            return _read_with_ffmpeg(label, 16000, read_all()).size / 16000
+        raise AudioError(f"{label}: not a readable audio file (format not recognised or header corrupt)")
+    if info.frames == 0:
+        raise AudioError(f"{label}: no audio samples")
+    _check_body(open_source, label, info)
+    return info.frames / info.samplerate
+
+
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # the only sample formats that can hold NaN or infinity
+SCAN_BLOCK = 1 << 16
+
+
+def _check_body(open_source: Callable[[], Any], label: str | Path, info: Any) -> None:
+    """What the header cannot vouch for, checked without decoding the whole of an ordinary file:
+    the last samples of a seekable format must be readable (a FLAC cut short fails here), and a
+    float-sample file is scanned block by block for NaN or infinite samples (an integer or
+    compressed file cannot hold them). Raises AudioError with `load_audio`'s reasons."""
+    try:
+        with _native_stderr_silenced(), sf.SoundFile(open_source()) as f:
+            if info.subtype in FLOAT_SUBTYPES:
+                for block in f.blocks(SCAN_BLOCK, dtype="float32"):
+                    if not np.all(np.isfinite(block)):
+                        raise AudioError(f"{label}: contains NaN or infinite samples")
+            elif info.format in EXACT_SEEK_FORMATS:
+                f.seek(max(0, info.frames - 1))
+                f.read(1, dtype="float32")
+    except AudioError:
+        raise
+    except PermissionError as exc:
+        raise AudioError(f"{label}: permission denied") from exc
+    except Exception as exc:  # libsndfile errors are plain RuntimeError/LibsndfileError
+        raise AudioError(f"{label}: truncated or corrupt audio ({exc})") from exc
+
+
+def _header(open_source: Callable[[], Any], label: str | Path) -> Any:
+    """soundfile's view of the header (None: it cannot place the format), rate and length checked."""
     try:
         with _native_stderr_silenced():
-            info = sf.info(str(path))
+            info = sf.info(open_source())
     except PermissionError as exc:
-        raise AudioError(f"{path}: permission denied") from exc
+        raise AudioError(f"{label}: permission denied") from exc
     except Exception:
-        info = None
-    if info is None:
-        if path.suffix.lower() in (".mp3", ".ogg", ".opus", ".m4a"):
-            wav = _read_with_ffmpeg(path, sample_rate)
-            return _finish(path, wav)
-        raise AudioError(f"{path}: not a readable audio file (format not recognised or header corrupt)")
+        return None
     if not MIN_INPUT_SAMPLE_RATE <= info.samplerate <= MAX_INPUT_SAMPLE_RATE:
-        raise AudioError(f"{path}: sample rate {info.samplerate} Hz outside the accepted "
+        raise AudioError(f"{label}: sample rate {info.samplerate} Hz outside the accepted "
                          f"{MIN_INPUT_SAMPLE_RATE}-{MAX_INPUT_SAMPLE_RATE} Hz")
     if info.frames > MAX_INPUT_SECONDS * info.samplerate:
-        raise AudioError(f"{path}: {info.frames / info.samplerate:.0f} s is longer than the "
+        raise AudioError(f"{label}: {info.frames / info.samplerate:.0f} s is longer than the "
                          f"{MAX_INPUT_SECONDS} s limit")
+    return info
+
+
+def _decode(open_source: Callable[[], Any], label: str | Path, suffix: str, sample_rate: int, start: int,
+            frames: int, data: bytes | None = None) -> np.ndarray:
+    info = _header(open_source, label)
+    if info is None:
+        if suffix.lower() in FFMPEG_SUFFIXES:
+            wav = _read_with_ffmpeg(label, sample_rate, data)
+            return _finish(label, _part(wav, start, frames))
+        raise AudioError(f"{label}: not a readable audio file (format not recognised or header corrupt)")
+    # a part is read straight from the file only where seeking is sample-exact, so it equals
+    # the same part cut from the whole decode
+    direct = info.samplerate == sample_rate and (start > 0 or frames >= 0) and info.format in EXACT_SEEK_FORMATS
     try:
         with _native_stderr_silenced():
-            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+            samples, sr = sf.read(open_source(), dtype="float32", always_2d=True,
+                                **({"start": start, "frames": frames} if direct else {}))
     except PermissionError as exc:
-        raise AudioError(f"{path}: permission denied") from exc
+        raise AudioError(f"{label}: permission denied") from exc
     except Exception as exc:  # libsndfile errors are plain RuntimeError/LibsndfileError
-        raise AudioError(f"{path}: truncated or corrupt audio ({exc})") from exc
-    wav = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+        raise AudioError(f"{label}: truncated or corrupt audio ({exc})") from exc
+    wav = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float32)
     if sr != sample_rate and wav.size:
         wav = soxr.resample(wav, sr, sample_rate).astype(np.float32)
-    return _finish(path, wav)
+    return _finish(label, wav if direct else _part(wav, start, frames))
 
 
-def _finish(path: Path, wav: np.ndarray) -> np.ndarray:
+def _part(wav: np.ndarray, start: int, frames: int) -> np.ndarray:
+    if start <= 0 and frames < 0:
+        return wav
+    return wav[start: start + frames if frames >= 0 else None].copy()
+
+
+def _finish(path: str | Path, wav: np.ndarray) -> np.ndarray:
     """Check and clip in place (`wav` is a fresh array: an hour of audio is held only once)."""
     if wav.size == 0:
         raise AudioError(f"{path}: no audio samples")

@@ -58,7 +58,7 @@ import torch
 
 from telucodec.errors import BitstreamError
 from telucodec.formats.bitpack import pack_bits, unpack_bits
-from telucodec.formats.codes import SIDE_KINDS, Codes
+from telucodec.formats.codes import SIDE_KINDS, TCD_RANGES, Codes
 from telucodec.formats.entropy import decode_codebook, encode_codebook
 
 MAGIC = b"TLCD"
@@ -72,10 +72,7 @@ _HEADER_BODY = struct.Struct("<4sBB8sIQBBHBBII")
 _CRC = struct.Struct("<I")
 HEADER_SIZE = _HEADER_BODY.size + _CRC.size  # 44
 
-SAMPLE_RATE_RANGE = (8000, 48000)
-N_Q_RANGE = (1, 64)
-CODEBOOK_BITS_RANGE = (1, 16)
-FRAME_RATE_RANGE = (1, 1000)
+SAMPLE_RATE_RANGE, N_Q_RANGE, CODEBOOK_BITS_RANGE, FRAME_RATE_RANGE = TCD_RANGES.values()  # formats/codes.py
 MAX_U32 = 2**32 - 1
 MAX_U64 = 2**64 - 1
 
@@ -314,6 +311,15 @@ def write_bitstream(codes: Codes, entropy: bool = False) -> bytes:
     return body + _CRC.pack(crc) + payload
 
 
+def write_smallest(codes: Codes) -> tuple[bytes, int, int]:
+    """(the smaller of the entropy-coded and the plain file, the plain file's size, the entropy-coded
+    file's size). On short clips the entropy coder's tables can cost more than they save; the
+    header's flag says which coding a file uses, so the reader needs no hint. A tie writes plain
+    (it reads faster)."""
+    plain, coded = write_bitstream(codes), write_bitstream(codes, entropy=True)
+    return (coded if len(coded) < len(plain) else plain), len(plain), len(coded)
+
+
 def read_bitstream(data: bytes, expected_model_id: str | None = None) -> Codes:
     """Parse a `.tcd` file; every problem raises `BitstreamError` naming it.
 
@@ -383,11 +389,10 @@ def describe(data: bytes) -> dict[str, Any]:
 
 def entropy_saving(codes: Codes) -> float:
     """Fraction of file bytes saved by `entropy=True` (0.1 = 10 % smaller; may be slightly < 0)."""
-    plain = len(write_bitstream(codes, entropy=False))
-    coded = len(write_bitstream(codes, entropy=True))
+    _, plain, coded = write_smallest(codes)
     return 1.0 - coded / plain
 
 
 __all__ = ["FORMAT_VERSION", "HEADER_SIZE", "MAGIC", "BitstreamError", "BitstreamHeader", "describe",
-           "entropy_saving", "num_frames_for", "pack_bits", "read_bitstream", "read_header",
+           "entropy_saving", "num_frames_for", "pack_bits", "read_bitstream", "read_header", "write_smallest",
            "unpack_bits", "write_bitstream"]

@@ -5,12 +5,36 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from telucodec.errors import ModelError
+
 if TYPE_CHECKING:  # only for the annotation: importing the format costs no torch import
     import torch
 
 # The amplitude strategies whose side info a `Codes` can carry; the index is the value a .tcd
 # header stores, so this order is part of the file format (append only).
 SIDE_KINDS: tuple[str, ...] = ("none", "rms", "lufs")
+
+# What a .tcd header can carry, field -> (lowest, highest) (formats/bitstream.py writes these
+# fields; token folders store the same rates): a model outside them is refused when it is built
+# (`carried_frame_rate`). The order is bitstream.py's names for them.
+TCD_RANGES: dict[str, tuple[int, int]] = {"sample rate": (8000, 48000), "n_q": (1, 64), "codebook bits": (1, 16),
+                                          "frame rate": (1, 1000)}
+
+
+def carried_frame_rate(sample_rate: int, hop: int, n_q: int, codebook_bits: int) -> int:
+    """The whole frame rate a .tcd header stores for a model of these rates, or a one-line
+    ModelError when the format cannot carry the model exactly (a hop that does not divide the
+    sample rate, or a field outside its range)."""
+    if hop < 1 or sample_rate % hop:
+        raise ModelError(f"a hop of {hop} samples at {sample_rate} Hz is {sample_rate / max(hop, 1):g} frames/s: "
+                         ".tcd files store a whole frame rate, so the hop must divide the sample rate")
+    frame_rate = sample_rate // hop
+    values = {"sample rate": sample_rate, "n_q": n_q, "codebook bits": codebook_bits, "frame rate": frame_rate}
+    for name, (lo, hi) in TCD_RANGES.items():
+        value = values[name]
+        if not lo <= value <= hi:
+            raise ModelError(f"a model with {name} {value} cannot be written to .tcd files (accepted: {lo}..{hi})")
+    return frame_rate
 
 
 @dataclass
@@ -28,9 +52,9 @@ class Codes:
     codes: torch.Tensor
     num_samples: int
     model_id: str
-    sample_rate: int = 16000
-    frame_rate: int = 50
-    codebook_bits: int = 10
+    sample_rate: int
+    frame_rate: int
+    codebook_bits: int
     side_kind: str = "none"
     side: list[int] = field(default_factory=list)
 

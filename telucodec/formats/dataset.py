@@ -1,10 +1,14 @@
-"""Datasets on disk: find audio under a folder or a manifest, load it, split off validation.
+"""Datasets on disk: find audio under a folder, a manifest or archives, load it, split off validation.
 
-A dataset is a folder (searched recursively for .wav/.flac/.mp3/.ogg, symlink loops ignored) or
-a manifest (.tsv/.csv with a `path` column, optional `speaker`; a folder that holds a
-`manifest.tsv` uses it). Files that cannot be used are skipped, counted and listed with the
-reason — a corrupt clip never stops a run. The validation split is deterministic: by speaker
-when speakers are known, else by a hash of the file name.
+A dataset is a folder (searched recursively for .wav/.flac/.mp3/.ogg, symlink loops ignored), a
+manifest (.tsv/.csv with a `path` column, optional `speaker` and `seconds`; a folder that holds a
+`manifest.tsv` uses it), WebDataset tar shards or Parquet files (`formats/archives.py`: a file, a
+folder of them, or a brace pattern). `index_audio` lists it without decoding anything (durations
+from the manifest, a JSON sidecar or the file header, whose end is read and whose float samples
+are scanned: `audio.audio_seconds`); training keeps that index and decodes
+crops as it goes. Files that cannot be used are skipped, counted and listed with the reason: a
+corrupt clip never stops a run. The validation split is deterministic: by speaker when speakers
+are known, else by a hash of the file name.
 """
 
 from __future__ import annotations
@@ -12,25 +16,25 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TypeVar
 
 import numpy as np
 
 from telucodec.errors import AudioError, TelucodecError
-from telucodec.formats.audio import AUDIO_SUFFIXES, load_audio
+from telucodec.formats.archives import find_archives, index_archives, member_bytes
+from telucodec.formats.audio import AUDIO_SUFFIXES, audio_seconds, load_audio, load_audio_bytes
+from telucodec.formats.audio_index import DURATION_KEYS, AudioIndex, AudioItem
+
+__all__ = ["AudioItem", "AudioIndex", "Clip", "LoadedData", "discover", "index_audio", "load_clip", "load_item",
+           "load_dataset", "split_validation", "held_out", "spread", "write_skipped", "item_id"]
 
 MIN_SECONDS = 0.25
 T = TypeVar("T")
 SILENCE_RMS = 1e-4  # about -80 dBFS
-
-
-@dataclass
-class AudioItem:
-    path: Path
-    speaker: str = ""
 
 
 @dataclass
@@ -65,7 +69,7 @@ def _walk_audio(root: Path) -> list[Path]:
     return found
 
 
-def _read_manifest(path: Path) -> list[AudioItem]:
+def _manifest_rows(path: Path) -> list[dict[str, str]]:
     delimiter = "," if path.suffix.lower() == ".csv" else "\t"
     try:
         with path.open(newline="") as f:
@@ -74,29 +78,93 @@ def _read_manifest(path: Path) -> list[AudioItem]:
         raise TelucodecError(f"{path}: unreadable manifest ({exc})") from exc
     if not rows or "path" not in rows[0]:
         raise TelucodecError(f"{path}: manifest needs a header with a 'path' column")
+    return rows
+
+
+def _read_manifest(path: Path) -> list[AudioItem]:
     base = path.parent
-    return [AudioItem(base / r["path"], (r.get("speaker") or "").strip()) for r in rows if r.get("path")]
+    column = next((k for k in DURATION_KEYS if k in _manifest_rows(path)[0]), None)
+    items = []
+    for r in _manifest_rows(path):
+        if not r.get("path"):
+            continue
+        try:
+            seconds = float(r[column]) if column and r.get(column) else None
+        except ValueError:
+            seconds = None
+        items.append(AudioItem(base / r["path"], (r.get("speaker") or "").strip(), seconds))
+    return items
+
+
+def index_audio(data_dir: str | Path, durations: bool = False) -> AudioIndex:
+    """Every audio item under a folder, in a manifest or in archives, without decoding any. With
+    `durations`, an item whose length no manifest or sidecar states has its header read; an
+    unreadable header or a clip shorter than MIN_SECONDS goes to `index.skipped`."""
+    has_manifest = Path(data_dir).is_dir() and (Path(data_dir) / "manifest.tsv").is_file()
+    archives = None if has_manifest else find_archives(data_dir)
+    if archives is not None:
+        items, skipped = index_archives(*archives, durations)
+    else:
+        root = Path(data_dir)
+        if root.is_file():
+            items = _read_manifest(root)
+        elif not root.is_dir():
+            raise TelucodecError(f"{root}: no such folder, manifest or shard")
+        elif (root / "manifest.tsv").is_file():
+            items = _read_manifest(root / "manifest.tsv")
+        else:
+            items = [AudioItem(p) for p in _walk_audio(root)]
+        skipped = []
+    return AudioIndex(_with_durations(items, skipped) if durations else items, skipped)
+
+
+def _with_durations(items: list[AudioItem], skipped: list[tuple[str, str]]) -> list[AudioItem]:
+    kept = []
+    for item in items:
+        if item.seconds is None:
+            try:
+                item.seconds = audio_seconds(item.path)
+            except AudioError as exc:
+                skipped.append((item.name, _reason(exc)))
+                continue
+        if item.seconds < MIN_SECONDS:
+            skipped.append((item.name, f"too short ({item.seconds:.2f} s < {MIN_SECONDS} s)"))
+            continue
+        kept.append(item)
+    return kept
 
 
 def discover(data_dir: str | Path) -> list[AudioItem]:
-    """Every audio item under a folder or listed in a manifest (no audio is read here)."""
-    root = Path(data_dir)
-    if root.is_file():
-        return _read_manifest(root)
-    if not root.is_dir():
-        raise TelucodecError(f"{root}: no such folder or manifest")
-    if (root / "manifest.tsv").is_file():
-        return _read_manifest(root / "manifest.tsv")
-    return [AudioItem(p) for p in _walk_audio(root)]
+    """Every audio item under a folder, in a manifest or in archives (no audio is read here)."""
+    return list(index_audio(data_dir))
+
+
+def item_id(item: AudioItem, root: Path) -> str:
+    """The utterance id: an archive member's key, else the path relative to the dataset root
+    without its suffix."""
+    if item.member:
+        return item.key
+    return PurePath(os.path.relpath(item.path, root)).with_suffix("").as_posix()
+
+
+def _reason(exc: AudioError) -> str:
+    return str(exc).split(": ", 1)[-1]
+
+
+def load_item(item: AudioItem, sample_rate: int, start: int = 0, frames: int = -1) -> np.ndarray:
+    """An item's audio (or samples [start, start + frames) of it), from a file or an archive."""
+    if item.member:
+        return load_audio_bytes(member_bytes(item), item.name, sample_rate, start, frames)
+    return load_audio(item.path, sample_rate, start, frames)
 
 
 def load_clip(item: AudioItem, sample_rate: int) -> Clip:
     """Load one item or raise AudioError with the reason it cannot be used for training."""
-    wav = load_audio(item.path, sample_rate)
+    wav = load_item(item, sample_rate)
     if wav.shape[0] < MIN_SECONDS * sample_rate:
-        raise AudioError(f"{item.path}: too short ({wav.shape[0] / sample_rate:.2f} s < {MIN_SECONDS} s)")
+        raise AudioError(f"{item.name}: too short ({wav.shape[0] / sample_rate:.2f} s < {MIN_SECONDS} s)")
     if float(np.sqrt(np.mean(np.square(wav, dtype=np.float64)))) < SILENCE_RMS:
-        raise AudioError(f"{item.path}: silent (RMS below -80 dBFS)")
+        raise AudioError(f"{item.name}: silent (RMS below -80 dBFS)")
     return Clip(item.path, item.speaker, wav)
 
 
@@ -104,54 +172,68 @@ def _hash_fraction(text: str) -> float:
     return int(hashlib.sha1(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
-def split_validation(items: list[AudioItem], val_fraction: float, val_speakers: tuple[str, ...] = ()) -> tuple[list[AudioItem], list[AudioItem]]:
-    """Deterministic split. With speakers: named `val_speakers`, else (3+ speakers) whole speakers
-    in hash order until `val_fraction` of the files is reached (at least one speaker, never all).
-    Otherwise: the `val_fraction` of files with the lowest name hash (at least one file)."""
-    if len(items) < 2 or val_fraction <= 0 and not val_speakers:
-        return items, []
-    speakers = sorted({i.speaker for i in items if i.speaker})
+def held_out(speakers: Sequence[str], names: Callable[[], Sequence[str]], val_fraction: float,
+             val_speakers: tuple[str, ...] = ()) -> np.ndarray:
+    """Which items validation holds out (a bool mask), from each item's speaker and, only when
+    speakers cannot decide, its name (`names()`: unique per item, hashed by its last part).
+    With speakers: named `val_speakers`, else (3+ speakers) whole speakers in hash order until
+    `val_fraction` of the files is reached (at least one speaker, never all). Otherwise: the
+    `val_fraction` of files with the lowest name hash (at least one file)."""
+    n = len(speakers)
+    if n < 2 or val_fraction <= 0 and not val_speakers:
+        return np.zeros(n, dtype=bool)
+    sizes = Counter(speakers)
+    named = sorted(s for s in sizes if s)
     if val_speakers:
         held = set(val_speakers)
-    elif len(speakers) >= 3 and all(i.speaker for i in items):
-        target = val_fraction * len(items)
+    elif len(named) >= 3 and "" not in sizes:
+        target = val_fraction * n
         held, count = set(), 0
-        for spk in sorted(speakers, key=_hash_fraction):
-            size = sum(1 for i in items if i.speaker == spk)
-            if count >= target or len(held) == len(speakers) - 1:
+        for spk in sorted(named, key=_hash_fraction):
+            if count >= target or len(held) == len(named) - 1:
                 break
-            if held and count + size > 2 * target:
+            if held and count + sizes[spk] > 2 * target:
                 continue  # this speaker would overshoot the fraction; try the next one
             held.add(spk)
-            count += size
+            count += sizes[spk]
     else:
-        ranked = sorted(items, key=lambda i: _hash_fraction(i.path.name))
-        n_val = max(1, int(round(val_fraction * len(items))))
-        val_names = {i.path for i in ranked[:n_val]}
-        return [i for i in items if i.path not in val_names], [i for i in items if i.path in val_names]
-    return [i for i in items if i.speaker not in held], [i for i in items if i.speaker in held]
+        all_names = names()
+        ranked = sorted(range(n), key=lambda i: _hash_fraction(PurePath(all_names[i]).name))
+        chosen = {all_names[i] for i in ranked[: max(1, int(round(val_fraction * n)))]}
+        return np.array([name in chosen for name in all_names], dtype=bool)
+    return np.array([s in held for s in speakers], dtype=bool)
+
+
+def split_validation(items: list[AudioItem], val_fraction: float,
+                     val_speakers: tuple[str, ...] = ()) -> tuple[list[AudioItem], list[AudioItem]]:
+    """`held_out` on a list of items: (train, validation)."""
+    mask = held_out([i.speaker for i in items], lambda: [i.member or str(i.path) for i in items],
+                    val_fraction, val_speakers)
+    return [i for i, m in zip(items, mask) if not m], [i for i, m in zip(items, mask) if m]
 
 
 def load_dataset(data_dir: str | Path, sample_rate: int, val_fraction: float,
                  val_speakers: tuple[str, ...] = (), log=print) -> LoadedData:
-    items = discover(data_dir)
-    if not items:
+    """Every usable clip decoded into memory (small tools and the overfit check; training
+    streams instead: `train/data.py`)."""
+    index = index_audio(data_dir)
+    if not len(index):
         raise TelucodecError(f"{data_dir}: no audio files (.wav, .flac, .mp3, .ogg) found")
-    clips, skipped = [], []
-    for item in items:
+    items, clips, skipped = [], [], list(index.skipped)
+    for item in index:
         try:
             clips.append(load_clip(item, sample_rate))
+            items.append(item)
         except AudioError as exc:
-            skipped.append((str(item.path), str(exc).split(": ", 1)[-1]))
+            skipped.append((item.name, _reason(exc)))
     if not clips:
         raise TelucodecError(f"{data_dir}: no usable audio ({len(skipped)} files skipped, e.g. {skipped[0][0]}: {skipped[0][1]})")
     if skipped:
-        log(f"skipped {len(skipped)} of {len(items)} files (listed in skipped.tsv)")
-    usable = [AudioItem(c.path, c.speaker) for c in clips]
-    train_items, val_items = split_validation(usable, val_fraction, val_speakers)
-    by_path = {c.path: c for c in clips}
-    train = [by_path[i.path] for i in train_items]
-    val = spread([by_path[i.path] for i in val_items], lambda c: c.speaker) or train[:1]
+        log(f"skipped {len(skipped)} of {len(index) + len(index.skipped)} files (listed in skipped.tsv)")
+    mask = held_out([i.speaker for i in items], lambda: [i.member or str(i.path) for i in items],
+                    val_fraction, val_speakers)
+    train = [c for c, m in zip(clips, mask) if not m]
+    val = spread([c for c, m in zip(clips, mask) if m], lambda c: c.speaker) or train[:1]
     return LoadedData(train, val, skipped)
 
 
@@ -162,11 +244,11 @@ def spread(items: list[T], key: Callable[[T], str]) -> list[T]:
     for item in items:
         groups.setdefault(key(item), []).append(item)
     ordered: list[T] = []
-    queues = list(groups.values())
+    queues = [deque(g) for g in groups.values()]
     while any(queues):
         for q in queues:
             if q:
-                ordered.append(q.pop(0))
+                ordered.append(q.popleft())
     return ordered
 
 

@@ -17,17 +17,22 @@ A tokens folder holds:
     skipped.tsv     files that could not be tokenized, with the reason
 
 Only numpy is imported here; `codes_for` (which builds a torch `Codes`) imports torch lazily.
+A tokens folder may come from a stranger: every field is checked where it is read, and a damaged
+one raises `TokensError` naming the file (benchmarks/fuzz.py `shards` fuzzes this reader).
 """
 
 from __future__ import annotations
 
 import builtins
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+from telucodec.errors import TelucodecError
 
 if TYPE_CHECKING:
     from telucodec.formats.codes import Codes
@@ -36,6 +41,7 @@ META_FILE = "meta.json"
 INDEX_FILE = "index.jsonl"
 SKIPPED_FILE = "skipped.tsv"
 FORMAT = "telucodec-tokens"
+SHARD_NAME = re.compile(r"[\w.-]+\.npy")  # a plain file name inside the folder, never a path
 
 
 class HasModelId(Protocol):
@@ -45,8 +51,34 @@ class HasModelId(Protocol):
     def model_id(self) -> str: ...
 
 
-class TokensError(ValueError):
+class TokensError(TelucodecError, ValueError):
     """A tokens folder that is missing, damaged, or asked for an id it does not hold."""
+
+
+def _field(entry: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    """entry[key], which must be a `kind` (an int that is no bool; a non-negative one)."""
+    value = entry.get(key)
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise TokensError(f"{where}: field {key!r} is {value!r:.40}, not a {'non-negative integer' if kind is int else kind.__name__}")
+    return value
+
+
+def _entry(line: bytes, where: str) -> dict[str, Any]:
+    """One index.jsonl line as an entry whose id and shard name are usable."""
+    try:
+        entry = json.loads(line)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise TokensError(f"{where}: not a JSON line ({exc})") from None
+    if not isinstance(entry, dict):
+        raise TokensError(f"{where}: not a JSON object")
+    _field(entry, "id", str, where)
+    if not SHARD_NAME.fullmatch(str(_field(entry, "shard", str, where))):
+        raise TokensError(f"{where}: shard {entry['shard']!r:.60} is not a shard file name")
+    return entry
 
 
 def iter_index(directory: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -56,12 +88,12 @@ def iter_index(directory: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         return
     with builtins.open(path, "rb") as f:
         pos = 0
-        for line in f:
+        for number, line in enumerate(f, 1):
             start, pos = pos, pos + len(line)
             if not line.endswith(b"\n"):
                 break  # an append cut short by a crash: the writer repairs it on its next run
             if line.strip():
-                yield start, json.loads(line)
+                yield start, _entry(line, f"{path}: line {number}")
 
 
 def live_entries(directory: Path) -> dict[str, int]:
@@ -85,9 +117,15 @@ class TokenReader:
         meta_path = self.directory / META_FILE
         if not meta_path.is_file():
             raise TokensError(f"{self.directory}: not a tokens folder (no {META_FILE})")
-        self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        if self.meta.get("format") != FORMAT:
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_path.read_bytes())
+        except ValueError as exc:
+            raise TokensError(f"{meta_path}: not a readable JSON file ({exc})") from None
+        if not isinstance(self.meta, dict) or self.meta.get("format") != FORMAT:
             raise TokensError(f"{meta_path}: not written by `telucodec tokenize`")
+        for key in ("n_q", "frame_rate", "sample_rate", "codebook_bits"):
+            _field(self.meta, key, int, str(meta_path))
+        _field(self.meta, "model_id", str, str(meta_path))
         self._offsets = live_entries(self.directory)
         self._shards: dict[str, np.ndarray] = {}
         self._index_file = None
@@ -134,19 +172,34 @@ class TokenReader:
         if self._index_file is None:
             self._index_file = builtins.open(self.directory / INDEX_FILE, "rb")
         self._index_file.seek(pos)
-        return json.loads(self._index_file.readline())
+        return _entry(self._index_file.readline(), f"{self.directory / INDEX_FILE}: entry {utt_id!r:.40}")
 
     def shard(self, name: str) -> np.ndarray:
         """A whole shard, uint16 [n_q, frames], memory-mapped (read-only)."""
         if name not in self._shards:
-            self._shards[name] = np.load(self.directory / name, mmap_mode="r")
+            path = self.directory / name
+            if not SHARD_NAME.fullmatch(name):
+                raise TokensError(f"{self.directory}: {name!r:.60} is not a shard file name")
+            try:
+                array = np.load(path, mmap_mode="r", allow_pickle=False)
+            except Exception as exc:  # numpy's header parser raises many kinds (ValueError, SyntaxError, TokenError)
+                raise TokensError(f"{path}: not a readable shard ({str(exc)[:120]})") from None
+            if not isinstance(array, np.ndarray) or array.dtype != np.uint16 or array.ndim != 2 \
+                    or array.shape[0] != self.n_q:
+                raise TokensError(f"{path}: not a uint16 [n_q={self.n_q}, frames] shard "
+                                  f"({getattr(array, 'dtype', type(array).__name__)} {getattr(array, 'shape', '')})")
+            self._shards[name] = array
         return self._shards[name]
 
     def __getitem__(self, utt_id: str) -> np.ndarray:
         """codes uint16 [n_q, F] of `utt_id` (a read-only view; copy it to modify)."""
         entry = self.info(utt_id)
-        start = int(entry["offset"])
-        return self.shard(entry["shard"])[:, start: start + int(entry["frames"])]
+        where = f"{self.directory / INDEX_FILE}: entry {utt_id!r:.40}"
+        start, frames = _field(entry, "offset", int, where), _field(entry, "frames", int, where)
+        shard = self.shard(entry["shard"])
+        if start + frames > shard.shape[1]:
+            raise TokensError(f"{where}: frames {start}..{start + frames} are beyond its shard's {shard.shape[1]}")
+        return shard[:, start: start + frames]
 
     def close(self) -> None:
         if self._index_file is not None:
@@ -170,23 +223,26 @@ def codes_for(directory: str | Path, utt_id: str, model: HasModelId | None = Non
     """The `Codes` of one utterance, ready for `model.decode` (exact: side info included).
 
     With `model`, codes made by a different model are refused here with a clear message."""
-    from telucodec.errors import TelucodecError
-    from telucodec.formats.codes import Codes
+    from telucodec.formats.codes import SIDE_KINDS, Codes
 
     try:
-        reader = TokenReader(directory)
-        entry = reader.info(utt_id)
-        codes = np.asarray(reader[utt_id], dtype=np.int64)
-    except (TokensError, OSError) as exc:
-        raise TelucodecError(str(exc)) from exc
-    meta = reader.meta
-    reader.close()
+        with TokenReader(directory) as reader:
+            entry = reader.info(utt_id)
+            codes = np.asarray(reader[utt_id], dtype=np.int64)
+            meta = reader.meta
+    except OSError as exc:
+        raise TokensError(f"{directory}: cannot read ({exc.strerror or exc})") from exc
     if model is not None and model.model_id != meta["model_id"]:
-        raise TelucodecError(f"{directory}: tokens were made by model {meta['model_id']}, "
-                             f"this model is {model.model_id}")
+        raise TokensError(f"{directory}: tokens were made by model {meta['model_id']}, "
+                          f"this model is {model.model_id}")
+    where = f"{Path(directory) / INDEX_FILE}: entry {utt_id!r:.40}"
+    side = _field(entry, "side", list, where)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 16 for v in side):
+        raise TokensError(f"{where}: side info must be integers in 0..65535")
+    if entry.get("side_kind") not in SIDE_KINDS:
+        raise TokensError(f"{where}: side_kind {entry.get('side_kind')!r:.40} is not one of {', '.join(SIDE_KINDS)}")
     import torch
 
-    return Codes(codes=torch.from_numpy(codes), num_samples=int(entry["num_samples"]),
-                 model_id=str(meta["model_id"]), sample_rate=int(meta["sample_rate"]),
-                 frame_rate=int(meta["frame_rate"]), codebook_bits=int(meta["codebook_bits"]),
-                 side_kind=str(entry["side_kind"]), side=[int(v) for v in entry["side"]])
+    return Codes(codes=torch.from_numpy(codes), num_samples=_field(entry, "num_samples", int, where),
+                 model_id=meta["model_id"], sample_rate=meta["sample_rate"], frame_rate=meta["frame_rate"],
+                 codebook_bits=meta["codebook_bits"], side_kind=entry["side_kind"], side=side)

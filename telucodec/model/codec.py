@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +22,15 @@ from torch.nn import functional as F
 
 from telucodec.config import CodecConfig
 from telucodec.errors import ModelError
-from telucodec.formats.codes import Codes
+from telucodec.formats.codes import Codes, carried_frame_rate
 from telucodec.model.amplitude import get_amplitude
-from telucodec.model.frame_encoder import STFTEncoder
-from telucodec.model.quantizer import QuantizerOutput, ResidualVQ
-from telucodec.model.seanet import SEANetDecoder, SEANetEncoder
-from telucodec.model.spectral import SpectralDecoder
+from telucodec.model.families import build_decoder, build_encoder, build_quantizer
+from telucodec.model.quantizer import QuantizerOutput
 from telucodec.model.streaming import StreamDecoder, StreamEncoder, encoder_reach_frames
+from telucodec.model.weights import StateMatch as StateMatch  # re-exported: older imports
+from telucodec.model.weights import load_matching_state as load_matching_state
+from telucodec.model.weights import load_shipped_tensors
+from telucodec.model.weights import match_state as match_state
 
 CHUNK_SECONDS = 20.0     # encode/decode long clips in chunks of this length ...
 CONTEXT_SECONDS = 2.0    # ... each with this much context on both sides (beyond the receptive field)
@@ -56,11 +58,10 @@ class Codec(nn.Module):
         self.hop = mc.hop_length
         self.sample_rate = mc.sample_rate
         self.frame_rate = mc.frame_rate
-        if mc.encoder not in ("seanet", "stft"):
-            raise ModelError(f"encoder {mc.encoder!r}: expected 'seanet' or 'stft'")
-        self.encoder = STFTEncoder(mc) if mc.encoder == "stft" else SEANetEncoder(mc)
-        self.quantizer = ResidualVQ(mc.latent_dim, config.quantizer)
-        self.decoder = SpectralDecoder(mc) if mc.decoder == "spectral" else SEANetDecoder(mc)
+        carried_frame_rate(mc.sample_rate, self.hop, config.quantizer.n_q, config.quantizer.codebook_bits)  # .tcd can carry it
+        self.encoder = build_encoder(mc)      # model/families.py: one table entry per family
+        self.quantizer = build_quantizer(mc.latent_dim, config.quantizer)
+        self.decoder = build_decoder(mc)
         self.amplitude = get_amplitude(mc.amplitude, mc.sample_rate)
         if mc.level_match and mc.amplitude != "rms":
             raise ModelError(f"level_match needs the 'rms' amplitude strategy, not '{mc.amplitude}'")
@@ -86,26 +87,33 @@ class Codec(nn.Module):
             raise ModelError(f"--kbps {kbps}: below one codebook ({self.kbps_per_codebook():g} kbps)")
         return min(n_q, self.max_n_q)
 
-    def kbps_note(self, kbps: float | None) -> str | None:
+    def kbps_note(self, kbps: float | None, name: str = "--kbps ") -> str | None:
         """What `--kbps` turns into, for the user: the n_q used, or that it is capped at the
         maximum when it asks for more than the model has (None when no kbps was asked for)."""
         if kbps is None:
             return None
         n_q = self.n_q_for_kbps(kbps)
+        return self.kbps_cap_note(kbps, name) or f"{name}{kbps:g}: using n_q={n_q} ({n_q * self.kbps_per_codebook():g} kbps nominal)"
+
+    def kbps_cap_note(self, kbps: float | None, name: str = "--kbps ") -> str | None:
+        """The one rule for a bitrate above this model's maximum, said the same way by the CLI, the
+        API (a warning) and `eval`: it is capped there (None when `kbps` is not above it).
+        `name`: how the caller's user spelled the option ("--kbps ", "kbps=")."""
         top = self.max_n_q * self.kbps_per_codebook()
-        if kbps > top + 1e-9:
-            return f"--kbps {kbps:g}: capped at the maximum, {top:g} kbps (n_q={self.max_n_q}, all codebooks)"
-        return f"--kbps {kbps:g}: using n_q={n_q} ({n_q * self.kbps_per_codebook():g} kbps nominal)"
+        if kbps is None or kbps <= top + 1e-9:
+            return None
+        return f"{name}{kbps:g}: capped at the maximum, {top:g} kbps (n_q={self.max_n_q}, all codebooks)"
 
     @property
     def model_id(self) -> str:
         """16 hex chars: a hash of the architecture and every weight, so codes made by one model
-        are never silently decoded by another.
+        are never silently decoded by another. It hashes `shipped_tensors()`, what a model folder
+        holds, so a model and its saved folder share their id.
 
         Hashing every weight costs tens of milliseconds, and one decode asks twice (bitstream
         check, then `decode`), so the id is cached until any tensor changes: every in-place write
         (an optimizer step, `load_state_dict`, `.add_`) bumps that tensor's version counter."""
-        state = self.state_dict()
+        state = self.shipped_tensors()
         fingerprint = tuple((name, t.data_ptr(), t._version) for name, t in state.items())
         cached = self.__dict__.get("_model_id_cache")
         if cached is not None and cached[0] == fingerprint:
@@ -166,10 +174,11 @@ class Codec(nn.Module):
             start = end
 
     @torch.no_grad()
-    def encode(self, wav: np.ndarray | torch.Tensor, sample_rate: int = 16000, kbps: float | None = None) -> Codes:
-        """Mono audio (any rate; resampled) -> Codes with n_q picked from `kbps`."""
+    def encode(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None, kbps: float | None = None) -> Codes:
+        """Mono audio at `sample_rate` (resampled; None: already at the model's rate) -> Codes with
+        n_q picked from `kbps`."""
         n_q = self.n_q_for_kbps(kbps)
-        x = self._as_mono_tensor(wav, sample_rate).view(1, 1, -1)
+        x = self._as_mono_tensor(wav, self.sample_rate if sample_rate is None else sample_rate).view(1, 1, -1)
         num_samples = x.shape[-1]
         if num_samples == 0:
             raise ModelError("input audio is empty")
@@ -235,9 +244,6 @@ class Codec(nn.Module):
     # ---- streaming (causal models; see telucodec/model/streaming.py) ------------------------
     def stream_encoder(self, kbps: float | None = None) -> StreamEncoder:
         """Chunks of audio in, codes of each completed frame out; equals `encode` exactly."""
-        if not isinstance(self.encoder, SEANetEncoder):
-            raise ModelError("streaming encode needs the SEANet encoder (encoder: seanet); "
-                             "this model's stft encoder is encoded whole (`encode`)")
         return StreamEncoder(self, kbps)
 
     def stream_decoder(self) -> StreamDecoder:
@@ -246,10 +252,11 @@ class Codec(nn.Module):
 
     # ---- files ---------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float32) -> Path:
-        """Write config.json + model.safetensors. fp16 halves the size; loading casts back to fp32."""
+        """Write config.json + model.safetensors (`shipped_tensors()`: weights, no training-only
+        state). fp16 halves the size; loading casts back to fp32."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.shipped_tensors().items()}
         tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in tensors.items()}
         cfg_tmp = directory / "config.json.tmp"
         cfg_tmp.write_text(self.config.to_json() + "\n")
@@ -266,59 +273,37 @@ class Codec(nn.Module):
         cfg_path, weights = directory / "config.json", directory / "model.safetensors"
         if not cfg_path.is_file() or not weights.is_file():
             raise ModelError(f"{directory}: not a model folder (needs config.json and model.safetensors)")
-        model = cls(CodecConfig.load(cfg_path))
-        try:
+        config = CodecConfig.load(cfg_path)
+        try:  # before the model is built: a file that is no safetensors is named as such
             state = load_file(str(weights))
         except Exception as exc:
             raise ModelError(f"{weights}: not a valid safetensors file ({exc})") from exc
-        load_matching_state(model, state, strict=True, source=str(weights))
-        return model.eval()
+        model = _build_for_weights(cls, config, cfg_path, weights)
+        return load_shipped_tensors(model, state, str(weights)).eval()
 
+    def shipped_tensors(self) -> dict[str, torch.Tensor]:
+        """What a model folder holds and the model id hashes: `state_dict()`, which holds the
+        weights and leaves out constants (the iSTFT bases) and training-only state (the
+        quantizer's EMA statistics, kept by checkpoints: model/training_state.py); plus, for a
+        model read from a folder or checkpoint written before those were left out, the extra
+        tensors it held, as read (`load_shipped_tensors`). So the shipped models keep their ids,
+        and a model re-saved from such a folder writes the same tensors again."""
+        return {**self.__dict__.get("_id_extras", {}), **self.state_dict()}
 
-@dataclass
-class StateMatch:
-    """How a state dict lines up with a model: the tensor names in each case, sorted."""
+    def to_bytes(self) -> tuple[dict, bytes]:
+        """(config, safetensors bytes of `shipped_tensors()`): the model as a worker process gets
+        it (`from_bytes`), no pickled module crossing processes, and the same id on both sides."""
+        from safetensors.torch import save
 
-    loaded: list[str]       # in both, same shape: copied into the model
-    missing: list[str]      # in the model only: keep their fresh values
-    unexpected: list[str]   # in the state only: ignored (e.g. an older design's `decoder.output_scale`)
-    mismatched: list[str]   # in both with different shapes: keep their fresh values
+        return self.config.to_dict(), save({k: v.detach().cpu().contiguous() for k, v in self.shipped_tensors().items()})
 
+    @classmethod
+    def from_bytes(cls, blob: tuple[dict, bytes], source: str = "worker") -> Codec:
+        """The model `to_bytes` described, in eval mode on the CPU."""
+        from safetensors.torch import load
 
-def match_state(model: nn.Module, state: dict[str, torch.Tensor]) -> StateMatch:
-    own = model.state_dict()
-    both = set(own) & set(state)
-    mismatched = sorted(k for k in both if own[k].shape != state[k].shape)
-    return StateMatch(loaded=sorted(both - set(mismatched)), missing=sorted(set(own) - set(state)),
-                      unexpected=sorted(set(state) - set(own)), mismatched=mismatched)
-
-
-def load_matching_state(model: nn.Module, state: dict[str, torch.Tensor], strict: bool, source: str) -> list[str]:
-    """Load `state` into `model`. strict: any missing, unexpected or mis-shaped key is a one-line
-    ModelError naming them; otherwise load what matches and return the model's names that were
-    not loaded (missing or mis-shaped; `match_state` tells the unexpected ones too)."""
-    own = model.state_dict()
-    match = match_state(model, state)
-    missing, unexpected, shape_mismatch = match.missing, match.unexpected, match.mismatched
-    problems = []
-    if unexpected:
-        problems.append(f"unexpected keys {_names(unexpected)}")
-    if missing:
-        problems.append(f"missing keys {_names(missing)}")
-    if shape_mismatch:
-        problems.append(f"mismatched shapes {_names(shape_mismatch)}")
-    if strict and problems:
-        raise ModelError(f"{source}: a different architecture ({'; '.join(problems)})")
-    good = {k: v.to(own[k].dtype) for k, v in state.items() if k in own and own[k].shape == v.shape}
-    # a quantizer stage whose codebook stays fresh keeps all of its state fresh: a loaded
-    # `initialized` flag would skip its k-means start and leave the fresh entries random
-    fresh_stages = tuple(k[: -len("codebook")] for k in missing + shape_mismatch if k.endswith(".codebook"))
-    stage_state = sorted(k for k in good if k.startswith(fresh_stages))  # startswith(()) is False
-    for k in stage_state:
-        del good[k]
-    own.update(good)
-    model.load_state_dict(own)
-    return missing + shape_mismatch + stage_state
+        config, data = blob
+        return load_shipped_tensors(cls(CodecConfig.from_dict(config)), load(data), source).eval()
 
 
 def pcm_to_float(wav: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
@@ -343,6 +328,29 @@ def pcm_to_float(wav: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
                      "(convert it with numpy: wav.astype(np.float32) in [-1, 1])")
 
 
-def _names(keys: list[str], limit: int = 6) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+_STATE_VALUES: dict[str, int] = {}  # a model design (its model and quantizer config) -> values in its state dict
+
+
+def _build_for_weights(cls: type[Codec], config: CodecConfig, cfg_path: Path, weights: Path) -> Codec:
+    """The model a (possibly stranger's) config.json describes, built only after a dry run on the
+    meta device (no memory) shows it builds and that its tensors fit in the weights file (at 2
+    bytes each, the smallest dtype `save_pretrained` writes): a config cannot make the loader
+    allocate more than a small multiple of the files it was given."""
+    key = json.dumps([asdict(config.model), asdict(config.quantizer)], sort_keys=True, default=str)
+    if key not in _STATE_VALUES:  # the dry run costs more than building a small model: once per design
+        try:
+            with torch.device("meta"):
+                probe = cls(config)
+        except ModelError:
+            raise
+        except Exception as exc:  # whatever a nonsensical architecture makes a constructor raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelError(f"{cfg_path}: describes no model that can be built ({first[:160]})") from exc
+        if len(_STATE_VALUES) >= 64:
+            _STATE_VALUES.clear()
+        _STATE_VALUES[key] = sum(t.numel() for t in probe.state_dict().values())
+    need = 2 * _STATE_VALUES[key]
+    if need > weights.stat().st_size:
+        raise ModelError(f"{cfg_path}: describes a model of {need // 2:,} values, more than {weights.name} "
+                         f"({weights.stat().st_size:,} bytes) can hold")
+    return cls(config)

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from telucodec.config import ModelConfig
 from telucodec.errors import ModelError
-from telucodec.model.seanet import PaddedConv1d
+from telucodec.model.layers import PaddedConv1d
 from telucodec.model.spectral import ConvNeXtBlock
 
 COMPRESSION = 0.3  # |X| ** 0.3 with the phase kept: the compressed complex spectrum of speech enhancement
@@ -57,6 +57,10 @@ class STFTEncoder(nn.Module):
         # clamp, not "+ eps": the ONNX exporter drops an added 1e-12 and silence then gives inf * 0
         scale = (real * real + imag * imag).clamp_min(1e-12) ** ((COMPRESSION - 1.0) / 2)  # |X| ** (c - 1)
         return torch.cat([real * scale, imag * scale], dim=1)
+
+    def stream_layers(self) -> None:
+        """No conv stack to measure: the STFT reads whole windows, so this encoder does not stream."""
+        return None
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.input(self.spectrum(wav)))

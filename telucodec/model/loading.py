@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from telucodec.config import CodecConfig
+from telucodec.config import DEFAULT_PRESET, CodecConfig, get_config
 from telucodec.errors import ModelError
-from telucodec.model.codec import Codec, load_matching_state
+from telucodec.model.codec import Codec, load_shipped_tensors
 
 PRETRAINED_DIR = Path(__file__).parents[1] / "pretrained"
-DEFAULT_MODEL = "telugu-v4"
+DEFAULT_MODEL = "telugu-v5"
 CHECKPOINT_FORMAT = 1
 
 
@@ -63,10 +63,15 @@ def shipped_model_ids() -> dict[str, str]:
     return ids
 
 
+def shipped_model_name(model_id: str) -> str | None:
+    """The name of the shipped model with this id (None when no shipped model has it)."""
+    return shipped_model_ids().get(str(model_id).lower())
+
+
 def model_hint(model_id: str) -> str:
     """For a "wrong model" error: which model to use instead, when codes of `model_id` were made by
     a shipped model ("" when no shipped model has this id)."""
-    name = shipped_model_ids().get(str(model_id).lower())
+    name = shipped_model_name(model_id)
     return (f"made by the shipped model {name}: decode with --model {name} (Python: "
             f"telucodec.load_model({name!r}))") if name else ""
 
@@ -115,6 +120,25 @@ def checkpoint_config(state: dict[str, Any], source: str) -> CodecConfig:
         raise ModelError(f"{source}: checkpoint has no usable config") from exc
 
 
+def init_config(path: str | Path) -> CodecConfig:
+    """The config a model folder or checkpoint was built with: what `--init_from` trains when no
+    `--config` is given (its architecture, and the fine-tuning recipe a converted model carries)."""
+    p = resolve(path)
+    if p.is_dir():
+        return CodecConfig.load(p / "config.json")
+    if p.suffix == ".safetensors":
+        return CodecConfig.load(p.parent / "config.json")
+    return checkpoint_config(load_checkpoint(p), str(p))
+
+
+def base_config(config: str | None, init_from: str | None) -> CodecConfig:
+    """What a training run builds before its flags apply: `--config` (a preset or JSON file) when
+    given; else the `--init_from` model's own config; else the default preset."""
+    if config is None and init_from:
+        return init_config(init_from)
+    return get_config(config or DEFAULT_PRESET)
+
+
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The generator tensors of a model folder or a training checkpoint (no pickle is executed)."""
     p = resolve(path)
@@ -136,6 +160,5 @@ def load_model(path: str | Path | None = None, device: str = "cpu") -> Codec:
         model = Codec.from_pretrained(p)
     else:
         state = load_checkpoint(p)
-        model = Codec(checkpoint_config(state, str(p)))
-        load_matching_state(model, state["model"], strict=True, source=str(p))
+        model = load_shipped_tensors(Codec(checkpoint_config(state, str(p))), state["model"], str(p))
     return model.to(device).eval()

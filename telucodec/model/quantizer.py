@@ -1,11 +1,23 @@
 """Residual vector quantizer.
 
-Each stage is a 1024-entry (configurable) codebook. Entries are initialised by k-means on the
-first batch and then either follow EMA k-means updates ("ema") or learn from a codebook loss
-("loss"); entries unused for `dead_code_steps` steps are replaced by random current inputs, which
-keeps usage high (without it the first codebook collapses to a handful of codes). The
-commitment loss is computed before the straight-through estimator, which then lets gradients
-pass from decoder to encoder as if quantization were the identity.
+Each stage is a 1024-entry (configurable) codebook. Entries start by k-means on at least
+KMEANS_VECTORS_PER_ENTRY vectors per entry: a batch smaller than that (the default 16 x 1 s
+crops give 800 vectors for 1024 entries) starts the stage provisionally from its own vectors and
+the stage collects the next batches' until it has enough to cluster. Entries then either follow
+EMA k-means updates ("ema") or learn from a codebook loss ("loss"); entries unused for
+`dead_code_steps` steps are replaced by random current inputs, which keeps usage high (without
+it the first codebook collapses to a handful of codes). The commitment loss is computed before
+the straight-through estimator, which then lets gradients pass from decoder to encoder as if
+quantization were the identity.
+
+The quantizer runs in float32 whatever autocast surrounds it (the latent is cast up): EMA sums
+and nearest-entry distances need the precision. Its statistics cost one device-to-host copy per
+step (usage and perplexity of every stage together), not several per stage.
+
+The EMA statistics and the vectors a k-means start is collecting are training-only state: not in
+`state_dict()` (so not in model folders nor in the model id), kept by training checkpoints
+(model/training_state.py). A stage loaded from weights alone restarts its statistics from its
+loaded entries.
 
 With `codebook_dim` > 0 each stage is DAC's factorized quantizer instead: a linear projection to
 a few dimensions, a nearest-entry search between L2-normalized vectors (a cosine search, which
@@ -26,6 +38,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from telucodec.config import QuantizerConfig
+from telucodec.model.clustering import code_counts, code_statistics, entry_counts, kmeans, nearest_entry
+
+KMEANS_VECTORS_PER_ENTRY = 2  # a k-means start clusters at least this many vectors per entry
+TRAINING_BUFFERS = ("cluster_size", "embed_sum", "steps_unused")  # per stage, training-only
 
 
 def _distributed() -> bool:
@@ -44,35 +60,6 @@ def _broadcast(t: torch.Tensor) -> None:
         dist.broadcast(t, src=0)
 
 
-def kmeans(samples: torch.Tensor, k: int, iters: int) -> torch.Tensor:
-    """k-means on samples [N, D] -> centroids [k, D], seeded k-means++ style (each new seed drawn
-    with probability proportional to its squared distance from the seeds so far), so separate
-    clusters are not left sharing one centroid. With N < k, seeds repeat and are jittered apart."""
-    n = samples.shape[0]
-    if n <= k:  # every sample becomes a seed; the rest repeat random samples
-        extra = torch.randint(0, n, (k - n,), device=samples.device)
-        seeds = torch.cat([torch.randperm(n, device=samples.device), extra])
-    else:
-        seeds = torch.empty(k, dtype=torch.long, device=samples.device)
-        seeds[0] = torch.randint(0, n, ())
-        dist2 = (samples - samples[seeds[0]]).pow(2).sum(1)
-        draws = torch.rand(k, device=samples.device, dtype=samples.dtype)
-        for i in range(1, k):
-            cdf = torch.cumsum(dist2, 0)
-            seeds[i] = torch.searchsorted(cdf, draws[i] * cdf[-1]).clamp(max=n - 1)
-            dist2 = torch.minimum(dist2, (samples - samples[seeds[i]]).pow(2).sum(1))
-    centroids = samples[seeds].clone()
-    for _ in range(iters):
-        assign = torch.cdist(samples, centroids).argmin(dim=1)
-        counts = torch.bincount(assign, minlength=k).to(samples.dtype)
-        sums = torch.zeros_like(centroids).index_add_(0, assign, samples)
-        filled = counts > 0
-        centroids[filled] = sums[filled] / counts[filled, None]
-    if n < k:  # duplicates would never separate: jitter them
-        centroids += 1e-3 * samples.std() * torch.randn_like(centroids)
-    return centroids
-
-
 @dataclass
 class QuantizerOutput:
     quantized: torch.Tensor          # [B, D, F], straight-through (gradients reach the encoder)
@@ -89,16 +76,19 @@ class VectorQuantizer(nn.Module):
         self.cfg = cfg
         size = cfg.codebook_size
         self.codebook = nn.Parameter(torch.randn(size, dim) * 0.1, requires_grad=cfg.update == "loss")
-        self.register_buffer("initialized", torch.tensor(False))
-        self.register_buffer("cluster_size", torch.ones(size))
-        self.register_buffer("embed_sum", self.codebook.detach().clone())
-        self.register_buffer("steps_unused", torch.zeros(size))
+        self.register_buffer("initialized", torch.tensor(False))  # the k-means start is done (a weight-file flag)
+        self.register_buffer("cluster_size", torch.ones(size), persistent=False)  # TRAINING_BUFFERS
+        self.register_buffer("embed_sum", self.codebook.detach().clone(), persistent=False)
+        self.register_buffer("steps_unused", torch.zeros(size), persistent=False)
+        self.kmeans_samples: list[torch.Tensor] = []  # what a k-means start has collected so far
+        # loaded entries come without their (non-persistent) EMA statistics: restart those from
+        # the entries, or the first EMA update would pull the codebook back toward its random init
+        self.register_load_state_dict_post_hook(lambda module, _: module.restart_statistics())
+        self._started_seen: tuple[int, int, bool] | None = None  # (data_ptr, version, value) of `initialized`
 
     def nearest(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, D] -> indices [N] of the closest entries."""
-        e = self.codebook
-        dist2 = x.pow(2).sum(1, keepdim=True) - 2 * x @ e.t() + e.pow(2).sum(1)[None]
-        return dist2.argmin(dim=1)
+        return nearest_entry(x, self.codebook)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, F] -> vectors [B, D, F]."""
@@ -108,24 +98,59 @@ class VectorQuantizer(nn.Module):
         """[K, D]: every entry as the vector it adds to the latent (what decoding looks up)."""
         return self.codebook
 
-    @torch.no_grad()
-    def _init_from(self, x: torch.Tensor) -> None:
-        centroids = kmeans(x, self.cfg.codebook_size, self.cfg.kmeans_iters)
-        _broadcast(centroids)
-        self._start_from(centroids)
+    def _started(self) -> bool:
+        """`initialized`, read from the device only when the flag changed (a start, a load): not
+        a device-to-host copy per stage and step."""
+        flag = self.initialized
+        seen = self._started_seen
+        if seen is None or seen[:2] != (flag.data_ptr(), flag._version):
+            seen = self._started_seen = (flag.data_ptr(), flag._version, bool(flag))
+        return seen[2]
 
     @torch.no_grad()
-    def _start_from(self, entries: torch.Tensor) -> None:
-        """Make `entries` [K, dim] the codebook, with the EMA statistics of a fresh start."""
+    def _kmeans_start(self, x: torch.Tensor) -> None:
+        """Collect `x` [N, dim] for the k-means start; cluster once there are enough vectors. Until
+        then the stage runs from its first batch's vectors (`kmeans` with fewer samples than
+        entries: each sample an entry, the rest repeats, jittered apart)."""
+        self.kmeans_samples.append(x)
+        have = sum(t.shape[0] for t in self.kmeans_samples)
+        if have >= KMEANS_VECTORS_PER_ENTRY * self.cfg.codebook_size:
+            samples = torch.cat(self.kmeans_samples)
+            self.kmeans_samples = []
+            self._start_from(self._cluster(samples))
+        elif len(self.kmeans_samples) == 1:
+            self._start_from(self._cluster(x), final=False)
+
+    @torch.no_grad()
+    def _cluster(self, samples: torch.Tensor) -> torch.Tensor:
+        """k-means centroids [K, dim] of `samples`: rank 0's under DDP, broadcast to every rank."""
+        if _distributed() and dist.get_rank() != 0:
+            centroids = samples.new_empty(self.cfg.codebook_size, samples.shape[1])
+        else:
+            centroids = kmeans(samples, self.cfg.codebook_size, self.cfg.kmeans_iters)
+        _broadcast(centroids)
+        return centroids
+
+    @torch.no_grad()
+    def _start_from(self, entries: torch.Tensor, final: bool = True) -> None:
+        """Make `entries` [K, dim] the codebook, with the EMA statistics of a fresh start
+        (`final` False: a provisional start; the k-means start is still collecting)."""
         self.codebook.copy_(entries)
-        self.embed_sum.copy_(entries)
+        self.restart_statistics()
+        if final:
+            self.initialized.fill_(True)
+            self._started_seen = (self.initialized.data_ptr(), self.initialized._version, True)
+
+    @torch.no_grad()
+    def restart_statistics(self) -> None:
+        """EMA statistics that reproduce the current entries (each entry one count of itself)."""
+        self.embed_sum.copy_(self.codebook)
         self.cluster_size.fill_(1.0)
         self.steps_unused.zero_()
-        self.initialized.fill_(True)
 
     @torch.no_grad()
     def _update(self, x: torch.Tensor, codes: torch.Tensor) -> None:
-        counts = torch.bincount(codes, minlength=self.cfg.codebook_size).to(x.dtype)
+        counts = entry_counts(codes, self.cfg.codebook_size, x.dtype)
         sums = torch.zeros_like(self.codebook).index_add_(0, codes, x)
         counts, sums = _all_reduce_mean(counts), _all_reduce_mean(sums)
         if self.cfg.update == "ema":
@@ -137,25 +162,28 @@ class VectorQuantizer(nn.Module):
             self.codebook.copy_(self.embed_sum / smoothed[:, None])
         self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
         if self.cfg.dead_code_steps > 0:
-            dead = self.steps_unused >= self.cfg.dead_code_steps
-            n_dead = int(dead.sum())
-            if n_dead:
-                pick = x[torch.randint(0, x.shape[0], (n_dead,), device=x.device)]
-                replacement = self.codebook.clone()
-                replacement[dead] = pick
-                _broadcast(replacement)
-                self.codebook.copy_(replacement)
-                self.embed_sum[dead] = replacement[dead]
-                self.cluster_size[dead] = 1.0
-                self.steps_unused[dead] = 0
+            self._replace_dead(x)
+
+    @torch.no_grad()
+    def _replace_dead(self, x: torch.Tensor) -> None:
+        """Entries unused for `dead_code_steps` steps become random current inputs. Every entry
+        draws a candidate and only the dead take theirs, so the device is never asked how many
+        are dead (no host sync); under DDP rank 0's candidates are broadcast."""
+        dead = (self.steps_unused >= self.cfg.dead_code_steps)[:, None]
+        picks = x[torch.randint(0, x.shape[0], (self.cfg.codebook_size,), device=x.device)]
+        _broadcast(picks)
+        self.codebook.copy_(torch.where(dead, picks, self.codebook))
+        self.embed_sum.copy_(torch.where(dead, picks, self.embed_sum))
+        self.cluster_size.masked_fill_(dead[:, 0], 1.0)
+        self.steps_unused.masked_fill_(dead[:, 0], 0)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [B, D, F] -> (quantized [B, D, F] not yet straight-through, codes [B, F], commitment per
         item [B], codebook loss): per item so that per-item quantizer dropout can leave items out."""
         b, d, f = x.shape
         flat = x.detach().transpose(1, 2).reshape(-1, d)
-        if self.training and self.cfg.kmeans_init and not bool(self.initialized):
-            self._init_from(flat)
+        if self.training and self.cfg.kmeans_init and not self._started():
+            self._kmeans_start(flat)
         codes = self.nearest(flat)
         quantized = self.lookup(codes.view(b, f))
         commitment = (x - quantized.detach()).pow(2).mean(dim=(1, 2))
@@ -196,8 +224,9 @@ class FactorizedVectorQuantizer(VectorQuantizer):
         the mean is kept by in_proj's bias and restored by out_proj's)."""
         mean = x.mean(0)
         _, _, v = torch.linalg.svd(x - mean, full_matrices=False)
-        basis = v[: self.cfg.codebook_dim]
+        basis = v[: self.cfg.codebook_dim].contiguous()
         _broadcast(basis)
+        _broadcast(mean)  # the biases too: DDP never syncs parameters after it wraps the model
         self.in_proj.weight.copy_(basis)
         self.in_proj.bias.copy_(-(basis @ mean))
         self.out_proj.weight.copy_(basis.t())
@@ -216,12 +245,12 @@ class FactorizedVectorQuantizer(VectorQuantizer):
         """As VectorQuantizer.forward, but the quantized output is already straight-through
         (per stage, in the projected space) and projected back to D."""
         b, d, f = x.shape
-        first = self.training and self.cfg.kmeans_init and not bool(self.initialized)
-        if first:
+        starting = self.training and self.cfg.kmeans_init and not self._started()
+        if starting and not self.kmeans_samples:  # the start's first batch
             self._init_projections(x.detach().transpose(1, 2).reshape(-1, d))
         z = self.in_proj(x.transpose(1, 2)).reshape(-1, self.cfg.codebook_dim)  # [N, c]
-        if first:
-            self._init_from(z.detach())
+        if starting:
+            self._kmeans_start(z.detach())
         codes = self._nearest_projected(z.detach())
         z_q = F.embedding(codes, self.codebook)
         commitment = (z - z_q.detach()).pow(2).view(b, f, -1).mean(dim=(1, 2))
@@ -242,11 +271,17 @@ class ResidualVQ(nn.Module):
         self.layers = nn.ModuleList([stage(dim, cfg) for _ in range(cfg.n_q)])
 
     def forward(self, x: torch.Tensor, n_q: int | None = None) -> QuantizerOutput:
+        # float32 whatever autocast is on around it (bf16 training): the EMA sums, the distances
+        # and k-means need the precision, and index_add_ refuses a bf16 source for a float32 table
+        with torch.autocast(x.device.type, enabled=False):
+            return self._forward(x.float(), n_q)
+
+    def _forward(self, x: torch.Tensor, n_q: int | None) -> QuantizerOutput:
         n_q = n_q or self.cfg.n_q
         keep = self._items_n_q(x) if n_q == self.cfg.n_q else None  # [B] per-item dropout, or None
         residual = x
         quantized_sum = torch.zeros_like(x)
-        codes, usage, perplexity = [], [], []
+        codes = []
         commitment = x.new_zeros(())
         codebook = x.new_zeros(())
         for i, layer in enumerate(self.layers[:n_q]):
@@ -264,13 +299,25 @@ class ResidualVQ(nn.Module):
             commitment = commitment + commit
             codebook = codebook + cb
             codes.append(c)
-            counts = torch.bincount(c.flatten(), minlength=self.cfg.codebook_size).float()
-            probs = counts / counts.sum()
-            usage.append(float((counts > 0).float().mean()))
-            perplexity.append(float(torch.exp(-(probs * torch.log(probs.clamp_min(1e-12))).sum())))
         # straight-through: forward value is the quantized sum, gradient is identity to x
         quantized = quantized_sum if self.factorized else x + (quantized_sum - x).detach()
-        return QuantizerOutput(quantized, torch.stack(codes, dim=1), commitment, codebook, usage, perplexity)
+        stacked = torch.stack(codes, dim=1)
+        usage, perplexity = code_statistics(code_counts(stacked, self.cfg.codebook_size))
+        stats = torch.cat([usage, perplexity]).tolist()  # one device-to-host copy for every stage
+        return QuantizerOutput(quantized, stacked, commitment, codebook, stats[: len(codes)], stats[len(codes):])
+
+    @torch.no_grad()
+    def set_codebooks(self, books: torch.Tensor) -> None:
+        """Start every plain stage from given entries [n_q, K, D] (a converted model's tables, or
+        a k-means fitted offline), with fresh EMA statistics."""
+        if self.factorized or books.shape != (self.cfg.n_q, self.cfg.codebook_size, self.layers[0].codebook.shape[1]):
+            raise ValueError(f"codebooks {tuple(books.shape)} do not fit this quantizer")
+        for layer, entries in zip(self.layers, books):
+            layer._start_from(entries.to(layer.codebook))
+
+    def codebooks(self) -> torch.Tensor:
+        """[n_q, K, D]: every stage's entries as the vectors they add to the latent."""
+        return torch.stack([layer.latent_codebook() for layer in self.layers]).detach()
 
     def adopt_plain_codebooks(self, state: dict[str, torch.Tensor], prefix: str = "quantizer.") -> list[int]:
         """Factorized stages whose plain [K, D] codebook is in `state` start from it

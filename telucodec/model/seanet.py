@@ -1,57 +1,22 @@
-"""SEANet-style convolutional encoder and waveform decoder (as in EnCodec), plus the conv
-building blocks shared with the spectral decoder.
+"""SEANet-style convolutional encoder and waveform decoder (as in EnCodec).
 
 Shapes: wav [B, 1, T] with T a multiple of the hop (the codec pads); latent [B, D, F], F = T / hop.
-Every conv pads explicitly: symmetric ("same") by default, all on the left when `causal`, so the
-causal model can be streamed later with exactly the offline result.
+The padded conv blocks live in `model/layers.py` (re-exported here for older imports).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
-from torch.nn.utils.parametrizations import weight_norm
 
 from telucodec.config import ModelConfig
+from telucodec.model.layers import PaddedConv1d, PaddedConvTranspose1d, Residual, stack_frames
+
+__all__ = ["PaddedConv1d", "PaddedConvTranspose1d", "Residual", "ResidualUnit", "BottleneckLSTM",
+           "SEANetEncoder", "SEANetDecoder"]
 
 
-class PaddedConv1d(nn.Module):
-    """Conv1d with explicit padding so that output frames = ceil(input / stride) exactly."""
-
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, dilation: int = 1,
-                 causal: bool = False, norm: bool = True, groups: int = 1):
-        super().__init__()
-        self.total_pad = dilation * (kernel_size - 1) - (stride - 1)
-        self.left_pad = self.total_pad if causal else self.total_pad // 2
-        # The symmetric part of the zero padding is the conv's own (no copy of the input: F.pad
-        # was ~16 % of a SEANet encoder's time); only what is left over is padded explicitly.
-        inner = min(self.left_pad, self.total_pad - self.left_pad)
-        self.extra_pad = (self.left_pad - inner, self.total_pad - self.left_pad - inner)
-        conv = nn.Conv1d(in_ch, out_ch, kernel_size, stride=stride, dilation=dilation, groups=groups, padding=inner)
-        self.conv = weight_norm(conv) if norm else conv
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if any(self.extra_pad):
-            x = F.pad(x, self.extra_pad)
-        return self.conv(x)
-
-
-class PaddedConvTranspose1d(nn.Module):
-    """ConvTranspose1d whose output is exactly `stride` times longer than its input."""
-
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int, causal: bool = False):
-        super().__init__()
-        self.conv = weight_norm(nn.ConvTranspose1d(in_ch, out_ch, kernel_size, stride=stride))
-        self.trim = kernel_size - stride
-        self.left_trim = 0 if causal else self.trim // 2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
-        return y[..., self.left_trim: y.shape[-1] - (self.trim - self.left_trim)]
-
-
-class ResidualUnit(nn.Module):
+class ResidualUnit(Residual):
     """x + conv1(elu(conv3(elu(x)))). Every ELU in this file that reads a fresh conv or residual
     output works in place (one 16 kHz activation fewer to allocate per layer, ~10 % of an encode);
     the first one here reads x, which the skip connection still needs, so it does not."""
@@ -62,9 +27,6 @@ class ResidualUnit(nn.Module):
             nn.ELU(), PaddedConv1d(dim, dim // 2, 3, dilation=dilation, causal=causal),
             nn.ELU(inplace=True), PaddedConv1d(dim // 2, dim, 1, causal=causal),
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.block(x)
 
 
 class BottleneckLSTM(nn.Module):
@@ -102,6 +64,9 @@ class SEANetEncoder(nn.Module):
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return self.net(wav)
 
+    def stream_layers(self) -> list[nn.Module]:
+        return list(self.net)
+
 
 class SEANetDecoder(nn.Module):
     """latent [B, D, F] -> wav [B, 1, F * hop].
@@ -129,3 +94,6 @@ class SEANetDecoder(nn.Module):
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         return self.output(self.net(latent))
+
+    def stream_frames(self) -> tuple[int, int]:
+        return stack_frames(list(self.net) + [self.output])

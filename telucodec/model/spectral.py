@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from telucodec.config import ModelConfig
 from telucodec.errors import ModelError
-from telucodec.model.seanet import PaddedConv1d
+from telucodec.model.layers import PaddedConv1d, receptive_extent
 
 
 class ConvNeXtBlock(nn.Module):
@@ -69,10 +69,12 @@ class InverseSTFT(nn.Module):
         if n_fft % 2 == 0:
             scale[-1] = 1.0
         window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
-        # frames = window * irfft(spec): [n_fft, bins] bases for the real and imaginary parts
-        self.register_buffer("cos_basis", (window[:, None] * torch.cos(angle) * scale / n_fft).float())
-        self.register_buffer("sin_basis", (-window[:, None] * torch.sin(angle) * scale / n_fft).float())
-        self.register_buffer("window_sq", (window ** 2).float().view(1, n_fft, 1))
+        # frames = window * irfft(spec): [n_fft, bins] bases for the real and imaginary parts.
+        # Constants, rebuilt here: not in state_dict(), so not in model folders nor the model id
+        # (older folders hold them; codec.py keeps those folders' ids as they were)
+        self.register_buffer("cos_basis", (window[:, None] * torch.cos(angle) * scale / n_fft).float(), persistent=False)
+        self.register_buffer("sin_basis", (-window[:, None] * torch.sin(angle) * scale / n_fft).float(), persistent=False)
+        self.register_buffer("window_sq", (window ** 2).float().view(1, n_fft, 1), persistent=False)
         self.register_buffer("window", window.float().view(1, n_fft, 1), persistent=False)
 
     def frames(self, real: torch.Tensor, imag: torch.Tensor, by_fft: bool = True) -> torch.Tensor:
@@ -87,6 +89,10 @@ class InverseSTFT(nn.Module):
                 + torch.einsum("nk,bkf->bnf", self.sin_basis, imag))
 
     def forward(self, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(real.device.type, enabled=False):  # float32 under bf16 autocast too
+            return self._synthesis(real.float(), imag.float())
+
+    def _synthesis(self, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
         frames = self.frames(real, imag, by_fft=not torch.onnx.is_in_onnx_export())
         num_frames = frames.shape[-1]
         wav = self._overlap_add(frames)  # [B, 1, (F-1)*hop + n_fft]
@@ -172,12 +178,24 @@ class SpectralDecoder(nn.Module):
         return (x, fine) if self.residual else (fine, fine)
 
     def _synthesise(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, 2*bins, frames] (log-magnitude, phase) -> wav [B, 1, frames * hop]."""
-        mag, phase = self._polar(x)
-        return self.istft(mag * torch.cos(phase), mag * torch.sin(phase))
+        """[B, 2*bins, frames] (log-magnitude, phase) -> wav [B, 1, frames * hop], in float32
+        under bf16 autocast too (exp and the polar form need the range and precision)."""
+        with torch.autocast(x.device.type, enabled=False):
+            mag, phase = self._polar(x.float())
+            return self.istft(mag * torch.cos(phase), mag * torch.sin(phase))
 
     def _polar(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.exp(x[:, : self.bins].clamp(max=6.0)), x[:, self.bins:]
+
+    def stream_frames(self) -> tuple[int, int]:
+        """(context, lookahead) frames for streaming: the iSTFT overlaps later frames, so a frame
+        is final only `lookahead` frames later."""
+        extent, _ = receptive_extent([self.input] + [b.dwconv for b in self.blocks], 1.0)
+        istft = self.istft
+        start = (istft.n_fft - istft.hop) // 2  # frame g's window covers [g*hop - start, g*hop - start + n_fft)
+        behind = math.ceil((istft.n_fft - start) / istft.hop) - 1
+        ahead = math.ceil(start / istft.hop)
+        return math.ceil(extent) + behind, ahead
 
     def head_spectrum(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What the head asks `self.istft` to synthesise, as (magnitude, phase) [B, bins, frames]

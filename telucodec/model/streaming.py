@@ -13,7 +13,7 @@ whole frames, keeping only the new frames. Inside the window everything a kept f
 on is real data, so it equals the offline result up to float rounding (~1e-7).
 
 Latency: the encoder emits a frame once its last sample has arrived (one hop, 20 ms at 50 Hz);
-the SEANet decoder emits a frame's samples as soon as its codes arrive; the spectral decoder's
+the SEANet and SoundStream decoders emit a frame's samples as soon as its codes arrive; the spectral decoder's
 inverse STFT overlaps later frames, so it holds back `lookahead` frames (2 with n_fft = 4 hops).
 `latency_samples(model)` is the sum: algorithmic latency, compute time not included.
 
@@ -24,7 +24,6 @@ refused with a clear error.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -35,16 +34,8 @@ from torch import nn
 from telucodec.config import CodecConfig
 from telucodec.errors import ModelError
 from telucodec.model.amplitude import Amplitude
+from telucodec.model.layers import stack_context, stack_reach
 from telucodec.model.quantizer import ResidualVQ
-from telucodec.model.seanet import (
-    BottleneckLSTM,
-    PaddedConv1d,
-    PaddedConvTranspose1d,
-    ResidualUnit,
-    SEANetDecoder,
-    SEANetEncoder,
-)
-from telucodec.model.spectral import SpectralDecoder
 
 
 class Streamable(Protocol):
@@ -54,7 +45,7 @@ class Streamable(Protocol):
     config: CodecConfig
     amplitude: Amplitude
     hop: int
-    encoder: SEANetEncoder
+    encoder: nn.Module
     quantizer: ResidualVQ
     decoder: nn.Module
 
@@ -66,75 +57,26 @@ class Streamable(Protocol):
     def parameters(self) -> Iterator[nn.Parameter]: ...
 
 
-# ---- receptive fields -----------------------------------------------------------------------
-def _history(layers: list[nn.Module], jump: float, causal: bool = True) -> tuple[float, float]:
-    """How far back (in the stack's input units) its last output depends, and the output jump.
-
-    `jump` is the size of one position of the stack's input in the unit we count in (samples for
-    the encoder, frames for the decoder); strided convs multiply it, transposed convs divide it.
-    With `causal` False the layers may look ahead too and the extent is their whole span: an
-    output then depends on nothing farther than that on either side."""
-    extent = 0.0
-    for layer in layers:
-        if isinstance(layer, PaddedConv1d):
-            conv = layer.conv
-            if causal and layer.left_pad != layer.total_pad:
-                raise ModelError("streaming needs a causal model (ModelConfig.causal = true)")
-            extent += conv.dilation[0] * (conv.kernel_size[0] - 1) * jump
-            jump *= conv.stride[0]
-        elif isinstance(layer, PaddedConvTranspose1d):
-            if causal and layer.left_trim != 0:
-                raise ModelError("streaming needs a causal model (ModelConfig.causal = true)")
-            conv = layer.conv
-            extent += (conv.kernel_size[0] - 1) // conv.stride[0] * jump
-            jump /= conv.stride[0]
-        elif isinstance(layer, ResidualUnit):
-            inner, _ = _history(list(layer.block), jump, causal)
-            extent += inner
-        elif isinstance(layer, BottleneckLSTM):
-            raise ModelError("streaming does not support the bottleneck LSTM (lstm: true): its state "
-                             "would have to be carried across chunks; use a model with lstm: false")
-        elif isinstance(layer, nn.Conv1d):
-            if causal:
-                raise ModelError("streaming needs a causal model (ModelConfig.causal = true)")
-            extent += layer.dilation[0] * (layer.kernel_size[0] - 1) * jump
-            jump *= layer.stride[0]
-        elif list(layer.parameters()):
-            raise ModelError(f"streaming: no receptive-field rule for {type(layer).__name__}")
-    return extent, jump
-
-
-def encoder_context_frames(encoder: SEANetEncoder, hop: int) -> int:
+# ---- receptive fields (each family's modules say which layers to measure) -------------------
+def encoder_context_frames(encoder: nn.Module, hop: int) -> int:
     """Frames of past audio the encoder needs to reproduce the next frame exactly."""
-    extent, _ = _history(list(encoder.net), 1.0)  # frame f sees samples (f+1)*hop-1-extent ..
-    return max(0, math.ceil((extent + 1 - hop) / hop))
+    layers = encoder.stream_layers()
+    if layers is None:
+        raise ModelError(f"streaming encode is not supported by the {type(encoder).__name__} "
+                         "(it reads whole STFT frames); encode such a model whole (`encode`)")
+    return stack_context(layers, hop)
 
 
 def encoder_reach_frames(encoder: nn.Module, hop: int) -> int | None:
     """Frames on either side beyond which audio cannot change a frame's latent (causal or not),
-    or None where that is unbounded or unknown (the bottleneck LSTM, a non-SEANet encoder)."""
-    if not isinstance(encoder, SEANetEncoder):
-        return None
-    try:
-        extent, _ = _history(list(encoder.net), 1.0, causal=False)
-    except ModelError:
-        return None
-    return math.ceil(extent / hop) + 1
+    or None where that is unbounded or unknown (the bottleneck LSTM, an encoder with no layer stack)."""
+    layers = encoder.stream_layers()
+    return None if layers is None else stack_reach(layers, hop)
 
 
 def decoder_frames(decoder: nn.Module) -> tuple[int, int]:
     """(context, lookahead) in frames: past codes needed, and frames to wait for after a frame."""
-    if isinstance(decoder, SEANetDecoder):
-        extent, _ = _history(list(decoder.net) + [decoder.output], 1.0)
-        return math.ceil(extent), 0
-    if isinstance(decoder, SpectralDecoder):
-        extent, _ = _history([decoder.input] + [b.dwconv for b in decoder.blocks], 1.0)
-        istft = decoder.istft
-        start = (istft.n_fft - istft.hop) // 2  # frame g's window covers [g*hop - start, g*hop - start + n_fft)
-        behind = math.ceil((istft.n_fft - start) / istft.hop) - 1
-        ahead = math.ceil(start / istft.hop)
-        return math.ceil(extent) + behind, ahead
-    raise ModelError(f"streaming: unknown decoder {type(decoder).__name__}")
+    return decoder.stream_frames()
 
 
 def _check_streamable(model: Streamable) -> None:

@@ -1,7 +1,8 @@
 """Multi-period (HiFi-GAN) and multi-scale STFT (EnCodec) discriminators.
 
 Each returns (logits list, feature-map lists) so the losses in `losses.py` stay free functions.
-Discriminators live only in training checkpoints, never in a shipped model.
+Discriminators live only in training checkpoints, never in a shipped model. Under DDP they are
+wrapped like the generator and built from the same seed on every rank (train/loop.py).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class STFTDiscriminator(nn.Module):
         self.post = weight_norm(nn.Conv2d(channels, 1, (3, 3), padding=(1, 1)))
 
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        spec = torch.stft(wav.squeeze(1), self.n_fft, self.n_fft // 4, window=self.window, return_complex=True)
+        with torch.autocast(wav.device.type, enabled=False):  # torch.stft takes no bf16: float32 under autocast
+            spec = torch.stft(wav.squeeze(1).float(), self.n_fft, self.n_fft // 4, window=self.window, return_complex=True)
         x = torch.stack([spec.real, spec.imag], dim=1).transpose(2, 3)  # [B, 2, frames, bins]
         return _conv_stack(self.convs, self.post, x)
 

@@ -1,7 +1,8 @@
 """Where a training run lives: the device(s) it runs on and the experiment folder it owns.
 
 An existing experiment is never replaced without `--overwrite`; `--resume` needs a checkpoint;
-after a crash (kill -9, power loss) the folder is tidied before the run continues.
+after a crash (kill -9, power loss) the folder is tidied before the run continues; a fresh run that
+fails before its first checkpoint takes back the folder it made (`undo_failed_start`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -35,8 +38,25 @@ def setup_distributed(device_name: str) -> tuple[int, int]:
     use_cuda = device_name != "cpu" and torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    # device-mapped: CUDA tensors over NCCL, CPU ones (the stop flag, every rank's RNG state) over gloo
+    dist.init_process_group(backend="cpu:gloo,cuda:nccl" if use_cuda else "gloo")
     return dist.get_rank(), dist.get_world_size()
+
+
+def wrap_ddp(module: torch.nn.Module | None, device: torch.device, world: int,
+             find_unused_parameters: bool) -> torch.nn.Module | None:
+    """`module` under DDP when there are several processes (else itself; None stays None).
+
+    Buffers are not broadcast every step (`broadcast_buffers=False`): the quantizer keeps its
+    statistics identical on every rank by itself (all-reduced EMA sums, rank 0's k-means and
+    dead-code picks) and the other buffers are constants; DDP syncs every parameter and buffer
+    from rank 0 once, when it wraps the module."""
+    if module is None or world <= 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                   broadcast_buffers=False, find_unused_parameters=find_unused_parameters)
 
 
 def prepare_experiment(root: Path, resume: bool, overwrite: bool, rank: int) -> Path | None:
@@ -52,6 +72,43 @@ def prepare_experiment(root: Path, resume: bool, overwrite: bool, rank: int) -> 
         if rank == 0:
             shutil.rmtree(root)
     return None
+
+
+@contextmanager
+def undo_failed_start(root: Path, resume: bool, overwrite: bool) -> Iterator[Callable[[], bool]]:
+    """Around a run's start: when a fresh run fails (raises, or the caller calls the yielded
+    `undo()`) before its first checkpoint exists, remove what it made, so the corrected command is
+    not told the experiment "already exists" (nor `--resume` that there is no checkpoint).
+
+    Only what this run created goes: the experiment folder (and the parent folders it created),
+    or, when the folder was there empty (or `--overwrite` emptied it), what it put inside. A
+    `--resume`, an existing experiment without `--overwrite` (refused by `prepare_experiment`),
+    another DDP rank than 0, and a run with a checkpoint are never touched."""
+    top = root
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    existed = root.exists()
+    occupied = existed and root.is_dir() and any(root.iterdir())
+    allowed = not resume and (not occupied or overwrite) and int(os.environ.get("RANK", "0")) == 0
+
+    def undo() -> bool:
+        if not allowed or not root.is_dir() or (root / "checkpoints" / "last.pt").exists():
+            return False
+        if not existed:
+            shutil.rmtree(top, ignore_errors=True)
+            return True
+        for child in root.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        return True
+
+    try:
+        yield undo
+    except BaseException:
+        undo()
+        raise
 
 
 def tidy_for_resume(root: Path, epoch: int) -> None:

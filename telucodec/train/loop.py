@@ -4,6 +4,10 @@ One process by default; under `torchrun` every process trains on its own crops (
 alone writes files. Work is never lost: checkpoints are atomic, `--resume` continues from the
 last one (also mid-epoch, after `--max_minutes`), an existing experiment is never replaced
 without `--overwrite`, and NaN/Inf stops the run at once with the last good checkpoint intact.
+
+It reads best whole (a little over 400 lines): one class whose methods run in the order of a
+training run, so set-up, step, loop and checkpoint can be followed down the page; what is not
+that order lives beside it (objective, resume, monitor, notes, media, checkpoint).
 """
 
 from __future__ import annotations
@@ -17,26 +21,32 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
-from telucodec.config import CodecConfig, get_config, with_overrides
+from telucodec.config import CodecConfig
 from telucodec.errors import TelucodecError
-from telucodec.formats.dataset import load_dataset, write_skipped
 from telucodec.model.codec import Codec, load_matching_state, match_state
-from telucodec.model.loading import checkpoint_config, load_checkpoint, read_weights
+from telucodec.model.loading import base_config, checkpoint_config, init_config, load_checkpoint, read_weights
 from telucodec.model.spectral import start_new_blocks_as_identity
-from telucodec.train import media, monitor, notes, objective
+from telucodec.model.training_state import training_state
+from telucodec.train import media, monitor, notes, objective, resume
 from telucodec.train.checkpoint import CHECKPOINT_FORMAT, atomic_torch_save, disk_full
-from telucodec.train.crops import CropDataset
+from telucodec.train.crops import RankBatches, crop_batches
+from telucodec.train.data import prepare_training_data, report_found, start_skipped_list, training_crops
 from telucodec.train.discriminators import Discriminators
-from telucodec.train.experiment import pick_device, prepare_experiment, setup_distributed, tidy_for_resume
-from telucodec.train.optim import lr_factor, make_optimizer
+from telucodec.train.experiment import (
+    pick_device,
+    prepare_experiment,
+    setup_distributed,
+    tidy_for_resume,
+    undo_failed_start,
+    wrap_ddp,
+)
+from telucodec.train.optim import freeze_parts, lr_factor, make_optimizer
 
 QUIET_LOG_EVERY = 100  # with --quiet (no progress bar), one progress line per this many steps
 
@@ -83,42 +93,34 @@ class Trainer:
 
     def _build_config(self) -> CodecConfig:
         a = self.args
-        if self.state is not None:
-            cfg = checkpoint_config(self.state, str(self.resume_from))
-            return with_overrides(cfg, num_epochs=a.num_epochs)
-        cfg = get_config(a.config)
-        cfg = with_overrides(cfg, batch_size=a.batch_size, learning_rate=a.learning_rate, num_epochs=a.num_epochs,
-                             adversarial_after=a.adversarial_after, precision=a.precision, seed=a.seed,
-                             warmup_steps=getattr(a, "warmup_steps", None),
-                             steps_per_epoch=a.steps_per_epoch,
-                             val_speakers=tuple(a.val_speakers.split(",")) if a.val_speakers else None)
-        if a.amplitude:
-            cfg = replace(cfg, model=replace(cfg.model, amplitude=a.amplitude))
+        if self.state is not None:  # flags that would change the run are refused by name (train/resume.py)
+            saved = checkpoint_config(self.state, str(self.resume_from))
+            return resume.resumed_config(saved, a, int(self.state["step"]), self.log)
+        cfg = resume.config_with_flags(base_config(a.config, a.init_from), resume.given_flags(a))
         if cfg.train.precision == "bf16" and self.device.type != "cuda":
-            self.log("note: bf16 is for CUDA; training in fp32 on this device")
-            cfg = with_overrides(cfg, precision="fp32")
+            self.log("note: bf16 on the CPU runs under CPU autocast: the code path CUDA runs, usually slower than fp32")
         return cfg
 
     # -- set-up ----------------------------------------------------------------------------
     def setup(self) -> None:
         cfg, tc = self.config, self.config.train
-        torch.manual_seed(tc.seed + self.rank)
-        self.data = load_dataset(self.args.data_dir, cfg.model.sample_rate, tc.val_fraction, tc.val_speakers, self.log)
+        torch.manual_seed(tc.seed)  # the same on every rank: the generator and discriminators start alike
+        self.data = prepare_training_data(self.args.data_dir, cfg, self.is_main, self.log)
         if self.is_main:
-            write_skipped(self.root / "skipped.tsv", self.data.skipped)
-        segment = int(tc.segment_seconds * cfg.model.sample_rate)
-        train_seconds = self.data.train_seconds(cfg.model.sample_rate)
+            start_skipped_list(self.data, self.root / "skipped.tsv", self.state is not None)
+        train_seconds = self.data.train_seconds()
         self.steps_per_epoch = tc.steps_per_epoch or max(
             1, int(train_seconds * tc.crops_per_second / tc.segment_seconds / (tc.batch_size * self.world)))
-        self.dataset = CropDataset(self.data.train, segment, self.steps_per_epoch * tc.batch_size * self.world,
-                                   tc.seed, tc.augment_gain_db, tc.augment_noise_snr_db)
+        self.dataset = training_crops(self.data, cfg, self.steps_per_epoch * tc.batch_size * self.world)
         self.model = Codec(cfg).to(self.device)
+        self.frozen = freeze_parts(self.model, tc.freeze)
         self.discs = (Discriminators(tc.disc_periods, tc.disc_stft_sizes, tc.disc_channels).to(self.device)
                       if tc.adversarial_after >= 0 else None)
-        self.opt = make_optimizer(self.model.parameters(), tc.learning_rate, tc)
+        self.opt = make_optimizer([p for p in self.model.parameters() if p.requires_grad], tc.learning_rate, tc)
         self.opt_d = make_optimizer(self.discs.parameters(), tc.disc_learning_rate, tc) if self.discs else None
+        torch.manual_seed(tc.seed + self.rank)  # from here each rank draws its own (dropout masks, k-means)
         self.balancer = objective.make_balancer(cfg)
-        self.total_steps = self.steps_per_epoch * tc.num_epochs
+        self.total_steps = resume.schedule_steps(self.state, self.steps_per_epoch, cfg, self.log)
         self.step, self.epoch, self.step_in_epoch = 0, 0, 0
         self.best_val = math.inf
         self.dropout_gen = torch.Generator().manual_seed(tc.seed)  # same on every rank: same n_q
@@ -126,10 +128,13 @@ class Trainer:
             self._restore(self.state)
         elif self.args.init_from:
             self._init_from(self.args.init_from)
-        self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                                            find_unused_parameters=cfg.quantizer.update == "loss")
-                    if self.world > 1 else self.model)
+        self.teacher = None
+        if tc.target == "teacher":  # the model as it starts, frozen: its unquantized decode is the target
+            self.teacher = objective.frozen_teacher(self.model, self.state.get("teacher") if self.state else None)
+        self.ddp = wrap_ddp(self.model, self.device, self.world, objective.parameters_may_go_unused(cfg))
+        self.ddp_discs = wrap_ddp(self.discs, self.device, self.world, False)
         self.monitor = monitor.HealthMonitor()
+        self.table = monitor.EpochTable()
         self.writer = None
         if self.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -140,7 +145,12 @@ class Trainer:
         state = read_weights(source)
         match = match_state(self.model, state)
         fresh = load_matching_state(self.model, state, strict=False, source=source)
-        self.log(notes.init_from_report(source, match, len(self.model.state_dict())))
+        try:
+            source_architecture = init_config(source).architecture()
+        except TelucodecError:  # e.g. a bare .safetensors without its config.json
+            source_architecture = None
+        self.log(notes.init_from_report(source, match, len(self.model.state_dict()), source_architecture,
+                                        self.config.architecture()))
         adopted = self.model.quantizer.adopt_plain_codebooks(state)
         if adopted:
             self.log(f"  factorized codebooks start from the plain ones' principal directions: stages {adopted}")
@@ -149,7 +159,8 @@ class Trainer:
             self.log(f"  new blocks start as identity (layer scale 0): {', '.join(zeroed)}")
 
     def _restore(self, s: dict) -> None:
-        load_matching_state(self.model, s["model"], strict=True, source=str(self.resume_from))
+        load_matching_state(self.model, {**s["model"], **s.get("training_state", {})}, strict=True,
+                            source=str(self.resume_from))
         self.opt.load_state_dict(s["optimizer"])
         if self.discs is not None and "discriminators" in s:
             self.discs.load_state_dict(s["discriminators"])
@@ -158,11 +169,10 @@ class Trainer:
             self.balancer.load_state_dict(s["balancer"])
         self.step, self.epoch, self.step_in_epoch = s["step"], s["epoch"], s["step_in_epoch"]
         self.best_val = s["best_val"]
-        torch.set_rng_state(s["rng_cpu"])
-        self.dropout_gen.set_state(s["rng_dropout"])
-        if self.device.type == "cuda" and s.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(s["rng_cuda"])
+        self.dropout_gen.set_state(s["rng_dropout"])  # the same on every rank
         self.log(f"resumed {self.resume_from} at epoch {self.epoch + 1}, step {self.step}")
+        for note in resume.restore_rng_states(s, self.rank, self.world, self.device, self.config.train.seed):
+            self.log(note)
 
     def _print_summary(self, train_seconds: float) -> None:
         cfg, m = self.config, self.model
@@ -172,59 +182,65 @@ class Trainer:
                  + (f"  DDP x{self.world}" if self.world > 1 else ""))
         self.log(f"model: {params / 1e6:.2f} M parameters ({cfg.model.decoder} decoder, amplitude {cfg.model.amplitude}); "
                  f"{m.frame_rate} frames/s; {m.kbps_per_codebook():g} kbps per codebook x {m.max_n_q} = {kbps:g} kbps")
-        self.log(f"data: {len(self.data.train)} train clips ({train_seconds / 60:.1f} min), {len(self.data.val)} validation "
-                 f"clips, {len(self.data.skipped)} skipped; {self.steps_per_epoch} steps/epoch x {cfg.train.num_epochs} epochs, "
+        if self.frozen:
+            self.log(f"frozen: {', '.join(cfg.train.freeze)} ({self.frozen / 1e6:.2f} M parameters, not trained); "
+                     f"serves {m.kbps_per_codebook():g} to {kbps:g} kbps in steps of {m.kbps_per_codebook():g}")
+        self.log(f"data: {notes.plural(len(self.data.train), 'train clip')} ({train_seconds / 60:.1f} min), "
+                 f"{notes.plural(self.data.held_out, 'validation clip')}, {len(self.data.skipped)} skipped; "
+                 f"{notes.plural(self.steps_per_epoch, 'step')}/epoch x {notes.plural(cfg.train.num_epochs, 'epoch')}, "
                  f"batch {cfg.train.batch_size}")
         if self.is_main:
             summary = {"parameters": params, "kbps": kbps, "train_clips": len(self.data.train),
-                       "train_seconds": train_seconds, "val_clips": len(self.data.val),
-                       "val_speakers": sorted({c.speaker for c in self.data.val if c.speaker}),
+                       "train_seconds": train_seconds, "val_clips": self.data.held_out,
+                       "val_speakers": self.data.val_speakers,
                        "skipped": len(self.data.skipped), "steps_per_epoch": self.steps_per_epoch,
                        "world_size": self.world, "device": str(self.device)}
             (self.root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         advice = monitor.learning_rate_advice(cfg.train.learning_rate, cfg.train.optimizer)
         self.start_warnings = [advice] if advice else []
-        warmup = notes.warmup_notes(cfg.train, self.step, self.total_steps, self.args.max_steps)
+        warmup = notes.warmup_notes(cfg.train, self.step, self.steps_per_epoch * cfg.train.num_epochs, self.args.max_steps)
         self.start_warnings += [w.removeprefix("WARNING: ") for w in warmup if w.startswith("WARNING: ")]
         for note in ([f"WARNING: {advice}"] if advice else []) + warmup + monitor.expectation_notes(kbps):
             self.log(note)
 
     # -- checkpoints -----------------------------------------------------------------------
-    def save(self, name: str) -> None:
+    def save(self, name: str, rng: dict | None = None) -> None:
+        """Rank 0 writes; every rank calls it unless `rng` came gathered (`resume.rng_states`)."""
+        rng = rng if rng is not None else resume.rng_states(self.device, self.world)
         if not self.is_main:
             return
         s = {
             "format": CHECKPOINT_FORMAT, "config": self.config.to_dict(),
-            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+            "model": self.model.state_dict(), "training_state": training_state(self.model),
+            "optimizer": self.opt.state_dict(), "schedule_steps": self.total_steps,
             "step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-            "best_val": self.best_val, "rng_cpu": torch.get_rng_state(), "rng_dropout": self.dropout_gen.get_state(),
-            "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+            "best_val": self.best_val, "rng_dropout": self.dropout_gen.get_state(), **rng,
         }
-        if self.discs is not None:
-            s["discriminators"] = self.discs.state_dict()
-            s["optimizer_d"] = self.opt_d.state_dict()
-        if self.balancer is not None:
-            s["balancer"] = self.balancer.state_dict()
+        parts = {"discriminators": self.discs, "optimizer_d": self.opt_d, "balancer": self.balancer,
+                 "teacher": self.teacher}
+        s.update({key: part.state_dict() for key, part in parts.items() if part is not None})
         atomic_torch_save(s, self.root / "checkpoints" / f"{name}.pt")
 
     # -- one step --------------------------------------------------------------------------
     def train_step(self, batch: torch.Tensor) -> tuple[dict[str, float], float]:
         cfg, tc = self.config, self.config.train
         n_q = self.model.quantizer.sample_n_q(self.dropout_gen)
-        use_bf16 = tc.precision == "bf16" and self.device.type == "cuda"
         adversarial = self.discs is not None and self.step >= tc.adversarial_after
         # a trained generator fine-tuned against fresh critics would first get their noise as
         # gradients: for disc_warmup_steps only the critics learn (the generator sees no adversarial term)
         generator_adversarial = adversarial and self.step >= tc.adversarial_after + tc.disc_warmup_steps
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with objective.autocast(self.device, tc.precision):  # bf16: CUDA, or the CPU (the same code path)
             out = self.ddp(batch, n_q, quantize=self.step >= tc.quantizer_warmup_steps)
-            terms = objective.reconstruction_losses(out, batch, cfg)
-            if generator_adversarial:
+            target = batch if self.teacher is None else objective.teacher_target(self.teacher, batch)
+            terms = objective.reconstruction_losses(out, target, cfg)
+            if generator_adversarial:  # the plain module: its gradients here are discarded, not all-reduced
                 terms.update(objective.adversarial_terms(self.discs, out.wav, batch, cfg))
             total = objective.weighted_total(terms, cfg)
-        if not torch.isfinite(total):
-            bad = [k for k, v in terms.items() if not torch.isfinite(v)]
-            raise TrainingHalted(f"step {self.step}: loss is {float(total.detach())} (non-finite terms: {', '.join(bad) or 'total'})")
+        values = torch.stack([v.detach().float() for v in (*terms.values(), total)]).tolist()  # one device-to-host copy
+        logged = dict(zip([*terms, "total"], values))
+        if not math.isfinite(logged["total"]):
+            bad = [k for k, v in logged.items() if not math.isfinite(v) and k != "total"]
+            raise TrainingHalted(f"step {self.step}: loss is {logged['total']} (non-finite terms: {', '.join(bad) or 'total'})")
         self.opt.zero_grad(set_to_none=True)
         objective.backward(terms, total, out.wav, cfg, self.balancer)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip))
@@ -233,14 +249,13 @@ class Trainer:
             raise TrainingHalted(f"step {self.step}: non-finite gradient in {name or 'a parameter'}")
         self.opt.step()
         if adversarial:
-            d_loss = objective.discriminator_loss(self.discs, out.wav, batch, cfg)
+            with objective.autocast(self.device, tc.precision):
+                d_loss = objective.discriminator_loss(self.ddp_discs, out.wav, batch, cfg)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             torch.nn.utils.clip_grad_norm_(self.discs.parameters(), tc.grad_clip)
             self.opt_d.step()
-            terms["discriminator"] = d_loss
-        logged = {k: float(v.detach()) for k, v in terms.items()}
-        logged["total"] = float(total.detach())
+            logged["discriminator"] = float(d_loss.detach())
         return logged, grad_norm
 
     # -- the loop --------------------------------------------------------------------------
@@ -249,12 +264,13 @@ class Trainer:
         self.log(f"\n{signal.Signals(signum).name}: stopping after this step with a checkpoint (again to abort)")
         signal.signal(signum, signal.SIG_DFL)
 
-    def _stop_requested(self) -> bool:
-        """True once SIGINT/SIGTERM arrived (on any rank: all ranks must stop at the same step)."""
-        flag = torch.tensor(float(self.stop_signal is not None))
+    def _stop_requested(self, deadline: float) -> str | None:
+        """"signal" once SIGINT/SIGTERM arrived, "max_minutes" past the deadline, on any rank: all
+        ranks must stop at the same step (a CPU tensor: gloo, also beside NCCL)."""
+        flags = torch.tensor([float(self.stop_signal is not None), float(time.monotonic() > deadline)])
         if self.world > 1:
-            dist.all_reduce(flag)
-        return bool(flag > 0)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return "signal" if flags[0] > 0 else "max_minutes" if flags[1] > 0 else None
 
     def run(self) -> int:
         tc = self.config.train
@@ -269,15 +285,15 @@ class Trainer:
         while self.epoch < tc.num_epochs:
             epoch_start = time.monotonic()
             self.dataset.set_epoch(self.epoch)
-            indices = list(range(self.rank, len(self.dataset), self.world))
+            batches = crop_batches(self.dataset, RankBatches(len(self.dataset), self.rank, self.world, tc.batch_size,
+                                   self.steps_per_epoch, self.step_in_epoch), self.args.num_workers, self.data.found)
             sums: dict[str, float] = {}
             grad_norms = []
             first_step = self.step_in_epoch
             bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{tc.num_epochs}",
                        disable=not self.is_main or self.args.quiet, leave=False, dynamic_ncols=True)
             while self.step_in_epoch < self.steps_per_epoch:
-                i = self.step_in_epoch
-                batch = torch.stack([self.dataset[j] for j in indices[i * tc.batch_size:(i + 1) * tc.batch_size]]).to(self.device)
+                batch = next(batches).to(self.device)
                 for group in self.opt.param_groups:
                     group["lr"] = tc.learning_rate * lr_factor(self.step, self.total_steps, tc)
                 logged, grad_norm = self.train_step(batch)
@@ -297,9 +313,8 @@ class Trainer:
                     for k, v in logged.items():
                         self.writer.add_scalar(f"loss/{k}", v, self.step)
                     self.writer.add_scalar("other/grad_norm", grad_norm, self.step)
-                self.stop_reason = ("signal" if self._stop_requested() else "max_minutes" if time.monotonic() > deadline
-                                    else "max_steps" if self.args.max_steps and self.step >= self.args.max_steps
-                                    else None)
+                self.stop_reason = (self._stop_requested(deadline)
+                                    or ("max_steps" if self.args.max_steps and self.step >= self.args.max_steps else None))
                 if self.stop_reason:
                     stopped_early = True
                     break
@@ -323,8 +338,10 @@ class Trainer:
         cfg, tc = self.config, self.config.train
         self.epoch += 1
         self.step_in_epoch = 0
+        report_found(self.data, self.dataset, self.world, self.root / "skipped.tsv" if self.is_main else None, self.log)
         with_pesq = tc.pesq_every > 0 and (self.epoch % tc.pesq_every == 0 or self.epoch == tc.num_epochs)
         row = None
+        rng = resume.rng_states(self.device, self.world)  # a collective, so before rank 0's work (which draws none)
         if self.is_main:
             v = monitor.validate(self.model, self.data.val[: tc.val_max_clips], self.device,
                                  lambda out, x: (objective.reconstruction_total(out, x, cfg),),
@@ -344,19 +361,19 @@ class Trainer:
             row.update({f"loss/{k}": val for k, val in mean_terms.items()})
             with open(self.root / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
-            self.log(monitor.format_table(row))
+            self.log(self.table.format(row))
             warming = notes.warmup_status(tc, self.step, row["lr"])
             if warming:
                 self.log(warming)
-            for w in warnings:
+            for w in warnings[len(self.start_warnings) if self.epoch == 1 else 0:]:  # the start's were said before training
                 self.log(f"WARNING: {w}")
             media.log_epoch(self.writer, row, v, self.step, self.epoch, tc.num_epochs, cfg.model.sample_rate)
-            if tc.samples_every > 0 and (self.epoch % tc.samples_every == 0 or self.epoch == tc.num_epochs):
+            if media.samples_due(self.epoch, tc.num_epochs, tc.samples_every):
                 media.write_samples(self.root / "samples" / f"epoch_{self.epoch:04d}", v, cfg.model.sample_rate)
             improved = v.val_loss < self.best_val
             if improved:
                 self.best_val = v.val_loss
-            self.save("last")
+            self.save("last", rng)
             if improved:
                 shutil.copyfile(self.root / "checkpoints" / "last.pt", self.root / "checkpoints" / ".best.tmp")
                 os.replace(self.root / "checkpoints" / ".best.tmp", self.root / "checkpoints" / "best.pt")
@@ -374,22 +391,25 @@ def train_from_args(args: argparse.Namespace) -> int:
     if args.overfit_check:
         from telucodec.train.overfit import overfit_check
         return overfit_check(args)
-    trainer = Trainer(args)
-    trainer.setup()
-    last = trainer.root / "checkpoints" / "last.pt"
-    previous_hook = threading.excepthook
-    threading.excepthook = lambda a: None if disk_full(a.exc_value) else previous_hook(a)
-    try:
-        return trainer.run()
-    except TrainingHalted as exc:
-        where = f"; last good checkpoint: {last}" if last.exists() else "; no checkpoint was written yet"
-        print(f"telucodec train: stopped: {exc}{where}", file=sys.stderr)
-        return 3
-    except OSError as exc:
-        if not disk_full(exc):
-            raise
-        # e.g. TensorBoard's writer thread (its own report is silenced above: this line says it)
-        where = f"; last checkpoint intact: {last}" if last.exists() else ""
-        raise TelucodecError(f"{trainer.root}: disk full while writing logs ({exc.strerror}){where}") from exc
-    finally:
-        threading.excepthook = previous_hook
+    # a start that fails before the first checkpoint (bad data, --init_from, NaN on step 1) leaves nothing behind
+    with undo_failed_start(Path(args.checkpoint_dir) / args.experiment_name, args.resume, args.overwrite) as undo:
+        trainer = Trainer(args)
+        trainer.setup()
+        last = trainer.root / "checkpoints" / "last.pt"
+        previous_hook = threading.excepthook
+        threading.excepthook = lambda a: None if disk_full(a.exc_value) else previous_hook(a)
+        try:
+            return trainer.run()
+        except TrainingHalted as exc:
+            where = (f"; last good checkpoint: {last}" if last.exists() else
+                     "; no checkpoint was written yet" + (f" ({trainer.root} removed)" if undo() else ""))
+            print(f"telucodec train: stopped: {exc}{where}", file=sys.stderr)
+            return 3
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            # e.g. TensorBoard's writer thread (its own report is silenced above: this line says it)
+            where = f"; last checkpoint intact: {last}" if last.exists() else ""
+            raise TelucodecError(f"{trainer.root}: disk full while writing logs ({exc.strerror}){where}") from exc
+        finally:
+            threading.excepthook = previous_hook

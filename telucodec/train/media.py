@@ -31,6 +31,12 @@ def is_media_epoch(epoch: int, last_epoch: int) -> bool:
     return epoch == last_epoch or (epoch & (epoch - 1)) == 0 or epoch % MEDIA_EVERY == 0
 
 
+def samples_due(epoch: int, last_epoch: int, every: int) -> bool:
+    """samples/ is written at epoch 1 (something to listen to from the start), every `every`-th
+    epoch and the last; `every` <= 0 switches it off."""
+    return every > 0 and (epoch == 1 or epoch % every == 0 or epoch == last_epoch)
+
+
 def log_epoch(writer: Any, row: dict[str, Any], v: ValidationResult, step: int, epoch: int, last_epoch: int,
               sample_rate: int) -> None:
     """One epoch into TensorBoard: validation scalars always, media on the thinning schedule."""

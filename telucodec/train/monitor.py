@@ -15,6 +15,7 @@ import torch
 
 from telucodec.evaluation import metrics
 from telucodec.formats.dataset import Clip
+from telucodec.model.clustering import code_counts, code_statistics
 from telucodec.model.codec import Codec
 
 # What codecs reach at speech bitrates; used to tell users the truth before money burns.
@@ -57,8 +58,8 @@ def validate(model: Codec, clips: list[Clip], device: torch.device, loss_fn, max
         out = model(x)
         losses.append(float(loss_fn(out, x)[0]))
         y = out.wav[0, 0].float().cpu().numpy()
-        for q in range(out.quantizer.codes.shape[1]):
-            counts[q] += torch.bincount(out.quantizer.codes[0, q].cpu(), minlength=size).float()
+        used = code_counts(out.quantizer.codes, size).cpu()
+        counts[: used.shape[0]] += used
         lo, hi = min(lo, float(y.min())), max(hi, float(y.max()))
         clipped += int(np.count_nonzero(np.abs(y) > 1.0))
         total += y.size
@@ -73,9 +74,7 @@ def validate(model: Codec, clips: list[Clip], device: torch.device, loss_fn, max
             stois.append(metrics.stoi(ref, np.clip(y, -1, 1), sr))
         if i < keep_examples:
             examples.append((ref, y))
-    probs = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
-    usage = [float((c > 0).float().mean()) for c in counts]
-    perplexity = [float(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())) for p in probs]
+    usage, perplexity = (s.tolist() for s in code_statistics(counts))
     model.train()
     return ValidationResult(
         val_loss=float(np.mean(losses)), output_min=lo, output_max=hi,
@@ -156,27 +155,47 @@ class HealthMonitor:
         return warnings
 
 
-def format_table(row: dict) -> str:
-    """The seed's checklist as a compact two-line console table."""
+# the epoch table's columns: (heading, width wide enough for the values a run prints)
+TABLE_COLUMNS = (("epoch", 5), ("step", 8), ("train", 8), ("val", 8), ("out range", 12), ("RMS ratio", 9),
+                 ("SNR dB", 7), ("SI-SDR dB", 9), ("mel", 6), ("CB use", 9), ("PESQ", 4), ("STOI", 5),
+                 ("grad", 7), ("lr", 7), ("s", 5))
+TABLE_HEADER_EVERY = 25  # rows between repeats of the heading, so it stays in view on long runs
+
+
+def table_values(row: dict) -> list[str]:
+    """A metrics row as the epoch table's cells ("-" where a figure was not measured this epoch)."""
     def f(key, fmt):
         value = row.get(key)
         return "-" if value is None else format(value, fmt)
 
     usage = row.get("codebook_usage") or []
-    cols = [
-        ("epoch", str(row["epoch"])), ("step", str(row["step"])),
-        ("train", f("train_loss", ".4f")), ("val", f("val_loss", ".4f")),
-        ("out range", f"{row['output_min']:+.2f}..{row['output_max']:+.2f}"),
-        ("RMS ratio", f("rms_ratio", ".3f")), ("SNR dB", f("snr_db", ".2f")),
-        ("SI-SDR dB", f("si_sdr_db", ".2f")), ("mel", f("mel_distance", ".3f")),
-        ("CB use", f"{min(usage):.2f}-{max(usage):.2f}" if usage else "-"),
-        ("PESQ", f("pesq_wb", ".2f")), ("STOI", f("stoi", ".3f")),
-        ("grad", f("grad_norm", ".2f")), ("lr", f("lr", ".1e")), ("s", f("seconds", ".0f")),
-    ]
-    widths = [max(len(k), len(v)) for k, v in cols]
-    head = " | ".join(k.rjust(w) for (k, _), w in zip(cols, widths))
-    vals = " | ".join(v.rjust(w) for (_, v), w in zip(cols, widths))
-    return head + "\n" + vals
+    return [str(row["epoch"]), str(row["step"]), f("train_loss", ".4f"), f("val_loss", ".4f"),
+            f"{row['output_min']:+.2f}..{row['output_max']:+.2f}", f("rms_ratio", ".3f"), f("snr_db", ".2f"),
+            f("si_sdr_db", ".2f"), f("mel_distance", ".3f"), f"{min(usage):.2f}-{max(usage):.2f}" if usage else "-",
+            f("pesq_wb", ".2f"), f("stoi", ".3f"), f("grad_norm", ".2f"), f("lr", ".1e"), f("seconds", ".0f")]
+
+
+def format_table(row: dict, header: bool = True) -> str:
+    """The seed's checklist as a console table row in fixed columns (with its heading above it
+    when `header`), so rows printed epoch after epoch line up."""
+    widths = [max(len(k), w) for k, w in TABLE_COLUMNS]
+    vals = " | ".join(v.rjust(w) for v, w in zip(table_values(row), widths))
+    if not header:
+        return vals
+    return " | ".join(k.rjust(w) for (k, _), w in zip(TABLE_COLUMNS, widths)) + "\n" + vals
+
+
+@dataclass
+class EpochTable:
+    """The epoch table as a run prints it: the heading once (and again every TABLE_HEADER_EVERY
+    rows), then one aligned row per epoch."""
+
+    rows: int = 0
+
+    def format(self, row: dict) -> str:
+        header = self.rows % TABLE_HEADER_EVERY == 0
+        self.rows += 1
+        return format_table(row, header)
 
 
 def first_nonfinite_grad(model: torch.nn.Module) -> str | None:

@@ -23,16 +23,38 @@ STOP_REASONS = {
 }
 
 
-def init_from_report(source: str, match: StateMatch, model_tensors: int) -> str:
-    """One paragraph naming every tensor `--init_from` did not use, with correct counts."""
+def plural(count: int, noun: str) -> str:
+    """"1 validation clip", "2 validation clips": a count and its noun in the right number."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def architecture_difference(source: dict[str, Any], ours: dict[str, Any], limit: int = 6) -> str:
+    """"channels 32 here 8, n_q 12 here 8": the architecture fields in which two configs differ."""
+    keys = [k for k in sorted(set(source) | set(ours)) if source.get(k) != ours.get(k)]
+    shown = ", ".join(f"{k} {source.get(k, '-')} here {ours.get(k, '-')}" for k in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def init_from_report(source: str, match: StateMatch, model_tensors: int,
+                     source_architecture: dict[str, Any] | None = None,
+                     architecture: dict[str, Any] | None = None) -> str:
+    """One paragraph naming every tensor `--init_from` did not use, with correct counts, and why:
+    when both architectures are known and differ, the fields in which they do (another preset or
+    model family); when they agree, the leftovers come from an older design of the same one."""
     lines = [f"init_from {source}: loaded {len(match.loaded)} of the model's {model_tensors} tensors"]
+    why = "an older design?"
+    if source_architecture is not None and architecture is not None:
+        differ = architecture_difference(source_architecture, architecture)
+        why = f"another architecture: {differ}" if differ else "an older design of this architecture"
     if match.unexpected:
-        lines.append(f"  ignored, not in this model ({len(match.unexpected)}; an older design?): "
+        lines.append(f"  ignored, not in this model ({len(match.unexpected)}; {why}): "
                      + ", ".join(match.unexpected))
     if match.missing:
         lines.append(f"  not in {source}, kept fresh ({len(match.missing)}): " + ", ".join(match.missing))
     if match.mismatched:
-        lines.append(f"  mis-shaped, kept fresh ({len(match.mismatched)}): " + ", ".join(match.mismatched))
+        known = source_architecture is not None and architecture is not None
+        lines.append(f"  mis-shaped, kept fresh ({len(match.mismatched)}{'; ' + why if known else ''}): "
+                     + ", ".join(match.mismatched))
     return "\n".join(lines)
 
 

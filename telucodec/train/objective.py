@@ -12,15 +12,21 @@ all optimize:
 With `loss.balancer: true` the terms that are functions of the decoded waveform
 (`WAVEFORM_TERMS`) get their weights as shares of the output gradient (`train/balancer.py`);
 the quantizer's terms are backpropagated as weighted sums, outside the balance.
+
+Under `precision: bf16` the forward runs in `autocast` (CUDA, or the CPU for tests); the
+reconstruction terms are computed in float32 with autocast off (spectra need the precision and
+torch.stft takes no bf16), as are the quantizer and the inverse STFT inside the model.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 
 from telucodec import losses as L
 from telucodec.config import CodecConfig
-from telucodec.model.codec import CodecOutput
+from telucodec.model.codec import Codec, CodecOutput
 from telucodec.train.balancer import Balancer
 from telucodec.train.discriminators import Discriminators
 
@@ -29,10 +35,21 @@ WAVEFORM_TERMS = ("mse", "rms", "log_rms", "l1", "mel", "stft", "complex_stft", 
                   "feature_matching")
 
 
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The training forward's autocast: bf16 on CUDA and on the CPU alike (the CPU is slower at it
+    but runs the same code path, so it is tested there); off for "fp32"."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def reconstruction_losses(out: CodecOutput, target: torch.Tensor, cfg: CodecConfig) -> dict[str, torch.Tensor]:
-    """Every weighted reconstruction term by name (weight 0 = not computed)."""
+    """Every weighted reconstruction term by name (weight 0 = not computed), in float32."""
+    with torch.autocast(target.device.type, enabled=False):
+        return _reconstruction_losses(out, out.wav.float(), target.float(), cfg)
+
+
+def _reconstruction_losses(out: CodecOutput, y: torch.Tensor, target: torch.Tensor,
+                           cfg: CodecConfig) -> dict[str, torch.Tensor]:
     lc, sr = cfg.loss, cfg.model.sample_rate
-    y = out.wav
     terms: dict[str, torch.Tensor] = {}
     if lc.mse:
         terms["mse"] = L.waveform_mse(y, target)
@@ -62,16 +79,24 @@ def adversarial_terms(discs: Discriminators, fake: torch.Tensor, real: torch.Ten
     logits_fake, feats_fake = discs(fake)
     with torch.no_grad():
         _, feats_real = discs(real)
-    return {"adversarial": L.generator_adversarial_loss(logits_fake, cfg.loss.gan_loss),
-            "feature_matching": L.feature_matching_loss(feats_real, feats_fake)}
+    with torch.autocast(real.device.type, enabled=False):  # float32 sums of bf16 feature maps
+        return {"adversarial": L.generator_adversarial_loss(_floats(logits_fake), cfg.loss.gan_loss),
+                "feature_matching": L.feature_matching_loss([_floats(f) for f in feats_real],
+                                                            [_floats(f) for f in feats_fake])}
 
 
 def discriminator_loss(discs: Discriminators, fake: torch.Tensor, real: torch.Tensor,
                        cfg: CodecConfig) -> torch.Tensor:
-    """The discriminators' own loss on real audio and detached decoded audio [B, 1, T]."""
-    logits_real, _ = discs(real)
-    logits_fake, _ = discs(fake.detach())
-    return L.discriminator_loss(logits_real, logits_fake, cfg.loss.gan_loss)
+    """The discriminators' own loss on real audio and detached decoded audio [B, 1, T], in one
+    forward of both (under DDP a module runs one forward per backward)."""
+    b = real.shape[0]
+    logits, _ = discs(torch.cat([real, fake.detach().to(real.dtype)]))
+    with torch.autocast(real.device.type, enabled=False):
+        return L.discriminator_loss(_floats([x[:b] for x in logits]), _floats([x[b:] for x in logits]), cfg.loss.gan_loss)
+
+
+def _floats(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [t.float() for t in tensors]
 
 
 def weighted_total(terms: dict[str, torch.Tensor], cfg: CodecConfig) -> torch.Tensor:
@@ -82,6 +107,19 @@ def weighted_total(terms: dict[str, torch.Tensor], cfg: CodecConfig) -> torch.Te
 def reconstruction_total(out: CodecOutput, target: torch.Tensor, cfg: CodecConfig) -> torch.Tensor:
     """The weighted sum of the reconstruction terms: the validation loss and the overfit check's objective."""
     return weighted_total(reconstruction_losses(out, target, cfg), cfg)
+
+
+def parameters_may_go_unused(cfg: CodecConfig) -> bool:
+    """Whether a training step can leave a generator parameter without a gradient, which DDP must
+    be told (`find_unused_parameters`), else the next step fails with "Expected to have finished
+    reduction": quantizer stages with parameters of their own (codebooks learned by loss, the
+    factorized stages' projections) that per-batch quantizer dropout skips, and the factorized
+    out-projections while `quantizer_warmup_steps` decodes the unquantized latent."""
+    q = cfg.quantizer
+    stage_parameters = q.update == "loss" or q.codebook_dim > 0
+    skips_stages = q.quantizer_dropout and q.dropout_fraction <= 0
+    bypassed = q.codebook_dim > 0 and cfg.train.quantizer_warmup_steps > 0
+    return (stage_parameters and skips_stages) or bypassed
 
 
 def make_balancer(cfg: CodecConfig) -> Balancer | None:
@@ -99,3 +137,25 @@ def backward(terms: dict[str, torch.Tensor], total: torch.Tensor, output: torch.
     balanced = {k: v for k, v in terms.items() if k in WAVEFORM_TERMS}
     rest = {k: v for k, v in terms.items() if k not in WAVEFORM_TERMS}
     balancer.backward(balanced, output, weighted_total(rest, cfg) if rest else None)
+
+
+def frozen_teacher(model: Codec, state: dict[str, torch.Tensor] | None = None) -> Codec:
+    """A frozen copy of `model` (or of `state`, a teacher saved in a checkpoint), for
+    `train.target: teacher`: reconstruction losses then compare with what this copy decodes from
+    the *unquantized* latent. Fine-tuning a decoder trained with discriminators (Lyra's) against
+    the input audio with mel/STFT/MSE losses blurs it (its phase is its own, not the input's);
+    against its own unquantized output, the target has that same phase and detail, and the decoder
+    learns only to undo the quantizer (docs/training-log.md, session 11)."""
+    teacher = copy.deepcopy(model)
+    if state is not None:
+        teacher.load_state_dict(state)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval()
+
+
+@torch.no_grad()
+def teacher_target(teacher: Codec, batch: torch.Tensor) -> torch.Tensor:
+    """The teacher's decode of its unquantized latent for `batch` [B, 1, T] (float32)."""
+    with torch.autocast(batch.device.type, enabled=False):
+        return teacher(batch.float(), quantize=False).wav

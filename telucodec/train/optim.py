@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import torch
 
 from telucodec.config import TrainConfig
+from telucodec.errors import TelucodecError
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, tc: TrainConfig) -> torch.optim.Optimizer:
@@ -36,3 +37,18 @@ def decay_factor(progress: float, tc: TrainConfig) -> float:
     if tc.lr_schedule == "exponential":
         return tc.min_lr_ratio ** progress
     return tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def freeze_parts(model: torch.nn.Module, parts: tuple[str, ...]) -> int:
+    """Stop the gradient of the named parts ("encoder", "quantizer", "decoder"; `train.freeze`):
+    their parameters keep requires_grad False and stay out of the optimizer. A frozen quantizer
+    still follows its EMA statistics if it has them. Returns how many parameters were frozen."""
+    frozen = 0
+    for part in parts:
+        module = getattr(model, part, None)
+        if not isinstance(module, torch.nn.Module):
+            raise TelucodecError(f"train.freeze: unknown part {part!r}; expected encoder, quantizer or decoder")
+        for p in module.parameters():
+            p.requires_grad_(False)
+            frozen += p.numel()
+    return frozen
