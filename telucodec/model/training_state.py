@@ -39,8 +39,9 @@ def training_state_names(model: nn.Module) -> set[str]:
 def load_training_state(model: nn.Module, state: dict[str, torch.Tensor], loaded: set[str]) -> None:
     """After `model` loaded the tensors named `loaded` from `state`: each stage whose codebook was
     loaded takes its training state from `state` when it is there (a checkpoint, or a model
-    folder written before it was left out), else restarts its statistics from the loaded entries
-    (a model folder holds weights only). A stage left fresh keeps its fresh state."""
+    folder written before it was left out). Otherwise (a model folder holds weights only) its
+    statistics are already restarted from the loaded entries: every `load_state_dict` does that
+    (`VectorQuantizer`'s load hook). A stage left fresh keeps its fresh state."""
     for name, module in model.named_modules():
         if not isinstance(module, VectorQuantizer):
             continue
@@ -51,7 +52,5 @@ def load_training_state(model: nn.Module, state: dict[str, torch.Tensor], loaded
         if all(v is not None and v.shape == getattr(module, b).shape for b, v in saved.items()):
             for b, v in saved.items():
                 getattr(module, b).copy_(v)
-        else:
-            module.restart_statistics()
         samples = state.get(prefix + "kmeans_samples")
         module.kmeans_samples = [samples.to(module.codebook)] if samples is not None else []

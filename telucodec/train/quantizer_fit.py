@@ -20,8 +20,9 @@ from collections.abc import Callable
 import torch
 
 from telucodec.formats.dataset import AudioItem, load_clip
+from telucodec.model.clustering import kmeans, nearest_entry
 from telucodec.model.codec import Codec
-from telucodec.model.quantizer import ResidualVQ, kmeans
+from telucodec.model.quantizer import ResidualVQ
 
 
 @torch.no_grad()
@@ -60,7 +61,7 @@ def kmeans_residual_start(quantizer: ResidualVQ, latents: torch.Tensor, sample: 
     books, energy = [], []
     for s in range(quantizer.cfg.n_q):
         entries = kmeans(residual, quantizer.cfg.codebook_size, quantizer.cfg.kmeans_iters)
-        residual -= entries[torch.cdist(residual, entries).argmin(dim=1)]
+        residual -= entries[nearest_entry(residual, entries)]
         books.append(entries)
         energy.append(float(residual.pow(2).sum(1).mean()))
         log(f"  k-means stage {s + 1}/{quantizer.cfg.n_q}: residual energy {energy[-1]:.3f}")
