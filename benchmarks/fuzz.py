@@ -1,10 +1,13 @@
-"""Coverage-guided fuzzing (atheris, i.e. libFuzzer driving Python) of the four readers that take
+"""Coverage-guided fuzzing (atheris, i.e. libFuzzer driving Python) of the readers that take
 files from strangers, seeded with real files:
 
     tcd      a .tcd bitstream through `read_codes` (as `telucodec decode` parses it) and `describe`
     audio    an audio file (WAV, FLAC, Ogg, MP3 by its first byte) through `load_audio`
     model    a model folder (config.json + model.safetensors) through `load_model`
     shards   a tokens folder (meta.json + index.jsonl + one shard .npy) through `codes_for`
+    tar      a WebDataset .tar shard through `index_audio(durations=True)` and `load_item`
+    sidecar  a sample's KEY.json sidecar, in a shard beside its audio, the same way
+    parquet  a Hugging Face-layout .parquet file through `index_audio(durations=True)` and `load_item`
 
     .venv/bin/python benchmarks/fuzz.py tcd --runs 1000000          # one target
     nice -n 19 .venv/bin/python benchmarks/fuzz.py all --runs 20000  # each target in turn
@@ -44,7 +47,7 @@ EXAMPLE_CLIP = ROOT / "examples" / "te_cv" / "cv_ce579334" / "common_voice_te_43
 GOLDEN = ROOT / "tests" / "golden"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 MAX_AUDIO_SAMPLES = 30 * 16000  # seeds are 0.25 s: a mutation may not turn them into much more
-TARGETS = ("tcd", "audio", "model", "shards")
+TARGETS = ("tcd", "audio", "model", "shards", "tar", "parquet", "sidecar")
 
 
 # ---- bundles: several files in one fuzz input -----------------------------------------------
@@ -288,8 +291,156 @@ class ShardsTarget(Target):
                 raise AssertionError(f"codes_for returned shape {tuple(codes.codes.shape)}")
 
 
+# ---- data readers: tar shards, their JSON sidecars, Parquet ----------------------------------------
+
+def _short_audio(fmt: str, subtype: str, seconds: float = 0.3, offset: int = 0, rate: int = 8000) -> bytes:
+    """A slice of an example clip as a small file (seeds for the archive targets): 0.3 s, long
+    enough to be indexed (0.25 s at least), at 8 kHz, so that a shard of three fits `max_len`."""
+    import io
+
+    import soundfile as sf
+    import soxr
+
+    wav, sr = sf.read(EXAMPLE_CLIP, dtype="float32")
+    wav = soxr.resample(wav[sr + offset: sr + offset + int(seconds * sr)], sr, rate)
+    buf = io.BytesIO()
+    sf.write(buf, wav, rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def tar_bytes(members: list[tuple[str, bytes]], fmt: int | None = None) -> bytes:
+    """An uncompressed tar of `members` (name, bytes), as webdataset's ShardWriter writes them."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT if fmt is None else fmt) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class ArchiveTarget(Target):
+    """`index_audio(FILE, durations=True)` (as training indexes; tokenize indexes without durations,
+    a subset) and then each indexed member's audio through `load_item`, as training and tokenize
+    read it. ffmpeg is hidden as for `audio`. The promise: data, or the telucodec error family in
+    one line naming the file; skipped entries name the file too."""
+
+    suffix = ".tar"
+    max_members = 8
+
+    def setup(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix=f"fuzz-{self.name}-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+
+    def archive(self, data: bytes) -> bytes:
+        return data
+
+    def run(self, data: bytes) -> None:
+        self.read(data)
+
+    def read(self, data: bytes) -> list[str]:
+        """Index and read the case; returns the members indexed."""
+        from telucodec.errors import TelucodecError
+        from telucodec.formats.dataset import index_audio, load_item
+
+        path = self.folder / f"case{self.suffix}"
+        path.write_bytes(self.archive(data))
+        try:
+            index = index_audio(path, durations=True)
+        except TelucodecError as exc:
+            self._named(str(exc), path)
+            raise
+        for name, reason in index.skipped:
+            if not name.startswith(str(path)) or "\n" in reason:
+                raise AssertionError(f"skipped entry ({name!r}, {reason!r}) does not name the file in one line")
+        for item in list(index)[: self.max_members]:
+            try:
+                wav = load_item(item, 16000)
+            except TelucodecError as exc:
+                self._named(str(exc), path)
+                continue
+            if wav.dtype.name != "float32" or wav.ndim != 1 or not 0 < wav.size <= MAX_AUDIO_SAMPLES:
+                raise AssertionError(f"load_item returned {wav.dtype} {wav.shape}")
+        return [item.member for item in index]
+
+    @staticmethod
+    def _named(message: str, path: Path) -> None:
+        if str(path) not in message or "\n" in message:
+            raise AssertionError(f"error does not name {path} in one line: {message!r}")
+
+
+class TarTarget(ArchiveTarget):
+    name, max_len, suffix = "tar", 16384, ".tar"
+
+    def seeds(self) -> list[bytes]:
+        import tarfile
+
+        flac, wav = _short_audio("FLAC", "PCM_16"), _short_audio("WAV", "PCM_U8")
+        meta = json.dumps({"id": "spk/a", "speaker": "spk", "seconds": 0.3}).encode()
+        return [tar_bytes([("spk/a.flac", flac), ("spk/a.json", meta), ("b.wav", wav)]),
+                tar_bytes([("x" * 120 + "/c.flac", flac), ("x" * 120 + "/c.json", meta)], tarfile.PAX_FORMAT),
+                tar_bytes([("d.wav", wav), ("d.json", b'{"speaker": 3}'), ("e.flac", flac)], tarfile.GNU_FORMAT)]
+
+
+class SidecarTarget(ArchiveTarget):
+    """The input is a sample's KEY.json, in a shard beside its audio and a second sample (which
+    must survive whatever the sidecar holds). The audio is not decoded (the `tar` target does)."""
+
+    name, max_len, suffix, max_members = "sidecar", 16384, ".tar", 0
+
+    def setup(self) -> None:
+        super().setup()
+        self.audio = _short_audio("FLAC", "PCM_16")
+
+    def archive(self, data: bytes) -> bytes:
+        return tar_bytes([("k.flac", self.audio), ("k.json", data), ("m.flac", self.audio),
+                          ("m.json", b'{"seconds": 0.3}')])
+
+    def seeds(self) -> list[bytes]:
+        return [json.dumps(m).encode() for m in ({"id": "spk/k", "speaker": "spk", "seconds": 0.3}, {"duration": "0.3"},
+                                                 {"speaker": ["a", {"b": None}], "id": 7}, {})]
+
+    def run(self, data: bytes) -> None:
+        names = self.read(data)
+        if "m.flac" not in names:
+            raise AssertionError(f"the sample beside the sidecar was lost: {names}")
+
+
+class ParquetTarget(ArchiveTarget):
+    name, max_len, suffix = "parquet", 16384, ".parquet"
+
+    def seeds(self) -> list[bytes]:
+        import io
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        flac = [_short_audio("FLAC", "PCM_16", offset=4000 * i) for i in range(3)]
+        wav = _short_audio("WAV", "PCM_U8")
+        struct_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+        tables = [
+            (pa.table({"audio": pa.array([{"bytes": b, "path": f"spk/c{i}.flac"} for i, b in enumerate(flac)], struct_type),
+                       "speaker": ["a", "b", None]}), {"compression": "snappy", "row_group_size": 2}),
+            (pa.table({"audio": pa.array([wav, flac[0], None], pa.binary()), "seconds": [0.3, 0.3, 0.3]}),
+             {"compression": "zstd", "use_dictionary": False, "data_page_version": "2.0"}),
+            (pa.table({"audio": pa.array([{"bytes": flac[1], "path": "same.flac"}] * 4, struct_type),
+                       "speaker": pa.array([1, 2, 3, 1], pa.int32()), "duration": [0.3] * 4}),
+             {"compression": "gzip", "row_group_size": 2}),
+            (pa.table({"audio": pa.array([{"bytes": flac[2], "path": "c.flac"}], struct_type)}), {"compression": "none"}),
+        ]
+        out = []
+        for i, (table, options) in enumerate(tables):
+            buf = io.BytesIO()  # statistics copy a binary cell's value (twice) into the metadata: one seed keeps them
+            pq.write_table(table, buf, write_statistics=i == len(tables) - 1, **options)
+            out.append(buf.getvalue())
+        return out
+
+
 def make_target(name: str) -> Target:
-    return {"tcd": TcdTarget, "audio": AudioTarget, "model": ModelTarget, "shards": ShardsTarget}[name]()
+    return {"tcd": TcdTarget, "audio": AudioTarget, "model": ModelTarget, "shards": ShardsTarget, "tar": TarTarget,
+            "parquet": ParquetTarget, "sidecar": SidecarTarget}[name]()
 
 
 # ---- the fuzzing child ---------------------------------------------------------------------------
@@ -297,12 +448,19 @@ def make_target(name: str) -> Target:
 def child(name: str, libfuzzer_args: list[str]) -> None:
     import atheris
 
-    with atheris.instrument_imports(include=["telucodec"]):
+    with atheris.instrument_imports(include=["telucodec", "tarfile"]):
+        import tarfile  # noqa: F401
+
+        import telucodec.formats.archives  # noqa: F401
         import telucodec.formats.audio  # noqa: F401
         import telucodec.formats.bitstream  # noqa: F401
+        import telucodec.formats.dataset  # noqa: F401
+        import telucodec.formats.parquet_audio  # noqa: F401
+        import telucodec.formats.parquet_footer  # noqa: F401
+        import telucodec.formats.thrift_compact  # noqa: F401
         import telucodec.formats.tokens  # noqa: F401
         import telucodec.model.loading  # noqa: F401
-    if name == "audio":  # see AudioTarget
+    if name in ("audio", "tar", "parquet", "sidecar"):  # see AudioTarget
         os.environ["PATH"] = ""
     target = make_target(name)
     target.setup()
@@ -402,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         child(argv[0], argv[argv.index("--") + 1:])
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("target", choices=[*TARGETS, "all"], help="the reader to fuzz, or all four in turn")
+    p.add_argument("target", choices=[*TARGETS, "all"], help="the reader to fuzz, or all of them in turn")
     p.add_argument("--runs", type=int, default=1_000_000, help="cases per target (default: %(default)s)")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "fuzz",
                    help="seeds, the grown corpus and failing inputs go to WORK/TARGET/ (default: runs/fuzz)")

@@ -324,7 +324,7 @@ def build_untrusted(work: Path, model_a: Path, model_b: Path, clip: Path) -> tup
                                "newer than this telucodec"))
     cases.append(UntrustedCase(".tcd with a future format version (info)", ["info", str(future)],
                                "newer than this telucodec", command="info"))
-    future_cfg = variant("future_config", "config.json", config_a.replace('"version": 1', '"version": 99').encode())
+    future_cfg = variant("future_config", "config.json", re.sub(r'"version": \d+', '"version": 99', config_a).encode())
     cases.append(UntrustedCase("model folder with a future config version", decode_with(future_cfg),
                                "newer than this telucodec"))
     control = work / "control.pkl"

@@ -6,6 +6,17 @@ as anchors, and optionally trained model folders, an ONNX export and Lyra v2's T
     nice -n 10 .venv/bin/python benchmarks/speed.py
     .venv/bin/python benchmarks/speed.py --presets tiny,spectral --seconds 30 --threads 1,2 \
         --model runs/x/model --model runs/y/model --onnx runs/x/onnx
+    nice -n 5 .venv/bin/python benchmarks/speed.py --presets "" --threads 1 --lyra 6 --runtimes \
+        --cli_seconds 600 --ray_tokenize 8 --streaming          # the runtimes side by side (below)
+
+`--runtimes` times each `--model` (default: the shipped model) through both runtimes of
+`telucodec/deploy/runtimes.py` (`torch`, `onnx`: the ONNX export, made once into `--cache`) as rows
+of the same table, next to Lyra's TFLite graphs (`--lyra`) and Opus. `--cli_seconds S` runs the
+CLI's default path on an S-second file as a user would (fresh processes, OMP_NUM_THREADS=1: wall
+time with start-up, peak RSS, which runtime `auto` chose; the first call makes the export) and
+with `--runtime torch`. `--ray_tokenize N` tokenizes N copies of examples/ through Ray on 2 CPUs
+with each runtime (audio hours per wall hour). `--streaming` adds the stateful streams' rows
+(20 ms chunks) through `benchmarks/streaming_cost.py`'s loop (its own table has the rest).
 
 RTF = compute seconds per second of audio (lower is faster; 0.01 = 100x faster than real time, the
 "xRT" columns),
@@ -78,7 +89,7 @@ def time_codec(name: str, model, wav: np.ndarray, kbps: float, threads: int, rep
     codes = model.encode(wav, SR, kbps)
     enc = best_time(lambda: model.encode(wav, SR, kbps), repeats)
     dec = best_time(lambda: model.decode(codes), repeats)
-    params = sum(p.numel() for p in model.parameters()) / 1e6
+    params = sum(p.numel() for p in getattr(model, "model", model).parameters()) / 1e6  # a runtime's model
     return Row(name, threads, enc / seconds, dec / seconds, f"{params:.1f} M params, n_q {codes.n_q} = {codes.kbps_nominal:g} kbps")
 
 
@@ -99,16 +110,9 @@ def time_snac(wav: np.ndarray, threads: int, repeats: int) -> Row:
 
 
 def time_onnx(directory: Path, wav: np.ndarray, kbps: float, threads: int, repeats: int) -> Row:
-    import onnxruntime as ort
-
     from telucodec.deploy.onnx_runtime import OnnxCodec
 
-    codec = OnnxCodec(directory)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    for part in ("encoder", "decoder"):
-        path = str(codec.directory / codec.config[part]["file"])
-        setattr(codec, part, ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]))
+    codec = OnnxCodec(directory, threads=threads)
     frame_kbps = codec.config["codebook_bits"] * codec.config["frame_rate"] / 1000
     n_q = max(1, min(codec.n_q, int(kbps / frame_kbps + 1e-9)))
     clip = codec.encode(wav, n_q)
@@ -200,7 +204,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-snac", action="store_true", help="skip the SNAC anchor")
     parser.add_argument("--lyra", type=float, default=0.0,
                         help="also time Lyra v2's TFLite graphs at this bitrate (3.2, 6 or 9.2; 0 = skip)")
+    parser.add_argument("--runtimes", action="store_true",
+                        help="time each --model (default: the shipped model) through the torch and onnx runtimes")
+    parser.add_argument("--cli_seconds", type=float, default=0.0,
+                        help="time the CLI's default path (and --runtime torch) on a file this long (0 = skip)")
+    parser.add_argument("--ray_tokenize", type=int, default=0,
+                        help="tokenize this many copies of examples/ through Ray on 2 CPUs per runtime (0 = skip)")
+    parser.add_argument("--streaming", action="store_true", help="add the stateful streams' rows (20 ms chunks)")
+    parser.add_argument("--cache", default=None,
+                        help="$TELUCODEC_CACHE_DIR for the ONNX exports (default: a temporary folder)")
     args = parser.parse_args(argv)
+    cache = tempfile.TemporaryDirectory()  # exports made here are timed from scratch, never a user's cache
+    os.environ["TELUCODEC_CACHE_DIR"] = args.cache or cache.name
+    os.environ.pop("TELUCODEC_RUNTIME", None)
 
     from telucodec.api import load_model
     from telucodec.config import get_config
@@ -212,8 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     for preset in [p for p in args.presets.split(",") if p]:
         torch.manual_seed(0)
         models.append((f"{preset} (random)", Codec(get_config(preset)).eval()))
-    for path in args.model:
-        models.append(("/".join(Path(path).resolve().parts[-2:]), load_model(path)))
+    runtime_models = [(path, load_model(path)) for path in (args.model or [None])] if (
+        args.runtimes or args.cli_seconds or args.ray_tokenize or args.streaming) else []
+    if not args.runtimes:
+        for path in args.model:
+            models.append(("/".join(Path(path).resolve().parts[-2:]), load_model(path)))
 
     skipped = []
     opus = None
@@ -233,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
         if onnx_why:
             skipped.append(f"onnx: {onnx_why}")
 
+    import speed_runtimes as RT  # benchmarks/ is on sys.path when this runs as a script ...
+    here = Path(__file__).resolve().parent  # ... and then off it: its bottleneck.py would shadow the
+    sys.path[:] = [p for p in sys.path if Path(p or '.').resolve() != here]  # package pandas imports
+
+    cli = RT.cli_rows(example_speech(args.cli_seconds), SR, runtime_models[0][0], args.kbps) if args.cli_seconds else []
     rows = [opus] if opus else []
     if args.lyra:
         rows.append(time_lyra_tflite(wav, args.lyra, args.repeats))
@@ -241,12 +265,33 @@ def main(argv: list[str] | None = None) -> int:
         for name, model in models:
             rows.append(time_codec(name, model, wav, args.kbps, n, args.repeats))
             print(f"  timed {name} on {n} thread(s)", file=sys.stderr)
+        for path, model in runtime_models if args.runtimes else []:
+            from telucodec.deploy.runtimes import choose_runtime
+            from telucodec.model.loading import shipped_model_name
+
+            label = (Path(path).name if path else shipped_model_name(model.model_id) or "shipped")[:18]
+            for runtime in ("torch", "onnx"):
+                chosen = choose_runtime(model, runtime, model_path=path, threads=n)
+                rows.append(time_codec(f"{label} {chosen.name}", chosen, wav, args.kbps, n, args.repeats))
+                if chosen.name != runtime:
+                    skipped.append(f"{label} {runtime}: {chosen.note}")
+        if args.streaming and n == 1:
+            for _path, model in runtime_models[:1]:
+                found = RT.streaming_rows(model, wav, SR, args.kbps, args.repeats)
+                if isinstance(found, str):
+                    skipped.append(f"streaming: {found}")
+                for label, enc, dec in [] if isinstance(found, str) else found:
+                    rows.append(Row(label, 1, enc, dec, "Codec.stream_encoder/decoder, live-style pushes"))
         if not snac_why:
             rows.append(time_snac(wav, n, args.repeats))
         if args.onnx and not onnx_why:
             rows.append(time_onnx(Path(args.onnx), wav, args.kbps, n, args.repeats))
 
     print_table(rows, opus, wav.size / SR)
+    RT.print_cli_rows(cli)
+    if args.ray_tokenize:
+        torch.set_num_threads(1)
+        RT.print_ray_rows(RT.ray_tokenize_rows(runtime_models[0][1], runtime_models[0][0], args.ray_tokenize, args.kbps))
     print(f"torch {torch.__version__}; this machine has {os.cpu_count()} CPU core(s)")
     for line in skipped:
         print(f"skipped {line}")

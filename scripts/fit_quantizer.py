@@ -4,9 +4,10 @@
     python scripts/fit_quantizer.py --model lyra-v2 --data_dir state/train_manifest.tsv \
         --val_speakers A,B --n_q 12 --bits 10 --ema_epochs 2 --out state/lyra-rvq12x10
 
-Encodes the training clips once (the held-out speakers are left out), starts every stage by
-k-means on the residual the stages before it leave, refines with the quantizer's own EMA /
-dead-code / quantizer-dropout updates over the cached latents, and writes a model folder whose
+Encodes the training clips once (the held-out speakers are left out) through `Codec.latents`, the
+path `Codec.encode` runs, starts every stage by k-means on the residual the stages before it
+leave, refines with the quantizer's own EMA / dead-code / quantizer-dropout updates over the
+cached latents, and writes a model folder whose
 encoder and decoder are the input model's and whose quantizer is the new one
 (`telucodec/train/quantizer_fit.py`). Prints the residual energy per stage, the figure to compare
 with the input model's own quantizer at equal bits.
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     t0 = time.process_time()
     source = load_model(a.model)
-    cfg = source.config
+    cfg = source.config.upgraded()  # a new model: the current config version (model id: its own weights)
     quant = replace(cfg.quantizer, n_q=a.n_q, codebook_size=2 ** a.bits, kmeans_iters=a.kmeans_iters,
                     kmeans_init=True, quantizer_dropout=True, update="ema",
                     dead_code_steps=cfg.quantizer.dead_code_steps or 50)

@@ -153,6 +153,9 @@ def main() -> None:
                    help="a markdown file saying which pretrained model this one started from, with its license; "
                         "the starting point's LICENSE and NOTICE (if beside --origin_folder) are copied too")
     p.add_argument("--origin_folder", default=None, help="the pretrained model folder it started from")
+    p.add_argument("--model_from", default=None,
+                   help="ship this model folder, made from the experiment's last checkpoint (e.g. with more "
+                        "stages or entropy tables), instead of the checkpoint itself")
     p.add_argument("--notes", default=None, help="a markdown file appended to the card as its own sections")
     p.add_argument("--previous", action="append", default=[],
                    help="an earlier experiment this one continued (--init_from), oldest first")
@@ -161,7 +164,7 @@ def main() -> None:
                         "(steps, timed minutes), oldest first, before --previous")
     args = p.parse_args()
     exp, ev = Path(args.experiment), Path(args.eval)
-    model = load_model(exp / "checkpoints" / "last.pt")
+    model = load_model(args.model_from or exp / "checkpoints" / "last.pt")
     out = ROOT / "telucodec" / "pretrained" / args.name
     weights = out / "model.safetensors"
     before = (load_model(out).model_id, weights.read_bytes()) if weights.is_file() else None

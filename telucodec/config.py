@@ -2,6 +2,15 @@
 
 A config is saved inside every checkpoint and model folder, so a model can always be rebuilt
 from its own files. A preset is a named instance of `CodecConfig`, never a fork of the code.
+This module reads best whole (over 500 lines): the schema, its two file versions with the
+migration between them, and the checks a stranger's file gets are one contract; the family
+sections belong to it, since this layer reads configs without the model layer that builds them.
+
+Versions: 1 kept every model field flat; 2 writes each encoder and decoder family's options in
+its own section (`model.encoder_options`, `model.decoder_options`: `FAMILY_SECTIONS`), refuses
+what the chosen families do not read, and leaves that out of the model id. A version-1 file is
+read as written, hashed and written back as it always was (its bitstreams stay valid);
+`CodecConfig.upgraded()` moves it into sections (`--init_from` does, for the model it starts).
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from typing import Any
 
 from telucodec.errors import TelucodecError
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 
 # Architecture fields added after models were shipped, with the value that reproduces the older
 # models: left out of `architecture()` at that value, so the model ids (and bitstreams) of models
@@ -23,21 +32,19 @@ ADDED_LATER = {"spectral_upsample": 1, "spectral_fine_layers": 2, "spectral_fine
                "spectral_fine_mode": "replace", "encoder": "seanet", "encoder_hidden": 256,
                "encoder_layers": 4, "encoder_n_fft": 640, "spectral_fine_gain": 0.01}
 
-# The names every name field accepts: a config is checked when it is read (`check_names`), so a
-# typo is a one-line error, never a silent default. The model families' names live here because
-# this layer cannot import model/families.py, which builds them (tests/test_families.py checks
-# the lists agree); AMPLITUDE_NAMES are formats/codes.SIDE_KINDS (tests/test_model.py checks).
+# The names every name field accepts: a config is checked when it is read (`check_config`), so a
+# typo is a one-line error, never a silent default. The encoder and decoder names are the families
+# registered in `FAMILY_SECTIONS` (model/families.py's tables register each entry there: this layer
+# cannot import them); ENCODER_NAMES / DECODER_NAMES are the built-in ones. AMPLITUDE_NAMES are
+# formats/codes.SIDE_KINDS (tests/test_model.py checks).
 ENCODER_NAMES: tuple[str, ...] = ("seanet", "stft", "soundstream")
 DECODER_NAMES: tuple[str, ...] = ("seanet", "spectral", "soundstream")
 QUANTIZER_NAMES: tuple[str, ...] = ("rvq",)
 AMPLITUDE_NAMES: tuple[str, ...] = ("none", "rms", "lufs")
 NAME_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("model", "encoder"): ENCODER_NAMES,
-    ("model", "decoder"): DECODER_NAMES,
     ("model", "amplitude"): AMPLITUDE_NAMES,
-    ("model", "spectral_fine_mode"): ("replace", "residual"),
     ("quantizer", "kind"): QUANTIZER_NAMES,
-    ("quantizer", "update"): ("ema", "loss"),
+    ("quantizer", "update"): ("ema", "loss", "decoder"),
     ("loss", "gan_loss"): ("hinge", "lsgan"),
     ("train", "optimizer"): ("adamw", "adam"),
     ("train", "lr_schedule"): ("cosine", "exponential", "constant"),
@@ -70,6 +77,9 @@ class ModelConfig:
     encoder_n_fft: int = 640                # stft encoder: analysis window (hop = the frame hop)
     amplitude: str = "rms"                  # "none" | "rms" | "lufs": rms won docs/amplitude.md
     level_match: bool = False               # rms only: decode sets every 1 s chunk to its sent RMS
+    # the encoder's / decoder's own options that are no field above (a new family's section)
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    decoder_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def hop_length(self) -> int:
@@ -91,12 +101,129 @@ class ModelConfig:
         return self.sample_rate // hop
 
 
+PARTS = ("encoder", "decoder")
+SHARED_FIELDS = ("sample_rate", "encoder", "decoder", "ratios", "latent_dim", "amplitude", "level_match")
+_MODEL_DEFAULTS = {f.name: f.default for f in fields(ModelConfig) if f.name not in ("encoder_options", "decoder_options")}
+
+
+@dataclass(frozen=True)
+class FamilySection:
+    """What one encoder or decoder family reads: `options`, its keys with their defaults (a key
+    that is a `ModelConfig` field is kept there, as every built-in family's are; any other in
+    `encoder_options` / `decoder_options`), `implies`, the fields it fixes by construction
+    (SoundStream is causal), which the canonical config (`CodecConfig.canonical`) reads, and
+    `names`, the values each of its name options accepts."""
+
+    options: dict[str, Any]
+    implies: dict[str, Any] = field(default_factory=dict)
+    names: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def _reads(*keys: str, implies: dict[str, Any] | None = None,
+           names: dict[str, tuple[str, ...]] | None = None) -> FamilySection:
+    return FamilySection({k: _MODEL_DEFAULTS[k] for k in keys}, implies or {}, names or {})
+
+
+_SPECTRAL = ("spectral_layers", "spectral_n_fft", "spectral_upsample", "spectral_fine_layers",
+             "spectral_fine_hidden", "spectral_fine_mode", "spectral_fine_gain")
+# (part, family name) -> its section. model/families.py registers every table entry here
+# (`register_family`); the built-in ones are written out because version-1 files, read without
+# the model layer, keep these fields flat and the migration maps them by this table.
+FAMILY_SECTIONS: dict[tuple[str, str], FamilySection] = {
+    ("encoder", "seanet"): _reads("channels", "residual_layers", "lstm", "causal"),
+    ("encoder", "stft"): _reads("encoder_hidden", "encoder_layers", "encoder_n_fft", "causal"),
+    ("encoder", "soundstream"): _reads("channels", implies={"causal": True}),
+    ("decoder", "seanet"): _reads("decoder_hidden", "residual_layers", "lstm", "causal"),
+    ("decoder", "spectral"): _reads("decoder_hidden", *_SPECTRAL, "causal",
+                                    names={"spectral_fine_mode": ("replace", "residual")}),
+    ("decoder", "soundstream"): _reads("channels", implies={"causal": True}),
+}
+FAMILY_FIELDS = tuple(k for k in _MODEL_DEFAULTS if k not in SHARED_FIELDS)  # the flat fields families read
+
+
+def register_family(part: str, name: str, section: FamilySection) -> None:
+    """Make `name` a known `part` family reading `section` (model/families.py's tables call this)."""
+    shared = sorted(set(section.options) & set(SHARED_FIELDS) | set(section.names) - set(section.options))
+    if part not in PARTS or shared:
+        raise ValueError(f"{part} family {name!r}: part must be one of {PARTS}; options may not name {shared}, "
+                         "names only name options")
+    FAMILY_SECTIONS[part, name] = section
+
+
+def unregister_family(part: str, name: str) -> None:
+    FAMILY_SECTIONS.pop((part, name), None)
+
+
+def family_names(part: str) -> tuple[str, ...]:
+    return tuple(n for p, n in FAMILY_SECTIONS if p == part)
+
+
+def family_section(model: ModelConfig, part: str) -> FamilySection:
+    name = getattr(model, part)
+    if (part, name) not in FAMILY_SECTIONS:
+        raise TelucodecError(f"config: model.{part} {name!r} is not a known name; accepted: {', '.join(family_names(part))}")
+    return FAMILY_SECTIONS[part, name]
+
+
+def section_values(model: ModelConfig, part: str) -> dict[str, Any]:
+    """The options of the model's `part` family, every key with its value (defaults filled in):
+    what a family's constructor reads."""
+    extra = getattr(model, f"{part}_options")
+    return {k: getattr(model, k) if k in FAMILY_FIELDS else extra.get(k, default)
+            for k, default in family_section(model, part).options.items()}
+
+
+def _check_names(model: ModelConfig) -> None:
+    """Each name option of the model's families holds a name it accepts (a typo: one line)."""
+    for part in PARTS:
+        values = section_values(model, part)
+        for key, accepted in family_section(model, part).names.items():
+            if values[key] not in accepted:
+                where = f"model.{key}" if key in FAMILY_FIELDS else f"model.{part}_options.{key}"
+                raise TelucodecError(f"config: {where} {values[key]!r} is not a known name; accepted: {', '.join(accepted)}")
+
+
+def _check_options(model: ModelConfig, part: str, options: Any = None) -> dict[str, Any]:
+    """`options` (default: the model's options of `part`) typed as its family's defaults; a key
+    the family does not have, or a value of another type, is refused in one line."""
+    section, name, where = family_section(model, part), getattr(model, part), f"model.{part}_options"
+    options = getattr(model, f"{part}_options") if options is None else options
+    if not isinstance(options, dict):
+        raise TelucodecError(f"config: {where} must be a JSON object")
+    for key in options:
+        if key not in section.options:
+            raise TelucodecError(f"config: {where}.{key}: the {name} {part} has no such option "
+                                 f"(its options: {', '.join(section.options) or 'none'})")
+    return {key: _checked(where, key, value, section.options[key]) for key, value in options.items()}
+
+
+def _read_sections(model: ModelConfig, given: set[str], sections: dict[str, Any]) -> ModelConfig:
+    """A version-2 model section: the flat fields `given` that neither family reads are refused by
+    name; each family's section goes into the fields it names, or into its options."""
+    enc, dec = family_section(model, "encoder"), family_section(model, "decoder")
+    unread = sorted(given & set(FAMILY_FIELDS) - set(enc.options) - set(dec.options))
+    if unread:
+        raise TelucodecError(f"config: model.{unread[0]} is not read by the {model.encoder} encoder nor the "
+                             f"{model.decoder} decoder (their options: {', '.join({**enc.options, **dec.options})}); "
+                             "leave it out")
+    flat, source = {k: getattr(model, k) for k in given}, {k: f"model.{k}" for k in given}
+    for part, options in sections.items():
+        options = _check_options(model, part, options)
+        model = replace(model, **{f"{part}_options": {k: v for k, v in options.items() if k not in FAMILY_FIELDS}})
+        for key in sorted(set(options) & set(FAMILY_FIELDS)):
+            if flat.get(key, options[key]) != options[key]:
+                raise TelucodecError(f"config: model.{key} is given twice, as {flat[key]!r} ({source[key]}) and as "
+                                     f"{options[key]!r} (model.{part}_options): one field, give it once")
+            flat[key], source[key] = options[key], f"model.{part}_options"
+    return replace(model, **flat)
+
+
 @dataclass
 class QuantizerConfig:
     kind: str = "rvq"                       # the quantizer family (model/families.py QUANTIZERS)
     n_q: int = 12
     codebook_size: int = 1024
-    update: str = "ema"                     # "ema" (EMA k-means updates) | "loss" (codebook loss)
+    update: str = "ema"                     # "ema" (EMA k-means) | "loss" (codebook loss) | "decoder" (decoder's gradient)
     ema_decay: float = 0.99
     kmeans_init: bool = True
     kmeans_iters: int = 10
@@ -167,7 +294,6 @@ class TrainConfig:
     samples_every: int = 5
     seed: int = 1234
     precision: str = "fp32"                 # "fp32" | "bf16" (CUDA only)
-    num_workers: int = 0
     augment_gain_db: float = 0.0            # random gain of +/- this many dB per crop
     augment_noise_snr_db: float = 0.0       # 0 = off; else add white noise at >= this SNR
     freeze: tuple[str, ...] = ()            # parts kept fixed: "encoder", "quantizer", "decoder"
@@ -185,7 +311,17 @@ class CodecConfig:
     version: int = CONFIG_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Version 1: every field flat, as it was read. Version 2: the shared model fields and each
+        family's section, complete (so a later change of a default cannot change this model)."""
+        data = asdict(self)
+        if self.version < 2:
+            for part in PARTS:
+                del data["model"][f"{part}_options"]
+            return data
+        model = self.canonical().model
+        data["model"] = {k: data["model"][k] for k in SHARED_FIELDS}
+        data["model"].update({f"{part}_options": section_values(model, part) for part in PARTS})
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -202,18 +338,29 @@ class CodecConfig:
             raise TelucodecError(f"config: version {json.dumps(version)[:40]} is not an integer")
         if version > CONFIG_VERSION:
             raise TelucodecError(f"config: version {version} is newer than this telucodec ({CONFIG_VERSION})")
-        if isinstance(data.get("model", {}), dict) and "sample_rate" not in data.get("model", {}):
+        model_data = data.get("model", {})
+        if isinstance(model_data, dict) and "sample_rate" not in model_data:
             raise TelucodecError("config: model.sample_rate is required (the audio rate the model codes, e.g. 16000)")
+        version = 1 if version <= 1 else CONFIG_VERSION
+        sections = {}
+        if version > 1 and isinstance(model_data, dict):  # the caller's dict stays as it was
+            model_data = dict(model_data)
+            sections = {p: model_data.pop(f"{p}_options", {}) for p in PARTS}
+        model = _build(ModelConfig, model_data if version > 1 else _flat(model_data), "model")
         config = cls(
             name=str(data.get("name", "custom")),
-            model=_build(ModelConfig, data.get("model", {}), "model"),
+            model=model,
             quantizer=_build(QuantizerConfig, data.get("quantizer", {}), "quantizer"),
             loss=_build(LossConfig, data.get("loss", {}), "loss"),
             train=_build(TrainConfig, data.get("train", {}), "train"),
-            version=CONFIG_VERSION,
+            version=version,
         )
+        for part in PARTS:  # a misspelled family before anything about its options
+            family_section(model, part)
+        if version > 1:
+            config = replace(config, model=_read_sections(model, set(model_data), sections))
         check_config(config)
-        return config
+        return config.canonical()
 
     @classmethod
     def load(cls, path: str | Path) -> CodecConfig:
@@ -223,15 +370,46 @@ class CodecConfig:
             raise TelucodecError(f"{path}: not a readable JSON config ({exc})") from exc
         return cls.from_dict(data)
 
+    def canonical(self) -> CodecConfig:
+        """The same model with every flat field its families do not read at the value they imply
+        (SoundStream's `causal`: true) or its default, and each new family's options complete: what
+        a version-2 config writes and hashes, so a field nothing reads changes neither. A version-1
+        config is its own canonical form (its id hashed every field as written)."""
+        if self.version < 2:
+            return self
+        model = self.model
+        enc, dec = family_section(model, "encoder"), family_section(model, "decoder")
+        for part in PARTS:
+            flat = sorted(set(_check_options(model, part)) & set(FAMILY_FIELDS))
+            if flat:
+                raise TelucodecError(f"config: model.{part}_options.{flat[0]}: set model.{flat[0]} (a ModelConfig field)")
+        _check_names(model)
+        implied = {**dec.implies, **enc.implies}
+        flat = {k: implied.get(k, _MODEL_DEFAULTS[k]) for k in FAMILY_FIELDS if k not in enc.options and k not in dec.options}
+        options = {f"{p}_options": {k: v for k, v in section_values(model, p).items() if k not in FAMILY_FIELDS} for p in PARTS}
+        return replace(self, model=replace(model, **flat, **options))
+
+    def upgraded(self) -> CodecConfig:
+        """This config at the current version: a version-1 config's flat fields move into its
+        families' sections and the ones neither family reads are dropped. Its architecture (and so
+        a model's id) stays the old one wherever those held their canonical values, as every shipped
+        model's do."""
+        return replace(self, version=CONFIG_VERSION).canonical()
+
     def architecture(self) -> dict[str, Any]:
-        """The fields that decide tensor shapes: two configs with equal architecture share weights.
-        Decode-time options (`level_match`) are left out: they change no weight and no code, so
-        turning one on must not change the model id and orphan bitstreams already written; so are
-        fields of `ADDED_LATER` at their neutral value, and the stft encoder's sizes in a model with
-        the SEANet encoder."""
-        unused = ("encoder_hidden", "encoder_layers", "encoder_n_fft") if self.model.encoder == "seanet" else ()
-        arch = {k: v for k, v in asdict(self.model).items()
-                if k not in ("level_match", *unused) and ADDED_LATER.get(k, object()) != v}
+        """What the model id hashes besides the weights: the fields that build the model, in the
+        flat layout every model id has hashed since version 1. Decode-time options (`level_match`)
+        are left out: they change no weight and no code, so turning one on must not change the model
+        id and orphan bitstreams already written; so are fields of `ADDED_LATER` at their neutral
+        value, and the stft encoder's sizes in a model with the SEANet encoder. A version-2 config is
+        hashed in its canonical form (fields its families do not read are constants there), plus a
+        new family's own options; a version-1 config as written."""
+        model = self.canonical().model
+        unused = ("encoder_hidden", "encoder_layers", "encoder_n_fft") if model.encoder == "seanet" else ()
+        arch = {k: v for k, v in asdict(model).items()
+                if k not in ("level_match", *unused, "encoder_options", "decoder_options")
+                and ADDED_LATER.get(k, object()) != v}
+        arch.update({f"{p}_options": getattr(model, f"{p}_options") for p in PARTS if getattr(model, f"{p}_options")})
         arch.update({k: v for k, v in asdict(self.quantizer).items() if k in ("n_q", "codebook_size")})
         return arch
 
@@ -261,7 +439,7 @@ def _checked(section: str, key: str, value: Any, default: Any) -> Any:
         ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not ok:
         raise TelucodecError(f"{where}: expected {'a finite number' if isinstance(default, float) else type(default).__name__}")
-    if section in ("model", "quantizer") and isinstance(value, int) and not isinstance(value, bool):
+    if section.startswith(("model", "quantizer")) and isinstance(value, int) and not isinstance(value, bool):
         top = MAX_ARCH_COUNT if key in ARCH_COUNTS else MAX_ARCH_INT
         if not 0 <= value <= top:
             raise TelucodecError(f"{where}: outside 0..{top}")
@@ -269,8 +447,10 @@ def _checked(section: str, key: str, value: Any, default: Any) -> Any:
 
 
 def check_config(config: CodecConfig) -> None:
-    """Refuse, in one line, a name no part of telucodec knows (listing the accepted ones) and a
-    model whose frame rate is not a whole number (`ModelConfig.frame_rate`)."""
+    """Refuse, in one line, a name no part of telucodec knows (listing the accepted ones; the
+    encoder and decoder: the families registered) and a model whose frame rate is not a whole
+    number (`ModelConfig.frame_rate`)."""
+    _check_names(config.model)
     for (section, key), accepted in NAME_FIELDS.items():
         value = getattr(getattr(config, section), key)
         if value not in accepted:
@@ -278,10 +458,24 @@ def check_config(config: CodecConfig) -> None:
     _ = config.model.frame_rate
 
 
+def _flat(model: Any) -> Any:
+    """A version-1 model section: every field flat; sections did not exist."""
+    if isinstance(model, dict) and any(f"{p}_options" in model for p in PARTS):
+        raise TelucodecError(f"config: unknown model keys {sorted(k for k in model if k.endswith('_options'))} "
+                             "(a version-1 config has no sections)")
+    return model
+
+
+# Fields older files hold that no longer exist: read and dropped, since they never did anything
+# (`train.num_workers`: the DataLoader workers are the machine's business, `--num_workers`).
+RETIRED = {("train", "num_workers")}
+
+
 def _build(kind: type, data: dict[str, Any], section: str):
     if not isinstance(data, dict):
         raise TelucodecError(f"config: {section} must be a JSON object")
     known = {f.name: f for f in fields(kind)}
+    data = {k: v for k, v in data.items() if (section, k) not in RETIRED}
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise TelucodecError(f"config: unknown {section} keys {unknown}")

@@ -15,3 +15,8 @@ class ModelError(TelucodecError, ValueError):
 
 class BitstreamError(TelucodecError, ValueError):
     """A `.tcd` file (or a `Codes` to be written) that is malformed; the message says what."""
+
+
+class StorageError(TelucodecError):
+    """The machine, not the data, failed a read (too many open files, an I/O error, a folder that may
+    not be entered): the run stops, naming the file, instead of counting the clip as bad."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,10 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "te_cv"
 
 torch.set_num_threads(1)
+# `--runtime` / `runtime=` default to "auto", which exports a model to ONNX the first time it is
+# used (seconds per model, cached under ~/.cache): the suite runs PyTorch unless a test asks
+# for a runtime itself (tests/test_runtime.py).
+os.environ.setdefault("TELUCODEC_RUNTIME", "torch")
 
 @pytest.fixture(scope="session")
 def example_clips() -> list[Path]:

@@ -32,9 +32,13 @@ from telucodec.formats.bitstream import (
     write_smallest,
 )
 from telucodec.formats.codes import Codes
+from telucodec.formats.context_tables import ContextTables, register
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-GOLDEN_NAMES = ["v1_plain_n3_b10_none", "v1_plain_n8_b12_rms", "v1_entropy_n3_b10_lufs"]
+GOLDEN_NAMES = ["v1_plain_n3_b10_none", "v1_plain_n8_b12_rms", "v1_entropy_n3_b10_lufs", "v2_context_n3_b10_rms"]
+GOLDEN_TABLES = ContextTables.load(GOLDEN / "v2_context_tables.safetensors")
+# what loading the model that wrote the v2 file would do: its tables, under its id
+register(json.loads((GOLDEN / "v2_context_n3_b10_rms.json").read_text())["model_id"], GOLDEN_TABLES)
 MODEL = "0123456789abcdef"
 HEADER_BODY = struct.Struct("<4sBB8sIQBBHBBII")  # the documented layout, spelled out independently
 
@@ -84,7 +88,7 @@ def forge(payload: bytes = b"", crc: int | None = None, **fields: int) -> bytes:
     """A file with arbitrary header fields and a *valid* CRC: reaches the checks behind the CRC."""
     f = dict(
         magic=MAGIC,
-        version=FORMAT_VERSION,
+        version=1,  # plain and static-ANS files are version 1
         flags=0,
         model=bytes.fromhex(MODEL),
         sample_rate=16000,
@@ -372,14 +376,14 @@ def test_golden_files_decode(name: str) -> None:
     info = describe(data)
     assert info["format_version"] == expected["format_version"]
     assert info["entropy_coded"] == expected["entropy"]
+    assert info["coding"] == expected.get("coding", "static_ans" if expected["entropy"] else "plain")
 
 
 @pytest.mark.parametrize("name", GOLDEN_NAMES)
 def test_golden_files_are_what_this_writer_writes(name: str) -> None:
-    """While the format is v1 the writer is byte-for-byte stable (drop this when v2 arrives)."""
+    """The writer is byte-for-byte stable: version-1 files are still written exactly as version 1
+    wrote them (so older readers read them), version-2 files as version 2 did."""
     data, expected = load_golden(name)
-    if expected["format_version"] != FORMAT_VERSION:
-        pytest.skip("golden file from an older format version: decode-only")
     codes = Codes(
         codes=torch.tensor(expected["codes"], dtype=torch.int64),
         **{
@@ -395,7 +399,10 @@ def test_golden_files_are_what_this_writer_writes(name: str) -> None:
             )
         },
     )
-    assert write_bitstream(codes, entropy=expected["entropy"]) == data
+    if expected.get("coding") == "context":
+        assert write_bitstream(codes, tables=GOLDEN_TABLES) == data
+    else:
+        assert write_bitstream(codes, entropy=expected["entropy"]) == data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -476,7 +483,7 @@ def test_named_errors() -> None:
         read_bitstream(b"RIFF" + data[4:])
     with pytest.raises(BitstreamError, match="bad magic"):
         read_bitstream(b"RI")
-    with pytest.raises(BitstreamError, match="unsupported format version 2"):
+    with pytest.raises(BitstreamError, match=f"unsupported format version {FORMAT_VERSION + 1}.*newer"):
         read_bitstream(refix_crc(data[:4] + bytes([FORMAT_VERSION + 1]) + data[5:]))
     with pytest.raises(BitstreamError, match="unsupported format version 0"):
         read_bitstream(data[:4] + b"\x00" + data[5:])

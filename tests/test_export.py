@@ -62,6 +62,7 @@ def test_cli_export_files_and_config(tiny_export):
     parity = config["parity"]
     assert parity["passed"] and parity["encoder_codes_identical"]
     assert parity["decoder_max_abs_diff"] < 1e-4
+    assert config["windows"] == E.window_frames(model)  # the runner cuts long clips as Codec.encode/decode do
     books = np.load(out / "codebooks.npy")
     assert books.shape == (8, 256, 32)
     np.testing.assert_array_equal(books[3], model.quantizer.layers[3].codebook.detach().numpy())

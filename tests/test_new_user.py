@@ -171,7 +171,7 @@ def test_every_option_has_a_description_and_shows_its_default() -> None:
 
 # every numeric flag of every command, with the arguments each command requires (issue 27)
 REQUIRED = {"train": ["--data_dir", "d", "--checkpoint_dir", "c", "--experiment_name", "n"], "encode": ["a.wav", "b.tcd"],
-            "decode": ["a.tcd", "b.wav"], "info": ["a.tcd"], "eval": ["--out", "o"], "export-onnx": ["--out", "o"],
+            "decode": ["a.tcd", "b.wav"], "info": ["a.tcd"], "eval": ["--data_dir", "d", "--out", "o"], "export-onnx": ["--out", "o"],
             "tokenize": ["--data_dir", "d", "--out", "o"], "demo": []}
 OUT_OF_RANGE = [("train", "--batch_size", "0"), ("train", "--batch_size", "-2"), ("train", "--num_epochs", "-5"),
                 ("train", "--max_minutes", "-1"), ("train", "--max_steps", "-1"), ("train", "--learning_rate", "0"),

@@ -89,8 +89,6 @@ def test_unsupported_models_are_refused():
     cfg = get_config("tiny")
     with pytest.raises(ModelError, match="causal"):
         Codec(cfg).stream_encoder()
-    with pytest.raises(ModelError, match="LSTM"):
-        _causal("tiny", lstm=True).stream_decoder()
     with pytest.raises(ModelError, match="'none' only"):
         _causal("tiny", amplitude="rms").stream_encoder()
 
@@ -119,3 +117,28 @@ def test_encoder_reach_bounds_how_far_one_sample_moves_the_latent(name, causal):
     assert frames.numel() and frames.min() >= 60 - reach and frames.max() <= 60 + reach
     lstm = Codec(replace(cfg, model=replace(cfg.model, lstm=True)))
     assert encoder_reach_frames(lstm.encoder, lstm.hop) is None  # unbounded: generic context
+
+
+def test_stream_decoder_refuses_bad_codes_with_one_line():
+    model = _causal("tiny")
+    dec = model.stream_decoder()
+    size = model.config.quantizer.codebook_size
+    with pytest.raises(ModelError, match=f"code values must be in 0..{size - 1}"):
+        dec.push(np.full((2, 3), size))
+    with pytest.raises(ModelError, match="n_q=9"):
+        dec.push(np.zeros((9, 1), dtype=np.int64))
+    dec.push(np.zeros((2, 1), dtype=np.int64))
+    with pytest.raises(ModelError, match="changed from n_q=2 to 3"):
+        dec.push(np.zeros((3, 1), dtype=np.int64))
+
+
+def test_lstm_models_stream_with_their_state_carried():
+    """The bottleneck LSTM's (h, c) go from push to push: one frame at a time equals offline."""
+    model = _causal("tiny", lstm=True)
+    wav = 0.1 * np.random.default_rng(0).standard_normal(model.hop * 9 + 5).astype(np.float32)
+    offline = model.encode(wav)
+    enc, dec = model.stream_encoder(), model.stream_decoder()
+    codes = torch.cat([enc.push(wav[i: i + model.hop]) for i in range(0, len(wav), model.hop)] + [enc.flush()], 1)
+    assert torch.equal(codes, offline.codes)
+    out = torch.cat([dec.push(codes[:, f: f + 1]) for f in range(codes.shape[1])] + [dec.flush()])
+    assert float((out[: len(wav)] - model.decode(offline)).abs().max()) < 1e-5

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from telucodec.cli import main
 from telucodec.config import get_config
@@ -91,6 +93,13 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
     assert [r["epoch"] for r in read_metrics(tmp_path / "split")] == [1, 2]
+    # issue 33 item 15: epoch 2's train loss and gradient cover its 6 steps, not the 4 after the resume
+    whole, split = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "split")
+    columns = [k for k in whole[1] if k in ("train_loss", "grad_norm") or k.startswith("loss/")]
+    assert len(columns) > 2 and [split[1][k] for k in columns] == pytest.approx([whole[1][k] for k in columns],
+                                                                                  rel=1e-6)
+    carried = partial["epoch_sums"]  # the 2 steps before the stop, and their time, counted in the row
+    assert carried["steps"] == 2 and split[1]["seconds"] >= carried["seconds"] > 0
 
 
 def test_old_architecture_checkpoint_is_refused(trained_tiny, tmp_path, capsys):
@@ -226,7 +235,7 @@ def test_warmup_longer_than_the_run_is_said_and_tensorboard_media_are_thinned(tm
                  "--warmup_steps", "200") == 0
     out = capsys.readouterr().out
     assert "WARNING: the warm-up (200 steps) is longer than this run (12 steps)" in out
-    assert "1/17 of the requested 0.001" in out  # 12 of 200 steps: it never gets near the asked rate
+    assert "12/200 of the requested 0.001" in out  # it never gets near the asked rate
     rows = read_metrics(tmp_path / "warm")
     assert any("warm-up (200 steps) is longer" in w for w in rows[0]["warnings"])
     assert rows[0]["lr"] == pytest.approx(1e-3 * 2 / 200) and rows[-1]["lr"] == pytest.approx(1e-3 * 12 / 200)
@@ -439,3 +448,95 @@ def test_learning_rate_schedule_warms_up_then_decays_to_its_floor(schedule):
     # the distillation runs the same decay over a fraction of its CPU budget
     assert decay_factor(0.0, tc) == pytest.approx(1.0) and decay_factor(1.5, tc) == pytest.approx(floor)
     assert decay_factor(0.5, tc) == pytest.approx(lr_factor(60, 110, tc))
+
+
+# ---- issue 33 ----------------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(warmup=st.integers(2, 100_000), data=st.data(), lr=st.floats(1e-6, 1.0), max_steps=st.booleans())
+def test_the_warmup_warning_states_the_fraction_of_the_rate_the_run_reaches(warmup, data, lr, max_steps):
+    """Issue 33 item 16: "1/1 of the requested" for a run of 8 steps under a 10-step warm-up."""
+    import re
+    from dataclasses import replace
+    from fractions import Fraction
+
+    from telucodec.train.notes import warmup_notes
+
+    last = data.draw(st.integers(1, warmup - 1), label="steps run")
+    tc = replace(get_config("tiny").train, warmup_steps=warmup, learning_rate=lr)
+    total, budget = (last + data.draw(st.integers(1, 10**6)), last) if max_steps else (last, None)
+    warning = next(n for n in warmup_notes(tc, 0, total, budget) if n.startswith("WARNING"))
+    shown = re.search(r"(\d+)/(\d+) of the requested", warning)
+    assert shown, warning
+    assert Fraction(int(shown[1]), int(shown[2])) == Fraction(last, warmup)  # below 1, exactly the share reached
+    reached = float(re.search(r"at most at ([0-9.e+-]+),", warning)[1])
+    assert reached == pytest.approx(lr * last / warmup, rel=0.06)
+
+
+def _teacher_config(tmp_path: Path, precision: str) -> Path:
+    cfg = get_config("tiny")
+    cfg.train.target, cfg.train.quantizer_warmup_steps, cfg.train.precision = "teacher", 5, precision
+    cfg.train.pesq_every, cfg.train.samples_every, cfg.train.val_max_clips, cfg.train.val_max_seconds = 0, 1000, 1, 1.0
+    path = tmp_path / f"teacher-{precision}.json"
+    cfg.save(path)
+    return path
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 2**16), level=st.floats(0.01, 0.9))
+def test_the_teacher_runs_in_the_student_s_precision(seed, level):
+    """Issue 33 item 3: under bf16 the teacher decoded in fp32 and the student in bf16, so the
+    step-0 loss of a student identical to its teacher was all rounding. Decoding the same latent,
+    with the same weights, in the same precision, the reconstruction terms are zero."""
+    from telucodec.train import objective
+
+    cfg = get_config("tiny")
+    cfg.train.target = "teacher"
+    torch.manual_seed(seed)
+    model = Codec(cfg)
+    teacher = objective.frozen_teacher(model)
+    batch = level * torch.tanh(torch.randn(2, 1, 16000))
+    cpu = torch.device("cpu")
+    for precision in ("fp32", "bf16"):
+        with objective.autocast(cpu, precision):
+            out = model(batch, cfg.quantizer.n_q, quantize=False)
+            target = objective.teacher_target(teacher, batch)
+            terms = objective.reconstruction_losses(out, target, cfg)
+        waveform = {k: float(v.detach()) for k, v in terms.items() if k in objective.WAVEFORM_TERMS}
+        assert waveform and all(v <= 1e-6 for v in waveform.values()), (precision, waveform)
+
+
+def test_a_bf16_teacher_run_starts_at_zero_reconstruction_loss(tmp_path):
+    """The same through the training loop: with the quantizer warm-up the student decodes the
+    latent its teacher decodes, so step 0's reconstruction loss is zero in bf16 as in fp32."""
+    for precision in ("fp32", "bf16"):
+        assert train(EXAMPLES, tmp_path, precision, "--config", str(_teacher_config(tmp_path, precision)),
+                     "--batch_size", "2", "--num_epochs", "1", "--steps_per_epoch", "1") == 0
+        row = read_metrics(tmp_path / precision)[0]
+        recon = {k: row[k] for k in ("loss/mel", "loss/stft") if k in row}
+        assert recon and all(v <= 1e-6 for v in recon.values()), (precision, recon)
+
+
+def test_num_workers_is_one_thing_the_flag(tmp_path, monkeypatch):
+    """Issue 33 item 8: `train.num_workers` in a config did nothing beside --num_workers. The
+    workers are the machine's business (like --threads): the flag alone sets them, and a config or
+    checkpoint that still holds the old field loads as before."""
+    from dataclasses import fields
+
+    from telucodec.config import CodecConfig, TrainConfig
+    from telucodec.train import crops
+
+    assert "num_workers" not in {f.name for f in fields(TrainConfig)}
+    old = get_config("tiny").to_dict()
+    old["train"]["num_workers"] = 3  # written by an older telucodec
+    assert CodecConfig.from_dict(old).to_dict() == get_config("tiny").to_dict()
+    seen = []
+    loader = torch.utils.data.DataLoader
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["num_workers"])
+        return loader(*args, **kwargs)
+
+    monkeypatch.setattr(crops.torch.utils.data, "DataLoader", spy)
+    assert train(EXAMPLES, tmp_path, "w", "--num_epochs", "1", "--steps_per_epoch", "1", "--num_workers", "0") == 0
+    assert seen == [0]

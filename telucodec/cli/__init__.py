@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from telucodec.errors import TelucodecError
 from telucodec.formats.codes import SIDE_KINDS
-from telucodec.runtime import bound_kernel_cache
+from telucodec.runtime import RUNTIMES, bound_kernel_cache
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -30,9 +30,30 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class _NegativeNumber:
+    """What argparse asks of its `_negative_number_matcher`: whether a word that starts with '-'
+    is a number rather than an option. Its own pattern knows only -1 and -1.5, so `-1e-3`, `-inf`
+    and `-nan` were taken for options ("expected one argument") and never reached the range check."""
+
+    @staticmethod
+    def match(text: str) -> bool:
+        if not text.startswith("-"):
+            return False
+        try:
+            float(text)
+        except ValueError:
+            return False
+        return True
+
+
 class Parser(argparse.ArgumentParser):
     """A usage mistake is one line (which flag, what was wrong, where help is) and exit 2, not
-    the usage block followed by the error."""
+    the usage block followed by the error. A value that reads as a negative number, in any
+    notation, is a value (and so gets its flag's range check), never an option."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NegativeNumber()
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -55,10 +76,11 @@ def ranged(kind: type, low: float, high: float | None = None, *, low_open: bool 
                                              f"(accepted: {accepted})") from None
         if (not math.isfinite(value) or value < low or (low_open and value == low)
                 or (high is not None and value > high)):
-            raise argparse.ArgumentTypeError(f"{text} is out of range (accepted: {accepted})")
+            raise argparse.ArgumentTypeError(f"{text.strip()} is out of range (accepted: {accepted})")
         return value
 
     parse.__name__ = kind.__name__
+    parse.bounds = (kind, low, high, low_open)  # type: ignore[attr-defined]  # what it accepts, for tests
     return parse
 
 
@@ -73,6 +95,23 @@ def kbps_list(text: str) -> str:
     return text
 
 
+kbps_list.bounds = (float, 0.0, None, True)  # type: ignore[attr-defined]  # each number's range
+
+
+def experiment_name(text: str) -> str:
+    """`train --experiment_name`: one folder name inside --checkpoint_dir. A separator, `..` or
+    an absolute path would put the experiment (and what `--overwrite` deletes) elsewhere; empty
+    and `.` would make --checkpoint_dir itself the experiment."""
+    if text.strip() in ("", ".", ".."):
+        raise argparse.ArgumentTypeError(f"{text!r} names no folder of its own (give a name such as run1)")
+    if "/" in text or "\\" in text or "\x00" in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: one folder name inside --checkpoint_dir, without / or \\ "
+                                         "(put the experiment elsewhere with --checkpoint_dir)")
+    if len(text.encode("utf-8", "surrogatepass")) > 255:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}...: longer than a folder name may be (255 bytes)")
+    return text
+
+
 def _parser(sub: argparse._SubParsersAction, name: str, help_text: str, description: str = "") -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help_text, description=description or help_text, formatter_class=HelpFormatter)
 
@@ -81,12 +120,31 @@ MODEL_HELP = ("model folder, training checkpoint (.pt), experiment folder, or th
               "(a folder of telucodec/pretrained/) (default: the shipped default model)")
 
 
+RUNTIME_HELP = ("engine that runs the model: torch (PyTorch), onnx (its ONNX export through onnxruntime, made "
+                "once and cached) or auto (onnx when onnxruntime is installed and the export's codes equal "
+                "PyTorch's, else torch, with a note); both write the same .tcd bytes "
+                "(default: $TELUCODEC_RUNTIME, else auto)")
+
+
+def add_beam_argument(p: argparse.ArgumentParser) -> None:
+    """`--beam B` (encode, eval): the encoder's codebook search keeps the B best partial paths."""
+    p.add_argument("--beam", type=ranged(int, 1, 256), default=1,
+                   help="beam search over the codebooks at the encoder: keep the B best partial sums per frame "
+                        "(same bitstream and decoder, closer codes, slower; runs in PyTorch) (default: 1, greedy)")
+
+
+def add_runtime_argument(p: argparse.ArgumentParser) -> None:
+    """`--runtime auto|torch|onnx` (encode, decode, eval, tokenize; deploy/runtimes.py)."""
+    p.add_argument("--runtime", default=None, choices=list(RUNTIMES), help=RUNTIME_HELP)
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The seed's flags (train_codec.py takes exactly these too) plus telucodec's options."""
     p.add_argument("--data_dir", required=True, help="folder of audio (searched recursively), a manifest .tsv/.csv, "
                    "WebDataset .tar shards (a folder or a brace pattern) or Parquet files")
     p.add_argument("--checkpoint_dir", required=True, help="experiments are written under CHECKPOINT_DIR/NAME")
-    p.add_argument("--experiment_name", required=True, help="the experiment's folder name NAME under --checkpoint_dir")
+    p.add_argument("--experiment_name", required=True, type=experiment_name,
+                   help="the experiment's folder name NAME under --checkpoint_dir (one name: no /, \\ or ..)")
     p.add_argument("--batch_size", type=ranged(int, 1), default=None, help="crops per step (default: the preset's; 16 for small)")
     p.add_argument("--num_epochs", type=ranged(int, 1), default=None, help="epochs to train (default: the preset's; 100)")
     p.add_argument("--learning_rate", type=ranged(float, 0.0, 10.0, low_open=True), default=None,
@@ -95,6 +153,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="preset (tiny, small, base, spectral) or a config .json (default: with --init_from, that "
                         "model's own config; else small)")
     p.add_argument("--resume", action="store_true", help="continue the experiment from its last checkpoint")
+    p.add_argument("--accept_changed_data", action="store_true",
+                   help="with --resume: continue although the data (the files --data_dir lists, by name and "
+                        "length), the number of processes or --batch_size differ from the checkpoint's, which is "
+                        "refused otherwise; the crops then differ from the run's, the epoch takes the new number "
+                        "of steps, and the start says where the epoch continues and where the learning-rate "
+                        "schedule now ends")
     p.add_argument("--overwrite", action="store_true", help="replace an existing experiment folder")
     p.add_argument("--init_from", default=None,
                    help="checkpoint or model folder: load the tensors that match (default: fresh weights)")
@@ -122,8 +186,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: whole speakers picked by hash, else 10%% of the files)")
     p.add_argument("--threads", type=ranged(int, 1), default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--num_workers", type=ranged(int, 0), default=None,
-                   help="DataLoader processes decoding training crops, 0 = in the training process (default: "
-                        "this process's share of the cores less one, at most 4)")
+                   help="DataLoader processes decoding training crops, 0 = in the training process; the crops are "
+                        "the same with any number, and it is this machine's setting, not the run's (no config "
+                        "holds it; each start, resumed or not, picks its own) (default: this process's share of "
+                        "the cores less one, at most 4)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -149,11 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="the .tcd file to write")
     p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--kbps", type=ranged(float, 0.0, low_open=True), default=None,
-                   help="target bitrate; picks the nearest n_q not above it, capped at the model's maximum "
-                        "(default: the model's maximum, every codebook)")
+                   help="the file's actual bitrate, header included: the most codebooks whose file fits in it, "
+                        "entropy coded when that is smaller (default: every codebook)")
     p.add_argument("--entropy", action="store_true",
-                   help="entropy-code the codes when that makes the file smaller (slower; else the plain file)")
+                   help="without --kbps: entropy-code the codes when that makes the file smaller (else the plain "
+                        "file); --kbps always writes the smallest")
+    add_beam_argument(p)
     p.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
+    add_runtime_argument(p)
 
     p = _parser(sub, "decode", ".tcd bitstream (or tokens) -> audio file")
     p.add_argument("input", nargs="?", help="IN.tcd (omit with --tokens)")
@@ -163,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", default=None, help="a folder written by `telucodec tokenize` (default: decode IN.tcd)")
     p.add_argument("--id", default=None, help="utterance id inside --tokens (default: none; needed with --tokens)")
     p.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
+    add_runtime_argument(p)
 
     p = _parser(sub, "info", "describe a .tcd file")
     p.add_argument("input", help="the .tcd file")
@@ -170,9 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print one JSON object (keys in docs/design.md) instead of a table")
 
     p = _parser(sub, "eval", "score telucodec against Opus, Codec2 and Lyra on the same clips")
-    p.add_argument("--data_dir", required=False,
+    p.add_argument("--data_dir", required=True,
                    help="folder of clips, a manifest .tsv/.csv with path and speaker columns, .tar shards or Parquet "
-                        "files (required)")
+                        "files (silent and too-short clips are skipped and listed, as training skips them)")
     p.add_argument("--out", required=True, help="folder for results.json, results.csv, results.md, plots, report.html")
     p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--kbps", default="1.5,3,6", type=kbps_list,
@@ -181,8 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated, from: opus, codec2, lyra; 'none' for telucodec only "
                         "(a baseline whose tool or model is missing is skipped with a warning)")
     p.add_argument("--lyra_models", default=None,
-                   help="folder with Lyra v2's .tflite models (default: $TELUCODEC_LYRA_MODELS; Lyra is skipped "
-                        "when neither is set)")
+                   help="folder with Lyra v2's .tflite models (default: $TELUCODEC_LYRA_MODELS, else the copy "
+                        "shipped in telucodec/third_party/lyra)")
     p.add_argument("--max_clips", type=ranged(int, 1), default=None,
                    help="score at most N clips, spread over speakers (default: every clip)")
     p.add_argument("--workers", type=ranged(int, 1), default=1, help="processes to spread the clips over")
@@ -193,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--align", default="waveform", choices=["waveform", "envelope", "none"],
                    help="how --reference files are aligned to the originals")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_beam_argument(p)
+    add_runtime_argument(p)
 
     p = _parser(sub, "tokenize", "turn a dataset into codes for TTS / speech LMs")
     p.add_argument("--data_dir", required=True, help="folder of audio, a manifest .tsv/.csv, .tar shards or Parquet files")
@@ -209,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --engine ray: the cluster to join, e.g. HEAD:6379 (default: a local Ray)")
     p.add_argument("--format", default="shards", choices=["shards", "parquet"],
                    help="shards: uint16 .npy shards + index.jsonl (fastest to load); parquet: rows in OUT/data/*.parquet")
+    add_runtime_argument(p)
 
     p = _parser(sub, "shard", "pack a dataset into WebDataset .tar shards (~256 MB each)",
                 "Packs every clip of --data_dir (a folder, a manifest, shards or Parquet) into WebDataset tar shards: "
@@ -246,8 +319,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from telucodec.cli import commands
         return getattr(commands, args.command)(args)
     if args.command == "eval":
+        from telucodec.deploy.runtimes import choose_runtime
         from telucodec.evaluation.evaluate import run_from_args
-        return run_from_args(args)
+        return run_from_args(args, choose_runtime)  # the runtime switch lives above evaluation
     if args.command == "tokenize":
         from telucodec.deploy.tokenize import run_from_args
         return run_from_args(args)

@@ -1,4 +1,5 @@
-"""`telucodec encode | decode | info`: files in, files out, one clear line on any problem."""
+"""`telucodec encode | decode | info`: files in, files out, one clear line on any problem. encode and
+decode run the engine `--runtime` picks and end with one stderr line saying which ran (`runtime: ...`)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from telucodec.api import load_model, read_codes
+from telucodec.deploy.runtimes import Runtime, choose_runtime
 from telucodec.errors import TelucodecError
 from telucodec.formats.audio import load_audio, output_format, write_audio
 from telucodec.formats.bitstream import describe, write_bitstream, write_smallest
+from telucodec.formats.rate import fit_to_rate
+from telucodec.model.codec import Codec
 from telucodec.model.loading import shipped_model_name
 
 T = TypeVar("T")
@@ -53,6 +57,12 @@ def _parse_tcd(src: Path, parse: Callable[[bytes], T]) -> T:
         raise TelucodecError(f"{src}: {exc}") from exc
 
 
+def _runtime(model: Codec, args: argparse.Namespace) -> Runtime:
+    """The engine `--runtime` picks (deploy/runtimes.py); an export being made says so first."""
+    return choose_runtime(model, getattr(args, "runtime", None), model_path=args.model,
+                          log=lambda line: print(line, file=sys.stderr), beam=getattr(args, "beam", 1))
+
+
 def encode(args: argparse.Namespace) -> int:
     src, dst = Path(args.input), Path(args.output)
     if dst.suffix.lower() != ".tcd" and not dst.is_dir():  # a folder: _check_output says so
@@ -61,12 +71,16 @@ def encode(args: argparse.Namespace) -> int:
     _check_output(dst, args.force, ".tcd", src)
     model = load_model(args.model)
     wav = load_audio(src, model.sample_rate)
-    note = model.kbps_note(args.kbps)
+    note = model.kbps_cap_note(args.kbps)
     if note:
         print(note, file=sys.stderr)
-    codes = model.encode(wav, model.sample_rate, args.kbps)
-    if args.entropy:
-        data, plain, coded = write_smallest(codes)
+    runtime = _runtime(model, args)
+    if args.kbps is not None:  # rate control: the actual rate, header included, within --kbps
+        choice = fit_to_rate(runtime.encode_prefixes(wav, model.sample_rate, None, args.beam), args.kbps)
+        print(choice.note(args.kbps), file=sys.stderr)
+        data = choice.data
+    elif args.entropy:
+        data, plain, coded = write_smallest(runtime.encode_prefixes(wav, model.sample_rate, None, args.beam)[-1])
         if len(data) < plain:
             print(f"entropy coding: {coded} bytes vs {plain} plain ({100 * (1 - coded / plain):.1f}% saved): "
                   "wrote the entropy-coded file", file=sys.stderr)
@@ -74,11 +88,12 @@ def encode(args: argparse.Namespace) -> int:
             print(f"entropy coding: {coded} bytes vs {plain} plain: no saving on this clip, wrote the plain file",
                   file=sys.stderr)
     else:
-        data = write_bitstream(codes)
+        data = write_bitstream(runtime.encode_prefixes(wav, model.sample_rate, None, args.beam)[-1])
     _write_atomic(dst, data)
     info = describe(data)
     print(f"{dst}: {info['duration_s']:.2f} s, n_q {info['n_q']}, {info['kbps_nominal']:g} kbps nominal, "
           f"{info['kbps_actual']:.3f} kbps actual, {len(data)} bytes")
+    print(runtime.note, file=sys.stderr)
     return 0
 
 
@@ -96,7 +111,8 @@ def decode(args: argparse.Namespace) -> int:
         if not args.input:
             raise TelucodecError("give IN.tcd (or --tokens DIR --id X)")
         codes = _parse_tcd(Path(args.input), lambda data: read_codes(data, model))
-    wav = model.decode(codes).numpy()
+    runtime = _runtime(model, args)
+    wav = runtime.decode(codes)
     tmp = dst.with_name(f".{dst.stem}.tmp{dst.suffix}")
     try:
         clipped = write_audio(tmp, wav, codes.sample_rate)
@@ -105,6 +121,7 @@ def decode(args: argparse.Namespace) -> int:
         tmp.unlink(missing_ok=True)
     note = f"; {clipped} samples clipped to [-1, 1]" if clipped else ""
     print(f"{dst}: {len(wav) / codes.sample_rate:.2f} s at {codes.sample_rate} Hz{note}")
+    print(runtime.note, file=sys.stderr)
     return 0
 
 

@@ -33,7 +33,8 @@ from torch.nn.utils import parametrize
 
 from telucodec.errors import TelucodecError
 from telucodec.model.clustering import nearest_entry
-from telucodec.model.codec import Codec
+from telucodec.model.codec import CHUNK_SECONDS, CONTEXT_SECONDS, ENCODE_CHUNK_SECONDS, Codec
+from telucodec.model.streaming import encoder_reach_frames
 
 ENCODER_FILE, DECODER_FILE, CODEBOOKS_FILE = "encoder.onnx", "decoder.onnx", "codebooks.npy"
 OPSET = 18
@@ -79,6 +80,15 @@ class DecoderGraph(nn.Module):
         offsets = torch.arange(n, device=codes.device)[:, None] * self.codebook_size
         latent = F.embedding(codes[0] + offsets, self.flat_codebooks).sum(0)  # [F, D]
         return self.decoder(latent.t()[None])
+
+
+def window_frames(model: Codec) -> dict[str, list[int]]:
+    """[chunk, context] frames of the windows `Codec.encode` / `Codec.decode` cut a long clip in
+    (`Codec._encoder_windows`, `decode`): config.json `windows`, so the numpy runner cuts the same."""
+    reach = encoder_reach_frames(model.encoder, model.hop)
+    generic = [int(CHUNK_SECONDS * model.frame_rate), int(CONTEXT_SECONDS * model.frame_rate)]
+    return {"encode": generic if reach is None else [int(ENCODE_CHUNK_SECONDS * model.frame_rate), reach],
+            "decode": generic}
 
 
 def _codebooks(model: Codec) -> torch.Tensor:
@@ -182,22 +192,29 @@ def parity_check(model: Codec, out_dir: Path, wav: np.ndarray) -> dict[str, Any]
     return report
 
 
+def parity_wav(model: Codec, parity_clip: str | Path | np.ndarray | None) -> np.ndarray:
+    """The clip an export's parity check codes: given samples, a file, or the default example."""
+    from telucodec.formats.audio import load_audio
+
+    if parity_clip is None:
+        parity_clip = default_parity_clip()
+    if parity_clip is None:
+        raise TelucodecError("no parity clip: pass one (--parity_clip), examples/ is not installed here")
+    if isinstance(parity_clip, np.ndarray):
+        return np.asarray(parity_clip, dtype=np.float32).reshape(-1)
+    return load_audio(parity_clip, model.sample_rate)
+
+
 def export_onnx(model: Codec, out_dir: str | Path, parity_clip: str | Path | np.ndarray | None = None) -> dict[str, Any]:
     """Write encoder.onnx, decoder.onnx, codebooks.npy and config.json to `out_dir`, then check
     parity with PyTorch on a real clip. Returns config.json's content (with a "parity" report);
     raises TelucodecError when the ONNX graphs disagree with PyTorch."""
-    from telucodec.formats.audio import load_audio
 
     if model.config.quantizer.codebook_dim > 0:
         raise TelucodecError(f"ONNX export: quantizer.codebook_dim={model.config.quantizer.codebook_dim} "
                              "(factorized codes, searched by cosine) is not supported; the runtime's "
                              "search is the plain nearest-entry one")
-    if parity_clip is None:
-        parity_clip = default_parity_clip()
-    if parity_clip is None:
-        raise TelucodecError("no parity clip: pass one (--parity_clip), examples/ is not installed here")
-    wav = (np.asarray(parity_clip, dtype=np.float32).reshape(-1) if isinstance(parity_clip, np.ndarray)
-           else load_audio(parity_clip, model.sample_rate))
+    wav = parity_wav(model, parity_clip)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -215,7 +232,7 @@ def export_onnx(model: Codec, out_dir: str | Path, parity_clip: str | Path | np.
         "sample_rate": model.sample_rate, "hop_length": hop, "frame_rate": model.frame_rate,
         "n_q": model.max_n_q, "codebook_size": model.config.quantizer.codebook_size,
         "codebook_bits": model.codebook_bits, "latent_dim": model.config.model.latent_dim,
-        "causal": model.config.model.causal, "opset": OPSET,
+        "causal": model.config.model.causal, "opset": OPSET, "windows": window_frames(model),
         "amplitude": {"kind": model.amplitude.kind, "options": model.amplitude.options(),
                       "level_match": bool(model.config.model.level_match),
                       "note": "applied outside the graphs; see telucodec/deploy/onnx_runtime.py"},

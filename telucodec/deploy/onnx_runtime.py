@@ -1,7 +1,7 @@
 """Run an exported codec with onnxruntime and numpy only: no torch, no telucodec model code.
 
     codec = OnnxCodec("onnx/")                       # a folder written by `telucodec export-onnx`
-    clip = codec.encode(wav)                         # wav: float32 mono at codec.sample_rate
+    clip = codec.encode(wav, sample_rate=sr)         # wav: mono, float or integer PCM, any rate
     wav2 = codec.decode(clip.codes, clip.side, clip.num_samples)
 
 The two graphs work on *normalized* audio: amplitude normalize (before the encoder) and restore
@@ -16,6 +16,12 @@ mirrors `telucodec.model.amplitude` and `Codec.encode/decode` exactly:
     decode: y = decoder.onnx(codes[None, :n])[0, 0]       -> float32 [F * hop]
             wav = y[:num_samples] * gain_curve(side, num_samples)
             wav = match_level(wav, side)          (only when amplitude.level_match is true)
+
+Caller audio goes through `telucodec.formats.pcm.input_samples`, the one conversion PyTorch's
+`Codec.encode` uses too (integer PCM scaled by its dtype's range, [T] or [T, 1], the sample rate
+checked and resampled, clipped to [-1, 1]), so the same array gives the same codes here and there.
+Long clips run in the windows `Codec.encode` / `Codec.decode` use (config.json `windows`, in frames:
+chunk and context), so codes and audio equal PyTorch's at any length and memory stays flat.
 
 The encoder graph always emits every codebook; a lower bitrate keeps the first n of them
 (residual VQ: the first n codes do not depend on the later stages). The decoder accepts any
@@ -32,7 +38,11 @@ from typing import Any
 
 import numpy as np
 
+from telucodec.errors import ModelError
+from telucodec.formats.pcm import input_samples
+
 CONFIG_FILE = "config.json"
+RMS_BLOCK_CHUNKS = 64  # chunks measured at a time: an hour-long clip needs no float64 copy
 
 
 @dataclass
@@ -44,15 +54,22 @@ class OnnxCodes:
 
 # ---- amplitude (numpy mirror of telucodec.model.amplitude) -----------------------------------
 def _chunk_rms(wav: np.ndarray, chunk: int) -> np.ndarray:
-    """RMS per chunk of a float32 clip [T] (float64 [S]); a short last chunk uses its own length."""
+    """RMS per chunk of a float32 clip [T] (float64 [S]); a short last chunk uses its own length.
+    Measured RMS_BLOCK_CHUNKS chunks at a time (as `RmsAmplitude.chunk_rms`)."""
     t = wav.shape[0]
     s = max(0, math.ceil(t / chunk))
-    x = np.zeros(s * chunk, dtype=np.float64)
-    x[:t] = wav
+    energy = np.zeros(s, dtype=np.float64)
+    step = RMS_BLOCK_CHUNKS * chunk
+    for lo in range(0, t, step):
+        piece = wav[lo: lo + step].astype(np.float64)
+        k = -(-piece.shape[0] // chunk)
+        padded = np.zeros(k * chunk, dtype=np.float64)
+        padded[: piece.shape[0]] = piece
+        energy[lo // chunk: lo // chunk + k] = np.square(padded).reshape(k, chunk).sum(-1)
     counts = np.full(s, float(chunk))
     if s:
         counts[-1] = t - (s - 1) * chunk
-    return np.sqrt(np.square(x).reshape(s, chunk).sum(-1) / counts)
+    return np.sqrt(energy / counts)
 
 
 def rms_side_info(wav: np.ndarray, sample_rate: int, opts: dict[str, Any]) -> list[int]:
@@ -63,12 +80,14 @@ def rms_side_info(wav: np.ndarray, sample_rate: int, opts: dict[str, Any]) -> li
     return [int(v) for v in index]
 
 
-def rms_gain_curve(side: list[int], num_samples: int, sample_rate: int, opts: dict[str, Any]) -> np.ndarray:
-    """float32 [num_samples]: chunk gains at chunk centres, linear in amplitude in between."""
+def rms_gain_curve(side: list[int], num_samples: int, sample_rate: int, opts: dict[str, Any],
+                   start: int = 0) -> np.ndarray:
+    """float32 [num_samples] from sample `start` of the clip: chunk gains at chunk centres, linear
+    in amplitude in between (a window of the whole clip's curve, as `RmsAmplitude.gain_curve`)."""
     gains = np.power(10.0, (_levels_db(side, opts) - opts["target_db"]) / 20.0)
     if num_samples and len(side) == 0:
         raise ValueError("rms amplitude: no side values to restore a non-empty waveform")
-    return _interpolate(gains, num_samples, int(round(opts["chunk_seconds"] * sample_rate)))
+    return _interpolate(gains, num_samples, int(round(opts["chunk_seconds"] * sample_rate)), start)
 
 
 def _levels_db(side: list[int], opts: dict[str, Any]) -> np.ndarray:
@@ -76,12 +95,12 @@ def _levels_db(side: list[int], opts: dict[str, Any]) -> np.ndarray:
     return opts["min_db"] + np.clip(np.round(np.asarray(side, dtype=np.float64)), 0, 255) * opts["step_db"]
 
 
-def _interpolate(gains: np.ndarray, num_samples: int, chunk: int) -> np.ndarray:
+def _interpolate(gains: np.ndarray, num_samples: int, chunk: int, start: int = 0) -> np.ndarray:
     if num_samples == 0:
         return np.ones(0, dtype=np.float32)
     if len(gains) == 1:
         return np.full(num_samples, gains[0], dtype=np.float32)
-    pos = (np.arange(num_samples, dtype=np.float64) + 0.5) / chunk - 0.5
+    pos = (np.arange(start, start + num_samples, dtype=np.float64) + 0.5) / chunk - 0.5
     pos = np.clip(pos, 0.0, float(len(gains) - 1))
     left = np.minimum(np.floor(pos), len(gains) - 2).astype(np.int64)
     frac = pos - left
@@ -100,33 +119,66 @@ def rms_match_level(wav: np.ndarray, side: list[int], sample_rate: int, opts: di
     limit = 10.0 ** (max_db / 20.0)
     gains = np.clip(np.power(10.0, levels / 20.0) / np.maximum(actual, 1e-12), 1.0 / limit, limit)
     gains = np.where(levels > opts["floor_db"] + opts["step_db"] / 2, gains, 1.0)
-    return wav * _interpolate(gains, wav.shape[0], chunk)
+    out = np.empty_like(wav)
+    step = RMS_BLOCK_CHUNKS * chunk
+    for lo in range(0, wav.shape[0], step):
+        piece = wav[lo: lo + step]
+        out[lo: lo + step] = piece * _interpolate(gains, piece.shape[0], chunk, lo)
+    return out
+
+
+def side_info(wav: np.ndarray, kind: str, sample_rate: int, opts: dict[str, Any]) -> list[int]:
+    """The side info the bitstream carries for a float32 clip [T] (none: [])."""
+    if kind == "none":
+        return []
+    if kind == "rms":
+        return rms_side_info(wav, sample_rate, opts)
+    raise ValueError(f"amplitude '{kind}': the numpy reference covers 'none' and 'rms' only")
+
+
+def normalize_with(wav: np.ndarray, side: list[int], kind: str, sample_rate: int, opts: dict[str, Any],
+                   start: int = 0) -> np.ndarray:
+    """A window of the clip from sample `start` -> divided by the clip's gain curve there."""
+    if kind == "none":
+        return wav
+    if kind == "rms":
+        return wav / rms_gain_curve(side, wav.shape[0], sample_rate, opts, start)
+    raise ValueError(f"amplitude '{kind}': the numpy reference covers 'none' and 'rms' only")
 
 
 def normalize(wav: np.ndarray, kind: str, sample_rate: int, opts: dict[str, Any]) -> tuple[np.ndarray, list[int]]:
     """wav float32 [T] -> (normalized float32 [T], side info)."""
-    if kind == "none":
-        return wav, []
-    if kind == "rms":
-        side = rms_side_info(wav, sample_rate, opts)
-        return wav / rms_gain_curve(side, wav.shape[0], sample_rate, opts), side
-    raise ValueError(f"amplitude '{kind}': the numpy reference covers 'none' and 'rms' only")
+    side = side_info(wav, kind, sample_rate, opts)
+    return normalize_with(wav, side, kind, sample_rate, opts), side
 
 
-def restore(wav: np.ndarray, side: list[int], kind: str, sample_rate: int, opts: dict[str, Any]) -> np.ndarray:
-    """Decoder output float32 [T] -> wav * gain curve (identity for 'none')."""
+def restore(wav: np.ndarray, side: list[int], kind: str, sample_rate: int, opts: dict[str, Any],
+            start: int = 0) -> np.ndarray:
+    """Decoder output float32 [T] (from sample `start` of the clip) -> wav * gain curve (identity
+    for 'none')."""
     if kind == "none":
         return wav
     if kind == "rms":
-        return wav * rms_gain_curve(side, wav.shape[0], sample_rate, opts)
+        return wav * rms_gain_curve(side, wav.shape[0], sample_rate, opts, start)
     raise ValueError(f"amplitude '{kind}': the numpy reference covers 'none' and 'rms' only")
+
+
+def windows(total: int, chunk: int, context: int):
+    """(start, end, keep_start, keep_end) in frames covering [0, total): chunks of `chunk` frames
+    with `context` frames each side (`Codec._chunk_bounds`)."""
+    start = 0
+    while start < total:
+        end = min(start + chunk, total)
+        yield max(0, start - context), min(total, end + context), start, end
+        start = end
 
 
 # ---- the codec -------------------------------------------------------------------------------
 class OnnxCodec:
-    """encoder.onnx + decoder.onnx + config.json, run with onnxruntime on the CPU by default."""
+    """encoder.onnx + decoder.onnx + config.json, run with onnxruntime on the CPU by default
+    (`threads` intra-op threads: config.json's `threads`, else 1)."""
 
-    def __init__(self, directory: str | Path, providers: list[str] | None = None):
+    def __init__(self, directory: str | Path, providers: list[str] | None = None, threads: int | None = None):
         import onnxruntime as ort
 
         self.directory = Path(directory)
@@ -137,11 +189,17 @@ class OnnxCodec:
         self.amplitude_kind = str(c["amplitude"]["kind"])
         self.amplitude_options: dict[str, Any] = dict(c["amplitude"]["options"])
         self.level_match = bool(c["amplitude"].get("level_match", False))
+        # (chunk, context) frames of the windows long clips run in; an export without them: one pass
+        self.windows: dict[str, list[int] | None] = {k: c.get("windows", {}).get(k) for k in ("encode", "decode")}
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(c.get("threads", 1))
+        options.intra_op_num_threads = int(threads or c.get("threads", 1))
         providers = providers or ["CPUExecutionProvider"]
         self.encoder = ort.InferenceSession(str(self.directory / c["encoder"]["file"]), options, providers=providers)
         self.decoder = ort.InferenceSession(str(self.directory / c["decoder"]["file"]), options, providers=providers)
+
+    def _windows(self, part: str, frames: int):
+        chunk_context = self.windows[part]
+        return windows(frames, *chunk_context) if chunk_context else windows(frames, max(frames, 1), 0)
 
     def encode_normalized(self, wav: np.ndarray) -> np.ndarray:
         """Normalized float32 [T] -> int64 codes [n_q, ceil(T / hop)] (all codebooks); the end
@@ -156,19 +214,30 @@ class OnnxCodec:
         c = np.asarray(codes, dtype=np.int64).reshape(1, -1, np.shape(codes)[-1])
         return self.decoder.run(None, {"codes": c})[0][0, 0]
 
-    def encode(self, wav: np.ndarray, n_q: int | None = None) -> OnnxCodes:
-        """Mono float32 audio at `sample_rate` -> codes (first `n_q` codebooks) and side info."""
-        x = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
-        if x.size == 0 or not np.all(np.isfinite(x)):
-            raise ValueError("input audio is empty or holds NaN/inf samples")
-        normalized, side = normalize(x, self.amplitude_kind, self.sample_rate, self.amplitude_options)
-        codes = self.encode_normalized(normalized)
-        return OnnxCodes(codes[: n_q or self.n_q], int(x.size), side)
+    def encode(self, wav: Any, n_q: int | None = None, sample_rate: Any = None) -> OnnxCodes:
+        """Mono audio (float or integer PCM, [T] or [T, 1]) at `sample_rate` (None: already at
+        the codec's) -> codes (first `n_q` codebooks) and side info, as `Codec.encode` gives them."""
+        x = input_samples(wav, self.sample_rate if sample_rate is None else sample_rate, self.sample_rate)
+        if x.size == 0:
+            raise ModelError("input audio is empty")
+        kind, rate, opts = self.amplitude_kind, self.sample_rate, self.amplitude_options
+        side = side_info(x, kind, rate, opts)
+        pieces = []
+        for lo, hi, keep_lo, keep_hi in self._windows("encode", -(-x.size // self.hop)):
+            window = normalize_with(x[lo * self.hop: hi * self.hop], side, kind, rate, opts, lo * self.hop)
+            pieces.append(self.encode_normalized(window)[: n_q or self.n_q, keep_lo - lo: keep_hi - lo])
+        return OnnxCodes(np.concatenate(pieces, axis=1), int(x.size), side)
 
     def decode(self, codes: np.ndarray, side: list[int], num_samples: int) -> np.ndarray:
         """Codes [n, F] + side info -> float32 audio [num_samples], unbounded (clip when writing)."""
-        y = self.decode_normalized(codes)[:num_samples]
-        wav = restore(y, side, self.amplitude_kind, self.sample_rate, self.amplitude_options)
+        c = np.asarray(codes, dtype=np.int64)
+        out = np.zeros(num_samples, dtype=np.float32)
+        for lo, hi, keep_lo, keep_hi in self._windows("decode", c.shape[-1]):
+            y = self.decode_normalized(c[:, lo:hi])[(keep_lo - lo) * self.hop: (keep_hi - lo) * self.hop]
+            start = keep_lo * self.hop
+            y = restore(y, side, self.amplitude_kind, self.sample_rate, self.amplitude_options, start)
+            y = y[: max(0, num_samples - start)]
+            out[start: start + y.shape[0]] = y
         if self.level_match:
-            wav = rms_match_level(wav, side, self.sample_rate, self.amplitude_options)
-        return wav
+            out = rms_match_level(out, side, self.sample_rate, self.amplitude_options)
+        return out

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from telucodec.deploy.runtimes import Runtime, choose_runtime
 from telucodec.deploy.tokenize_jobs import Job, Result, encode_job
 from telucodec.errors import TelucodecError
 from telucodec.formats import token_parquet as P
@@ -89,14 +90,18 @@ def _select(data_dir: Path, shard: tuple[int, int]) -> tuple[list[Job], list[Res
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(model_blob: tuple[dict[str, Any], bytes], device: str, kbps: float | None) -> None:
-    """Rebuild the model from `Codec.to_bytes` (the same model id as the parent's)."""
+def _init_worker(model_blob: tuple[dict[str, Any], bytes] | Callable[[], Any], device: str, kbps: float | None) -> None:
+    """Rebuild the engine: a runtime's `worker_factory` (deploy/runtimes.py), or the model from
+    `Codec.to_bytes` (the same model id as the parent's)."""
     bound_kernel_cache()
     import torch
 
     from telucodec.model.codec import Codec
 
     torch.set_num_threads(1)
+    if callable(model_blob):
+        _worker.update(model=model_blob(), kbps=kbps)
+        return
     _worker.update(model=Codec.from_bytes(model_blob, source="tokenize worker").to(device), kbps=kbps)
 
 
@@ -104,16 +109,19 @@ def _worker_encode(job: Job) -> Result:
     return encode_job(_worker["model"], _worker["kbps"], job)
 
 
-def _results(jobs: list[Job], model: Codec, kbps: float | None, workers: int) -> Iterator[Result]:
-    """Results in job order, from this process or from `workers` spawned processes."""
+def _results(jobs: list[Job], model: Codec | Runtime, kbps: float | None, workers: int) -> Iterator[Result]:
+    """Results in job order, from this process or from `workers` spawned processes. `model`: a
+    Codec, or a runtime (deploy/runtimes.py) that encodes for it."""
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             yield encode_job(model, kbps, job)
         return
-    device = str(next(model.parameters()).device)
+    codec = getattr(model, "model", model)
+    device = str(next(codec.parameters()).device)
+    factory = getattr(model, "worker_factory", None)
     ctx = mp.get_context("spawn")  # fork after torch has started threads can hang
     with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker,
-                  initargs=(model.to_bytes(), device, kbps)) as pool:
+                  initargs=(factory() if factory is not None else model.to_bytes(), device, kbps)) as pool:
         yield from pool.imap(_worker_encode, jobs, chunksize=1)
 
 
@@ -173,10 +181,13 @@ def tokenize_dataset(data_dir: str | Path, out: str | Path, model: Codec, kbps: 
                      workers: int = 1, shard: tuple[int, int] = (0, 1), *,
                      shard_bytes: int = SHARD_BYTES, shard_seconds: float = SHARD_SECONDS,
                      log: Callable[[str], None] | None = None, engine: str = "local", fmt: str = "shards",
-                     ray_address: str | None = None) -> dict[str, Any]:
+                     ray_address: str | None = None, runtime: str | None = None,
+                     model_path: str | Path | None = None) -> dict[str, Any]:
     """Tokenize this job's share of `data_dir` into `out` as .npy shards or Parquet (`fmt`),
-    encoding here and in worker processes or on Ray (`engine`); returns a summary (this run +
-    folder totals)."""
+    encoding here and in worker processes or on Ray (`engine`) with the engine `runtime` picks
+    ("auto", "torch", "onnx"; None: $TELUCODEC_RUNTIME else auto; deploy/runtimes.py; `model_path`:
+    where the model was loaded from, for its export); returns a summary (this run + folder totals,
+    and `runtime`, `runtime_note`: which engine ran)."""
     started = time.monotonic()
     bound_kernel_cache()
     index, count = shard
@@ -210,12 +221,13 @@ def tokenize_dataset(data_dir: str | Path, out: str | Path, model: Codec, kbps: 
     if duplicates:
         append_skipped(out, [(r.path, r.error, r.id) for r in duplicates])
 
+    coder = choose_runtime(model, runtime, model_path=model_path, log=log) if todo else None
     if engine == "ray":
         from telucodec.deploy.tokenize_ray import ray_results
 
-        results = ray_results(todo, model, kbps, workers, ray_address)
+        results = ray_results(todo, coder or model, kbps, workers, ray_address)
     else:
-        results = _results(todo, model, kbps, workers)
+        results = _results(todo, coder or model, kbps, workers)
     skipped, audio_seconds, last_log = len(duplicates), 0.0, time.monotonic()
     try:
         for i, r in enumerate(results):
@@ -244,7 +256,9 @@ def tokenize_dataset(data_dir: str | Path, out: str | Path, model: Codec, kbps: 
     summary = {"out": str(out), "shard": f"{index}/{count}", "model_id": model.model_id, "n_q": n_q,
                "kbps": kbps, "items": len(jobs) + len(duplicates), "already_done": len(jobs) - len(todo),
                "tokenized": writer.committed, "skipped": skipped, "audio_seconds": round(audio_seconds, 3),
-               "seconds": round(wall, 3), "audio_hours_per_hour": round(audio_seconds / max(wall, 1e-9), 2)}
+               "seconds": round(wall, 3), "audio_hours_per_hour": round(audio_seconds / max(wall, 1e-9), 2),
+               "runtime": coder.name if coder is not None else None,
+               "runtime_note": coder.note if coder is not None else "runtime: none (nothing to encode)"}
     summary.update(parquet_summary(out, model.config.quantizer.codebook_size) if fmt == "parquet"
                    else folder_summary(out))
     return summary
@@ -276,6 +290,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     summary = tokenize_dataset(args.data_dir, args.out, model, kbps=args.kbps, workers=args.workers,
                                shard=shard, log=lambda m: print(m, file=sys.stderr),
                                engine=getattr(args, "engine", "local"), fmt=getattr(args, "format", "shards"),
-                               ray_address=getattr(args, "ray_address", None))
+                               ray_address=getattr(args, "ray_address", None),
+                               runtime=getattr(args, "runtime", None), model_path=args.model)
     print(format_summary(summary))
+    print(summary["runtime_note"], file=sys.stderr)
     return 0

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from telucodec.errors import TelucodecError
+from telucodec.errors import StorageError, TelucodecError
 from telucodec.formats.audio_index import AudioItem
+from telucodec.formats.os_errors import raise_if_machine_fault
 from telucodec.formats.token_shards import CODES_DTYPE
 
 if TYPE_CHECKING:
@@ -55,7 +56,12 @@ def encode_job(model: Codec, kbps: float | None, job: Job) -> Result:
         else:
             digest, wav = _sha256(job.path), load_audio(job.path, model.sample_rate)
         codes = model.encode(wav, model.sample_rate, kbps)
-    except (TelucodecError, OSError) as exc:
+    except StorageError:
+        raise  # the machine failed (too many open files, an I/O error): the run stops, naming the file
+    except OSError as exc:
+        raise_if_machine_fault(exc, job.path)
+        return Result(job.id, job.path, error=str(exc).replace(f"{job.path}: ", "", 1))
+    except TelucodecError as exc:
         return Result(job.id, job.path, error=str(exc).replace(f"{job.path}: ", "", 1))
     return Result(job.id, job.path, codes.codes.numpy().astype(CODES_DTYPE), codes.num_samples,
                   list(codes.side), digest, speaker=job.item.speaker if job.item is not None else "")

@@ -29,6 +29,7 @@ from telucodec.formats.audio_index import AudioItem
 from telucodec.formats.token_shards import CODES_DTYPE
 
 if TYPE_CHECKING:
+    from telucodec.deploy.runtimes import Runtime
     from telucodec.model.codec import Codec
 
 BATCH_ROWS = 4  # utterances per map_batches call
@@ -56,7 +57,9 @@ class EncodeActor:
 
         bound_kernel_cache()
         torch.set_num_threads(1)
-        self.model = Codec.from_bytes(ray.get(blob) if isinstance(blob, ray.ObjectRef) else blob, source="ray actor")
+        blob = ray.get(blob) if isinstance(blob, ray.ObjectRef) else blob
+        # a runtime's worker_factory (deploy/runtimes.py) rebuilds that engine; else the model's bytes
+        self.model = blob() if callable(blob) else Codec.from_bytes(blob, source="ray actor")
         self.kbps = kbps
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -76,6 +79,12 @@ class EncodeActor:
             out["side"].append(np.asarray(r.side, dtype=np.int64).tobytes())
             out["sha256"].append(r.sha256)
         return {k: np.array(v, dtype=object if k in ("codes", "side") else None) for k, v in out.items()}
+
+
+def _blob(model: Codec | Runtime) -> Any:
+    """What an actor rebuilds its engine from: a runtime's picklable factory, or `Codec.to_bytes()`."""
+    factory = getattr(model, "worker_factory", None)
+    return factory() if factory is not None else model.to_bytes()
 
 
 def _reachable(address: str | None, timeout: float = 10.0) -> None:
@@ -103,9 +112,10 @@ def start_ray(address: str | None) -> None:
             raise TelucodecError(f"--ray_address {address}: cannot join a Ray cluster there ({exc})") from exc
 
 
-def ray_results(jobs: list[Job], model: Codec, kbps: float | None, workers: int,
+def ray_results(jobs: list[Job], model: Codec | Runtime, kbps: float | None, workers: int,
                 address: str | None = None) -> Iterator[Result]:
-    """Results in job order, encoded by a pool of `workers` actors (1: one per CPU of the cluster)."""
+    """Results in job order, encoded by a pool of `workers` actors (1: one per CPU of the cluster).
+    `model`: a Codec, or a runtime (deploy/runtimes.py) that the actors rebuild."""
     if not jobs:
         return
     start_ray(address)
@@ -118,7 +128,7 @@ def ray_results(jobs: list[Job], model: Codec, kbps: float | None, workers: int,
     actors = min(len(jobs), workers if workers > 1 else max(1, int(cpus)))
     per_actor = min(1.0, max(0.1, (cpus - 1.0) / actors))  # leave one CPU to Ray's read and write tasks
     dataset = ray.data.from_items(_rows(jobs)).map_batches(
-        EncodeActor, fn_constructor_args=(ray.put(model.to_bytes()), kbps), batch_size=BATCH_ROWS,
+        EncodeActor, fn_constructor_args=(ray.put(_blob(model)), kbps), batch_size=BATCH_ROWS,
         concurrency=actors, num_cpus=per_actor, batch_format="numpy")
     for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
         for n in range(len(batch["id"])):

@@ -5,8 +5,9 @@ its default settings, scored with the same metrics, summarized per system × set
 
 DIR gets results.json (keys in docs/design.md), results.csv (one row per clip × system), results.md,
 rd_pesq.png, rd_stoi.png, report.html (which plays the files in audio/ and spectrograms/ beside it:
-keep the folder together), and skipped.tsv when clips
-were skipped. `reference=DIR2` instead scores files someone else decoded (same relative names as
+keep the folder together), and skipped.tsv when clips were skipped: unreadable, silent or too short
+(training's own check, `formats.dataset.load_clip`), counted in results.json's `clips_skipped`,
+listed in `skipped`, at the end of results.md (so on stdout) and in report.html; never in a table. `reference=DIR2` instead scores files someone else decoded (same relative names as
 the originals, any audio format) as one system called "reference".
 
 Clips are spread over `workers` processes. A clip's numbers depend only on that clip (every
@@ -135,9 +136,12 @@ def evaluate(data_dir: str | Path, out: str | Path, model: str | Path | Codec | 
              lyra_models: str | Path | None = None, max_clips: int | None = None, workers: int = 1,
              reference: str | Path | None = None, force: bool = False, report_clips: int = 4,
              align_mode: str = "waveform", progress: bool = True,
-             log: Callable[[str], None] = _stderr) -> dict[str, Any]:
+             log: Callable[[str], None] = _stderr, runtime: Callable[[Codec], Any] | None = None) -> dict[str, Any]:
     """Score telucodec (`model`: a Codec, a model folder / checkpoint path, or None for the shipped
     model) at each of `kbps` and each available baseline on the clips of `data_dir`; write DIR.
+    `runtime`: given the model, the engine that runs the telucodec rows (the CLI passes
+    `deploy.runtimes.choose_runtime` for `--runtime`); None: the model in PyTorch. results.json's
+    `runtime` says which ran.
 
     With `reference`, score the decoded files in that folder instead (system "reference"; the
     model, kbps and baselines are not used). Returns the results.json dict.
@@ -176,7 +180,10 @@ def evaluate(data_dir: str | Path, out: str | Path, model: str | Path | Codec | 
     for n, task in enumerate(t for t in tasks if id(t) in shown):
         task.audio_dir = str(out / report.AUDIO_DIR / report.clip_slug(n, task.name))
     lyra = str(lyra_models) if lyra_models is not None else None
-    clip_results = run_all(tasks, codec, systems, lyra, align_mode, workers, progress)
+    engine = runtime(codec) if runtime is not None and codec is not None else codec
+    if engine is not None and getattr(engine, "note", None):
+        log(engine.note)
+    clip_results = run_all(tasks, engine, systems, lyra, align_mode, workers, progress)
 
     rows = [row for res in clip_results for row in res.rows]
     failures = [line for res in clip_results for line in res.failures]
@@ -191,8 +198,10 @@ def evaluate(data_dir: str | Path, out: str | Path, model: str | Path | Codec | 
         "reference": str(ref_dir) if ref_dir is not None else None,
         "clips": len(tasks),
         "duration_s": sum(t.wav.size for t in tasks) / rate,
+        "clips_skipped": len(skipped),
         "skipped": [{"path": p, "reason": r} for p, r in skipped],
         "warnings": warnings + failures,
+        "runtime": None if engine is None else getattr(engine, "name", "torch"),
     })
     (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
     _write_csv(out / "results.csv", rows)
@@ -201,8 +210,9 @@ def evaluate(data_dir: str | Path, out: str | Path, model: str | Path | Codec | 
     table = report.markdown_table(results["systems"])
     speakers = report.speaker_table(results["per_speaker"])
     note = report.speaker_note(results["per_speaker"], str(data_dir))
+    dropped = report.skipped_markdown(results["skipped"])
     (out / "results.md").write_text(table + "\n" + (f"\nPer speaker:\n\n{speakers}\n" if speakers else "")
-                                    + (f"\n{note}\n" if note else ""))
+                                    + (f"\n{note}\n" if note else "") + (f"\n{dropped}\n" if dropped else ""))
     report.save_rd_plot(out / "rd_pesq.png", results["systems"], "pesq_wb", "PESQ-WB (MOS-LQO)")
     report.save_rd_plot(out / "rd_stoi.png", results["systems"], "stoi", "STOI")
     shown_clips = [(t.name, t.audio_dir) for t in tasks if t.audio_dir]
@@ -210,15 +220,22 @@ def evaluate(data_dir: str | Path, out: str | Path, model: str | Path | Codec | 
     return results
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    """`telucodec eval …` → evaluate(); the table goes to stdout, warnings to stderr."""
+def run_from_args(args: argparse.Namespace, choose_runtime: Callable[..., Any] | None = None) -> int:
+    """`telucodec eval …` → evaluate(); the table goes to stdout, warnings to stderr.
+    `choose_runtime`: `deploy.runtimes.choose_runtime` (passed down by the CLI, a higher layer)."""
     if not args.data_dir:
         raise TelucodecError("--data_dir is required")
+    runtime = None
+    if choose_runtime is not None:
+        def runtime(codec: Codec) -> Any:
+            return choose_runtime(codec, getattr(args, "runtime", None), model_path=args.model, log=_stderr,
+                                  beam=getattr(args, "beam", 1))
     evaluate(args.data_dir, args.out, model=args.model, kbps=parse_list(args.kbps),
              baselines=parse_list(args.baselines), lyra_models=args.lyra_models,
              max_clips=args.max_clips, workers=args.workers, reference=args.reference,
              force=args.force, report_clips=getattr(args, "report_clips", 4),
-             align_mode=getattr(args, "align", "waveform"), progress=not getattr(args, "quiet", False))
+             align_mode=getattr(args, "align", "waveform"), progress=not getattr(args, "quiet", False),
+             runtime=runtime)
     print((Path(args.out) / "results.md").read_text(), end="")
     print(f"wrote {Path(args.out) / 'report.html'} (it plays the files in {report.AUDIO_DIR}/ and "
           f"{report.SPECTROGRAM_DIR}/ beside it: share the whole folder)", file=sys.stderr)

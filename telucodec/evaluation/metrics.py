@@ -160,9 +160,9 @@ def pesq_wb(ref: np.ndarray, deg: np.ndarray, sample_rate: int = 16000) -> float
 def stoi(ref: np.ndarray, deg: np.ndarray, sample_rate: int = 16000) -> float:
     """Short-time objective intelligibility (`pystoi`, classic, not extended), 0 to 1.
 
-    Returns nan for a silent reference (peak below -120 dBFS; pystoi itself would score it 0)
-    and where pystoi warns "not enough STFT frames" and returns its 1e-5 sentinel (under about
-    0.4 s of speech).
+    Returns nan for a silent reference (peak below -120 dBFS; pystoi itself would score it 0),
+    where pystoi warns "not enough STFT frames" and returns its 1e-5 sentinel (under about
+    0.4 s of speech), and where it fails outright on a clip shorter than one of its frames.
     """
     from pystoi import stoi as pystoi_stoi
 
@@ -171,7 +171,10 @@ def stoi(ref: np.ndarray, deg: np.ndarray, sample_rate: int = 16000) -> float:
         return float("nan")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        value = float(pystoi_stoi(ref, deg, sample_rate, extended=False))
+        try:
+            value = float(pystoi_stoi(ref, deg, sample_rate, extended=False))
+        except ValueError:  # numpy's AxisError: shorter than one of pystoi's frames (~26 ms)
+            return float("nan")
     if any("Not enough STFT frames" in str(w.message) for w in caught):
         return float("nan")
     return value

@@ -14,7 +14,7 @@ import numpy as np
 from telucodec.errors import AudioError, TelucodecError
 from telucodec.evaluation import baselines as bl
 from telucodec.formats.audio import AUDIO_SUFFIXES, load_audio
-from telucodec.formats.dataset import AudioItem, discover, load_item, spread
+from telucodec.formats.dataset import AudioItem, discover, load_clip, spread
 
 if TYPE_CHECKING:
     from telucodec.model.codec import Codec
@@ -87,7 +87,8 @@ def plan_systems(model: Codec | None, kbps: str | Iterable[Any], baselines: str 
             if capped:
                 warnings.append(capped)
             seen_n_q.add(n_q)
-            systems.append(System("telucodec", f"{value:g}", n_q * model.kbps_per_codebook()))
+            # the setting is a file budget (formats/rate.py), capped at the model's top rate
+            systems.append(System("telucodec", f"{value:g}", min(value, model.max_n_q * model.kbps_per_codebook())))
     names, missing = bl.available_baselines(parse_list(baselines), lyra_models)
     warnings += missing
     for name in names:
@@ -141,7 +142,9 @@ def discover_clips(data_dir: Path, out: Path) -> list[AudioItem]:
 def load_tasks(data_dir: Path, items: list[AudioItem], reference: Path | None, max_clips: int | None,
                log: Callable[[str], None], sample_rate: int) -> tuple[list[ClipTask], list[tuple[str, str]]]:
     """Load the clips (and --reference files) at `sample_rate` in discovery order; unusable ones
-    are skipped with a reason. With max_clips, clips are taken round-robin over speakers until
+    are skipped with a reason: unreadable, or refused by training's own check (`load_clip`:
+    silent or too short), whose level the RMS ratio, SNR and SI-SDR would divide by and whose
+    scores would swamp every mean. With max_clips, clips are taken round-robin over speakers until
     enough load."""
     root = data_dir.parent if data_dir.is_file() else data_dir
     position = {id(item): n for n, item in enumerate(items)}
@@ -152,7 +155,7 @@ def load_tasks(data_dir: Path, items: list[AudioItem], reference: Path | None, m
             break
         name = _clip_name(item, root)
         try:
-            task = ClipTask(name, load_item(item, sample_rate), speaker=_speaker(item, root),
+            task = ClipTask(name, load_clip(item, sample_rate).wav, speaker=_speaker(item, root),
                             sample_rate=sample_rate)
             if reference is not None:
                 found = _find_decoded(reference, name)

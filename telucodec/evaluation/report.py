@@ -79,6 +79,30 @@ def markdown_table(systems: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+SKIPPED_SHOWN = 20  # skipped clips listed by name in results.md (and so on stdout); skipped.tsv has all
+
+
+def skipped_lines(skipped: list[dict[str, str]], limit: int | None = SKIPPED_SHOWN) -> tuple[str, list[str]]:
+    """(heading, one "path: reason" line per skipped clip, at most `limit` of them plus a line
+    naming how many more skipped.tsv holds); ("", []) when nothing was skipped."""
+    if not skipped:
+        return "", []
+    n = len(skipped)
+    heading = (f"Skipped {n} clip{'s' if n != 1 else ''} (not in any table above: unreadable, silent or "
+               "too short, as training refuses them; skipped.tsv lists them):")
+    shown = skipped if limit is None else skipped[:limit]
+    lines = [f"{s['path']}: {s['reason']}" for s in shown]
+    if len(shown) < n:
+        lines.append(f"... and {n - len(shown)} more (skipped.tsv)")
+    return heading, lines
+
+
+def skipped_markdown(skipped: list[dict[str, str]]) -> str:
+    """The skipped clips as a markdown paragraph and list ("" when none was skipped)."""
+    heading, lines = skipped_lines(skipped)
+    return heading + "\n\n" + "\n".join(f"- {line}" for line in lines) if heading else ""
+
+
 TOP_LEVEL = "(top level)"  # how the clips sitting directly in the data folder are shown per speaker
 
 
@@ -271,9 +295,13 @@ def write_report(out: str | Path, results: dict[str, Any], rows: list[dict[str, 
              _summary_html(systems),
              '<div class="plots"><img src="rd_pesq.png" alt="PESQ-WB vs bitrate">'
              '<img src="rd_stoi.png" alt="STOI vs bitrate"></div>']
-    notes = [*results.get("warnings", []), *(f"skipped {s['path']}: {s['reason']}" for s in results.get("skipped", []))]
+    notes = results.get("warnings", [])
     if notes:
         parts.append('<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
+    heading, lines = skipped_lines(results.get("skipped", []), limit=None)
+    if heading:
+        parts.append(f'<h2>Skipped</h2>\n<p class="meta">{_e(heading)}</p>')
+        parts.append('<ul class="notes">' + "".join(f"<li>{_e(line)}</li>" for line in lines) + "</ul>")
     if clips:
         parts.append("<h2>Listen</h2>")
         parts.append(f'<p class="meta">{_e(FOLDER_NOTE)}</p>')

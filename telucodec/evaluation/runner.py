@@ -1,6 +1,7 @@
 """Every planned system on every clip, in this process or in worker processes.
 
-A clip's numbers depend only on that clip (every worker runs torch on one thread, Codec2's
+The telucodec rows run on `model`: a Codec, or a runtime of `telucodec.deploy.runtimes` (same
+`encode` / `decode` / `model_id`; its `worker_factory` rebuilds it in a worker). A clip's numbers depend only on that clip (every worker runs torch on one thread, Codec2's
 dither is seeded), so any worker count gives the same results as a serial run. Workers rebuild
 the model from its config and safetensors bytes: no pickled modules cross processes.
 """
@@ -23,7 +24,8 @@ from telucodec.evaluation import report
 from telucodec.evaluation.metrics import align, score_all, shift_to
 from telucodec.evaluation.plan import ClipTask, System
 from telucodec.formats.audio import write_wav
-from telucodec.formats.bitstream import read_bitstream, write_bitstream
+from telucodec.formats.bitstream import read_bitstream
+from telucodec.formats.rate import fit_to_rate
 
 REFERENCE_MAX_SHIFT = 1600  # samples (0.1 s at 16 kHz) searched either way when aligning --reference files
 
@@ -47,22 +49,30 @@ def _init_pool_worker(model_blob: tuple[dict[str, Any], bytes] | None, systems: 
                       lyra_models: str | None, align_mode: str) -> None:
     """Rebuild the model from `Codec.to_bytes` (no pickled modules cross processes)."""
     model = None
-    if model_blob is not None:
+    if callable(model_blob):  # a runtime's worker_factory (deploy/runtimes.py): it rebuilds itself
+        model = model_blob()
+    elif model_blob is not None:
         from telucodec.model.codec import Codec
 
         model = Codec.from_bytes(model_blob, source="eval worker")
     _setup_worker(model, systems, lyra_models, align_mode)
 
 
-def _model_blob(model: Any) -> tuple[dict[str, Any], bytes] | None:
-    return None if model is None else model.to_bytes()
+def _model_blob(model: Any) -> Any:
+    """What a worker rebuilds the telucodec engine from: a runtime's picklable factory, or a
+    Codec's `to_bytes()`."""
+    if model is None:
+        return None
+    factory = getattr(model, "worker_factory", None)
+    return factory() if factory is not None else model.to_bytes()
 
 
 def _run_telucodec(system: System, task: ClipTask) -> tuple[np.ndarray, int, int, int]:
     """(decoded [T] clipped to [-1, 1], bytes of the .tcd file, delay 0, clipped samples)."""
     model = _WORKER["model"]
-    data = write_bitstream(model.encode(task.wav, task.sample_rate, float(system.setting)))
-    decoded = model.decode(read_bitstream(data, expected_model_id=model.model_id)).numpy()
+    # the setting is the file's actual rate, header included (formats/rate.py), as `encode --kbps` writes
+    data = fit_to_rate(model.encode_prefixes(task.wav, task.sample_rate), float(system.setting), strict=False).data
+    decoded = np.asarray(model.decode(read_bitstream(data, expected_model_id=model.model_id)))
     clipped = int(np.count_nonzero(np.abs(decoded) > 1.0))
     return np.clip(decoded, -1.0, 1.0).astype(np.float32), len(data), 0, clipped
 

@@ -5,10 +5,14 @@ of its last part); a sample is its audio member (.flac, .wav, .mp3, .ogg, .opus)
 `KEY.json` with `speaker`, `seconds` and `id`. The index keeps each audio member's data offset
 and size, so reading one at random is a seek and a read: shards must be uncompressed `.tar`.
 
-Parquet: an `audio` column of struct<bytes, path> (the `datasets` Audio feature) or of plain
-bytes; optional `speaker` and `seconds`/`duration` columns. A row is read through its row group;
-each process keeps the last row group it read (sequential readers hit it, random crops mostly do
-not: pack Parquet into shards with `telucodec shard` for training).
+A shard is opened for one read and closed (no file stays open: a corpus may hold more shards
+than the open-file limit). A damaged shard keeps the samples before the damage and is listed
+with the reason, like a damaged clip; a member's declared size is checked against the shard's
+before it is read, and a JSON sidecar is at most MAX_SIDECAR bytes. An OSError of the machine
+(too many open files, an I/O error) raises StorageError instead (`formats/os_errors.py`).
+
+Parquet (`formats/parquet_audio.py`): an `audio` column of struct<bytes, path> (the `datasets`
+Audio feature) or of plain bytes; optional `speaker` and `seconds`/`duration` columns.
 
 Audio bytes are decoded by `formats/audio.py` like any file.
 """
@@ -17,15 +21,18 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from telucodec.errors import AudioError, TelucodecError
+from telucodec.errors import AudioError, StorageError, TelucodecError
 from telucodec.formats.audio import audio_seconds_in
 from telucodec.formats.audio_index import DURATION_KEYS, AudioItem
+from telucodec.formats.os_errors import read_error
+from telucodec.formats.parquet_audio import index_parquet, parquet_cell
 
 TAR, PARQUET = ".tar", ".parquet"
 AUDIO_EXTS = ("flac", "wav", "mp3", "ogg", "opus")
@@ -92,22 +99,29 @@ def index_archives(kind: str, files: list[Path], durations: bool) -> tuple[list[
 
 
 def _sidecar_seconds(meta: dict[str, Any]) -> float | None:
+    """The duration a sidecar states; None (read the header) when it states none or an impossible one."""
     for key in DURATION_KEYS:
         if meta.get(key) is not None:
             try:
-                return float(meta[key])
-            except (TypeError, ValueError):
+                seconds = float(meta[key])
+            except (TypeError, ValueError, OverflowError):
                 return None
+            return seconds if math.isfinite(seconds) and seconds >= 0 else None
     return None
 
 
 # ---- tar shards --------------------------------------------------------------------------------
+MAX_SIDECAR = 2**20  # bytes of a KEY.json sidecar: metadata, not data
+
+
 class _Segment(io.RawIOBase):
     """A read-only, seekable view of bytes [offset, offset + size) of a file (one tar member),
-    so soundfile reads a member's header without the rest."""
+    so soundfile reads a member's header without the rest. soundfile reads through a C callback
+    that cannot raise: an OSError is kept in `error` (and reads as the end of the data)."""
 
     def __init__(self, f: Any, offset: int, size: int):
         self.f, self.offset, self.size, self.pos = f, offset, size, 0
+        self.error: OSError | None = None
 
     def readable(self) -> bool:
         return True
@@ -124,174 +138,186 @@ class _Segment(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         n = min(len(buffer), self.size - self.pos)
-        self.f.seek(self.offset + self.pos)
-        data = self.f.read(n)
+        try:
+            self.f.seek(self.offset + self.pos)
+            data = self.f.read(n)
+        except OSError as exc:
+            self.error = exc
+            return 0
         buffer[: len(data)] = data
         self.pos += len(data)
         return len(data)
 
 
-def _tar_members(path: Path, skipped: Skipped) -> dict[str, dict[str, tarfile.TarInfo]]:
-    """KEY -> {ext: member}, from the headers alone (tarfile seeks over the data)."""
+class _Capped:
+    """A file whose read(n) never asks for more than the bytes left in it: tarfile reads a long-name
+    or pax header's declared size in one call, and Python allocates what is asked first."""
+
+    def __init__(self, f: Any, size: int):
+        self.f, self.size = f, size
+
+    def read(self, n: int | None = -1) -> bytes:
+        left = max(0, self.size - self.f.tell())
+        return self.f.read(left if n is None or n < 0 or n > left else n)
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self.f.seek(pos, whence)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+
+# what tarfile raises for bytes that are not a (whole) tar file; an OSError with an errno is the OS's
+_TAR_DAMAGE = (tarfile.TarError, EOFError, ValueError, OverflowError, UnicodeError)
+
+
+def _tar_members(path: Path, f: Any, size: int) -> tuple[dict[str, dict[str, tarfile.TarInfo]], str]:
+    """(KEY -> {ext: member}, from the headers alone (tarfile seeks over the data); the damage
+    found, or ""). Raises OSError when the OS fails reading."""
     from webdataset.tariterators import base_plus_ext
 
     samples: dict[str, dict[str, tarfile.TarInfo]] = {}
     try:
-        with tarfile.open(path, "r:") as tf:
-            while True:
-                try:
-                    info = tf.next()
-                except tarfile.TarError as exc:
-                    skipped.append((str(path), f"damaged tar shard after {len(samples)} samples ({exc})"))
-                    break
-                if info is None:
-                    break
-                key, ext = base_plus_ext(info.name) if info.isfile() else (None, None)
-                if key is not None:
-                    samples.setdefault(key, {})[ext.lower()] = info
-    except (tarfile.TarError, OSError) as exc:
-        skipped.append((str(path), f"not an uncompressed tar shard ({exc})"))
-    return samples
+        tf = tarfile.open(fileobj=_Capped(f, size), mode="r:")
+    except _TAR_DAMAGE + (OSError,) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        return samples, f"not an uncompressed tar shard ({_one_line(exc)})"
+    while True:
+        try:
+            info = tf.next()
+        except _TAR_DAMAGE + (OSError,) as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise
+            return samples, f"damaged tar shard after {len(samples)} samples ({_one_line(exc)})"
+        if info is None:
+            return samples, ""
+        if not 0 <= info.size or info.offset_data + info.size > size:
+            return samples, (f"damaged tar shard after {len(samples)} samples (member {info.name!r} declares "
+                             f"{info.size} bytes at {info.offset_data}, past the end of its {size})")
+        key, ext = base_plus_ext(info.name) if info.isfile() and not info.issparse() else (None, None)
+        if key is not None:
+            samples.setdefault(key, {})[ext.lower()] = info
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _utf8(text: str) -> str:
+    """`text` as valid UTF-8: tarfile decodes a name's undecodable bytes, and JSON a lone "\\ud800",
+    to surrogates that no file, index or TSV can hold (they become "?")."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def read_sidecar(data: bytes, name: str) -> dict[str, Any]:
+    """A KEY.json sidecar's object. Raises AudioError naming `name`."""
+    if len(data) > MAX_SIDECAR:
+        raise AudioError(f"{name}: JSON sidecar of {len(data)} bytes (more than {MAX_SIDECAR})")
+    try:
+        meta = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise AudioError(f"{name}: unreadable JSON sidecar ({_one_line(exc)})") from exc
+    if not isinstance(meta, dict):
+        raise AudioError(f"{name}: JSON sidecar is a {type(meta).__name__}, not an object")
+    return meta
 
 
 def index_tar(path: Path, durations: bool) -> tuple[list[AudioItem], Skipped]:
     """The audio samples of one shard; with `durations`, a sample whose JSON gives no seconds has
-    its audio header read (not its audio)."""
+    its audio header read (not its audio). A damaged shard keeps the samples before the damage
+    and is listed; an OSError of the machine raises StorageError."""
     skipped: Skipped = []
-    items = []
-    samples = _tar_members(path, skipped)
-    with open(path, "rb") if samples else io.BytesIO() as f:
-        for key, members in samples.items():
-            ext = next((e for e in members if e.rsplit(".", 1)[-1] in AUDIO_EXTS), None)
-            if ext is None:
-                continue
-            audio = members[ext]
-            name = f"{path}:{audio.name}"
-            meta: dict[str, Any] = {}
-            if "json" in members:
-                f.seek(members["json"].offset_data)
-                try:
-                    meta = json.loads(f.read(members["json"].size))
-                    assert isinstance(meta, dict)
-                except (ValueError, AssertionError):
-                    skipped.append((name, f"unreadable JSON sidecar {members['json'].name}"))
-                    continue
-            item = AudioItem(path, str(meta.get("speaker") or ""), _sidecar_seconds(meta), audio.name,
-                             str(meta.get("id") or key), (audio.offset_data, audio.size))
-            if item.seconds is None and durations:
-                try:
-                    item.seconds = audio_seconds_in(lambda a=audio: _Segment(f, a.offset_data, a.size),
-                                                    name, lambda i=item: member_bytes(i))
-                except AudioError as exc:
-                    skipped.append((name, str(exc).removeprefix(f"{name}: ")))
-                    continue
-            items.append(item)
-    return items, skipped
-
-
-# ---- Parquet -----------------------------------------------------------------------------------
-def _parquet_layout(pf: Any, path: Path) -> tuple[str, str | None, str | None, str | None]:
-    """(column with the audio bytes, column with its file name, speaker column, seconds column)."""
-    import pyarrow as pa
-
-    schema = pf.schema_arrow
-    if "audio" not in schema.names:
-        raise TelucodecError(f"{path}: no 'audio' column (expected the datasets Audio layout: struct<bytes, path>)")
-    kind = schema.field("audio").type
-    if pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0:
-        audio, name = "audio.bytes", "audio.path" if kind.get_field_index("path") >= 0 else None
-    elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-        audio, name = "audio", None
-    else:
-        raise TelucodecError(f"{path}: column 'audio' is {kind}, not bytes or struct<bytes, path>")
-    speaker = "speaker" if "speaker" in schema.names else None
-    seconds = next((k for k in DURATION_KEYS if k in schema.names), None)
-    return audio, name, speaker, seconds
-
-
-def _column(table: Any, dotted: str) -> list[Any]:
-    column = table.column(dotted.split(".")[0]).combine_chunks()
-    return (column.field(dotted.split(".")[1]) if "." in dotted else column).to_pylist()
-
-
-def index_parquet(path: Path, durations: bool) -> tuple[list[AudioItem], Skipped]:
-    """The rows of one Parquet file; with `durations` and no seconds column, each row's audio
-    header is read (the audio column is read for that, the audio is not decoded)."""
-    import pyarrow.parquet as pq
-
     try:
-        pf = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for a damaged or foreign file
-        return [], [(str(path), f"not a readable Parquet file ({exc})")]
-    audio, name_col, speaker_col, seconds_col = _parquet_layout(pf, path)
-    items: list[AudioItem] = []
-    skipped: Skipped = []
-    row_base = 0
-    for group in range(pf.num_row_groups):
-        rows = pf.metadata.row_group(group).num_rows
-        columns = [c for c in (name_col, speaker_col, seconds_col) if c]
-        table = pf.read_row_group(group, columns=columns) if columns else None
-        names = _column(table, name_col) if name_col else [None] * rows
-        speakers = _column(table, speaker_col) if speaker_col else [None] * rows
-        seconds = _column(table, seconds_col) if seconds_col else [None] * rows
-        blobs = _column(pf.read_row_group(group, columns=[audio]), audio) if durations and not seconds_col else None
-        for row in range(rows):
-            member = names[row] or f"row-{row_base + row:08d}"
-            key = os.path.splitext(names[row])[0] if names[row] else f"{path.stem}/{row_base + row:08d}"
-            item = AudioItem(path, str(speakers[row] or ""), seconds[row], member, key, (group, row))
-            if blobs is not None:
-                blob = blobs[row] or b""
-                try:
-                    item.seconds = audio_seconds_in(lambda b=blob: io.BytesIO(b), item.name, lambda b=blob: b)
-                except AudioError as exc:
-                    skipped.append((item.name, str(exc).removeprefix(f"{item.name}: ")))
-                    continue
-            items.append(item)
-        row_base += rows
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            samples, damage = _tar_members(path, f, size)
+            items = _tar_items(path, f, samples, durations, skipped)
+    except OSError as exc:
+        err = read_error(exc, path)
+        if isinstance(err, StorageError):
+            raise err from exc
+        return [], [(str(path), str(err).removeprefix(f"{path}: "))]
+    if damage:
+        skipped.append((str(path), damage))
     return items, skipped
 
 
-_open_parquet: dict[tuple[int, str], Any] = {}   # per process: (pid, path) -> ParquetFile
-_last_group: dict[str, Any] = {}                 # per process: the last row group's audio column
+def _tar_items(path: Path, f: Any, samples: dict[str, dict[str, tarfile.TarInfo]], durations: bool,
+               skipped: Skipped) -> list[AudioItem]:
+    items = []
+    for key, members in samples.items():
+        ext = next((e for e in members if e.rsplit(".", 1)[-1] in AUDIO_EXTS), None)
+        if ext is None:
+            continue
+        audio = members[ext]
+        name = f"{path}:{_utf8(audio.name)}"
+        meta: dict[str, Any] = {}
+        if "json" in members:
+            sidecar = members["json"]
+            try:
+                if sidecar.size > MAX_SIDECAR:
+                    raise AudioError(f"{name}: JSON sidecar {sidecar.name} of {sidecar.size} bytes "
+                                     f"(more than {MAX_SIDECAR})")
+                f.seek(sidecar.offset_data)
+                meta = read_sidecar(f.read(sidecar.size), name)
+            except AudioError as exc:
+                skipped.append((name, str(exc).removeprefix(f"{name}: ")))
+                continue
+        item = AudioItem(path, _utf8(str(meta.get("speaker") or "")), _sidecar_seconds(meta), _utf8(audio.name),
+                         _utf8(str(meta.get("id") or key)), (audio.offset_data, audio.size))
+        if item.seconds is None and durations:
+            views: list[_Segment] = []
+
+            def view(a: tarfile.TarInfo = audio, kept: list[_Segment] = views) -> _Segment:
+                kept.append(_Segment(f, a.offset_data, a.size))
+                return kept[-1]
+
+            try:
+                item.seconds = audio_seconds_in(view, name, lambda i=item: member_bytes(i))
+            except AudioError as exc:
+                failed = next((v.error for v in views if v.error is not None), None)
+                if failed is not None:
+                    raise failed from exc
+                skipped.append((name, str(exc).removeprefix(f"{name}: ")))
+                continue
+        items.append(item)
+    return items
 
 
-def _parquet_cell(item: AudioItem) -> bytes:
-    import pyarrow.parquet as pq
-
-    group, row = item.where
-    place = (os.getpid(), str(item.path))
-    if _last_group.get("place") != (place, group):
-        pf = _open_parquet.get(place)
-        if pf is None:
-            pf = _open_parquet[place] = pq.ParquetFile(item.path)
-        audio = _parquet_layout(pf, item.path)[0]
-        _last_group.update(place=(place, group), cells=_column(pf.read_row_group(group, columns=[audio]), audio))
-    return _last_group["cells"][row] or b""
-
-
+# ---- Parquet (formats/parquet_audio.py) --------------------------------------------------------
 # ---- reading one member ------------------------------------------------------------------------
 def member_bytes(item: AudioItem) -> bytes:
-    """The stored bytes of an archive member (the audio file as it was packed). Raises AudioError."""
+    """The stored bytes of an archive member (the audio file as it was packed). Raises AudioError
+    (the member or its archive is damaged or gone: skip the clip) or StorageError (the machine
+    failed: stop)."""
+    if item.path.suffix.lower() == PARQUET:
+        return parquet_cell(item)
+    offset, size = item.where
     try:
-        if item.path.suffix.lower() == PARQUET:
-            return _parquet_cell(item)
-        offset, size = item.where
         with open(item.path, "rb") as f:
+            if offset < 0 or size < 0 or offset + size > os.fstat(f.fileno()).st_size:
+                raise AudioError(f"{item.name}: the shard is shorter than its index (truncated after indexing?)")
             f.seek(offset)
             data = f.read(size)
-    except Exception as exc:  # OSError, or pyarrow's errors for a damaged file
-        raise AudioError(f"{item.name}: cannot read its archive ({exc})") from exc
+    except OSError as exc:
+        raise read_error(exc, item.name, item.path) from exc
     if len(data) != size:
         raise AudioError(f"{item.name}: the shard is shorter than its index (truncated after indexing?)")
     return data
 
 
 def iter_members(items: list[AudioItem]) -> Iterator[tuple[AudioItem, bytes | AudioError]]:
-    """Each item with its bytes (or the error reading them), for converters reading in order."""
+    """Each item with its bytes (or the error reading them), for converters reading in order; a
+    StorageError (the machine failed) is raised, not handed over."""
     for item in items:
         try:
             yield item, (member_bytes(item) if item.member else Path(item.path).read_bytes())
         except AudioError as exc:
             yield item, exc
         except OSError as exc:
-            yield item, AudioError(f"{item.name}: cannot read ({exc.strerror})")
+            err = read_error(exc, item.name)
+            if isinstance(err, StorageError):
+                raise err from exc
+            yield item, err

@@ -18,7 +18,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from telucodec.errors import AudioError
+from telucodec.errors import AudioError, StorageError
+from telucodec.formats.os_errors import read_error
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 MAX_INPUT_SAMPLE_RATE = 384_000
@@ -38,6 +39,8 @@ def _read_with_ffmpeg(label: str | Path, sample_rate: int, data: bytes | None = 
         proc = subprocess.run(cmd, input=data, capture_output=True, timeout=600)
     except subprocess.TimeoutExpired as exc:
         raise AudioError(f"{label}: ffmpeg timed out decoding it") from exc
+    except OSError as exc:  # no pipe or process could be made: out of descriptors or memory
+        raise StorageError(f"{label}: cannot start ffmpeg to decode it ({exc.strerror or exc})") from exc
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()
         raise AudioError(f"{label}: not decodable audio ({msg[-1] if msg else 'ffmpeg failed'})")
@@ -66,6 +69,8 @@ def _native_stderr_silenced() -> Iterator[None]:
 def _check_readable(path: Path) -> None:
     """Refuse, with the reason, what is not a non-empty regular file we may read (before any
     decoder sees it: a FIFO or a device would block or never end)."""
+    if "\x00" in str(path):  # a manifest may name anything; the OS takes no NUL in a name
+        raise AudioError(f"{str(path)!r}: not a usable file name (it holds a NUL character)")
     try:
         if not path.exists():
             loop = path.is_symlink()
@@ -74,10 +79,8 @@ def _check_readable(path: Path) -> None:
             raise AudioError(f"{path}: not a regular file")
         with path.open("rb") as f:
             first = f.read(1)
-    except PermissionError as exc:
-        raise AudioError(f"{path}: permission denied") from exc
-    except OSError as exc:
-        raise AudioError(f"{path}: cannot read ({exc.strerror})") from exc
+    except OSError as exc:  # its own permissions skip the clip; too many open files stops the run
+        raise read_error(exc, path) from exc
     if not first:
         raise AudioError(f"{path}: empty file (0 bytes)")
 
@@ -88,7 +91,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000, start: int = 0, frame
     it is already at `sample_rate` (a crop of a long recording), else cut from the whole."""
     path = Path(path)
     _check_readable(path)
-    return _decode(lambda: str(path), path, path.suffix, sample_rate, start, frames)
+    return _decode(lambda: os.fsencode(path), path, path.suffix, sample_rate, start, frames)
 
 
 def load_audio_bytes(data: bytes, name: str, sample_rate: int = 16000, start: int = 0,
@@ -111,7 +114,7 @@ def audio_seconds(path: str | Path) -> float:
     AudioError, as `load_audio` would for the file: no samples, cut short, NaN or infinity."""
     path = Path(path)
     _check_readable(path)
-    return _probe(lambda: str(path), path, path.suffix, lambda: None)
+    return _probe(lambda: os.fsencode(path), path, path.suffix, lambda: None)
 
 
 def audio_seconds_in(open_source: Callable[[], Any], name: str, read_all: Callable[[], bytes]) -> float:
@@ -153,10 +156,28 @@ def _check_body(open_source: Callable[[], Any], label: str | Path, info: Any) ->
                 f.read(1, dtype="float32")
     except AudioError:
         raise
-    except PermissionError as exc:
-        raise AudioError(f"{label}: permission denied") from exc
+    except OSError as exc:  # ours (os.dup), not libsndfile's
+        raise read_error(exc, label) from exc
     except Exception as exc:  # libsndfile errors are plain RuntimeError/LibsndfileError
+        _raise_system_fault(exc, label)
         raise AudioError(f"{label}: truncated or corrupt audio ({exc})") from exc
+
+
+SF_ERR_SYSTEM = 2  # libsndfile's code for a failed system call (it keeps no errno)
+
+
+def _raise_system_fault(exc: Exception, label: str | Path) -> None:
+    """libsndfile opens a file by path itself and reports any failed system call as "System error"
+    (too many open files and a vanished file alike): ask the OS what is wrong, so that the machine's
+    fault stops the run instead of counting as a corrupt clip."""
+    if getattr(exc, "code", None) != SF_ERR_SYSTEM or not isinstance(label, Path):
+        return
+    try:
+        with open(label, "rb") as f:
+            f.read(1)
+    except OSError as os_exc:
+        raise read_error(os_exc, label) from exc
+    raise StorageError(f"{label}: the system failed reading it ({exc})") from exc
 
 
 def _header(open_source: Callable[[], Any], label: str | Path) -> Any:
@@ -164,9 +185,10 @@ def _header(open_source: Callable[[], Any], label: str | Path) -> Any:
     try:
         with _native_stderr_silenced():
             info = sf.info(open_source())
-    except PermissionError as exc:
-        raise AudioError(f"{label}: permission denied") from exc
-    except Exception:
+    except OSError as exc:  # ours (os.dup), not libsndfile's
+        raise read_error(exc, label) from exc
+    except Exception as exc:
+        _raise_system_fault(exc, label)
         return None
     if not MIN_INPUT_SAMPLE_RATE <= info.samplerate <= MAX_INPUT_SAMPLE_RATE:
         raise AudioError(f"{label}: sample rate {info.samplerate} Hz outside the accepted "
@@ -192,9 +214,10 @@ def _decode(open_source: Callable[[], Any], label: str | Path, suffix: str, samp
         with _native_stderr_silenced():
             samples, sr = sf.read(open_source(), dtype="float32", always_2d=True,
                                 **({"start": start, "frames": frames} if direct else {}))
-    except PermissionError as exc:
-        raise AudioError(f"{label}: permission denied") from exc
+    except OSError as exc:  # ours (os.dup), not libsndfile's
+        raise read_error(exc, label) from exc
     except Exception as exc:  # libsndfile errors are plain RuntimeError/LibsndfileError
+        _raise_system_fault(exc, label)
         raise AudioError(f"{label}: truncated or corrupt audio ({exc})") from exc
     wav = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float32)
     if sr != sample_rate and wav.size:

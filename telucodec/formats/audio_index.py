@@ -34,10 +34,11 @@ class AudioItem:
 
 
 class StringTable:
-    """Many strings in one UTF-8 buffer plus offsets."""
+    """Many strings in one UTF-8 buffer plus offsets. A file name's undecodable bytes (which Python
+    holds as surrogates) are kept as they were, so the name still opens the file."""
 
     def __init__(self, strings: Iterable[str] = ()):
-        encoded = [s.encode() for s in strings]
+        encoded = [s.encode("utf-8", "surrogateescape") for s in strings]
         self.offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
         np.cumsum([len(b) for b in encoded], out=self.offsets[1:])
         self.data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
@@ -46,7 +47,7 @@ class StringTable:
         return len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> str:
-        return self.data[self.offsets[i]: self.offsets[i + 1]].tobytes().decode()
+        return self.data[self.offsets[i]: self.offsets[i + 1]].tobytes().decode("utf-8", "surrogateescape")
 
     def select(self, indices: np.ndarray) -> StringTable:
         return StringTable(self[int(i)] for i in indices)

@@ -1,11 +1,13 @@
-"""The `.tcd` file format: one clip's `Codes` as bytes, and back.
+"""The `.tcd` file format: one clip's `Codes` as bytes, and back. (This module reads best whole:
+the byte layout below and the parser that enforces it belong side by side.)
 
 A file is a fixed 44-byte little-endian header followed by the payload::
 
     offset size  field
      0      4    magic b"TLCD"
-     4      1    format version (u8, FORMAT_VERSION)
-     5      1    flags (u8): bit 0 = codes are entropy coded; other bits must be 0
+     4      1    format version (u8: 1 or 2, see "Versions")
+     5      1    flags (u8): version 1: bit 0 = codes are entropy coded (static ANS), other bits 0;
+                 version 2: exactly 0x02 = codes are context coded
      6      8    model id (the 16 hex chars of `Codes.model_id` as 8 raw bytes)
     14      4    sample rate (u32, 8000..48000)
     18      8    number of samples of the original clip (u64, >= 1)
@@ -42,6 +44,18 @@ The zero padding bounds what a parser may allocate: no segment holds more than 8
 payload byte, entropy coded or not, so a small hostile file can never claim a huge frame count.
 The writer picks, per quantizer, whichever mode is smaller.
 
+Payload, context coded (version 2, flags 0x02): the same side info; the 4-byte tag of the
+model's entropy tables (`ContextTables.tag`, the first 4 bytes of their sha256; a reader with
+other tables refuses the file); then the range-coded codes (`context_coder.py`: frame-major, each
+code's integer distribution chosen by the same stage's previous code and the previous stage's code
+in the frame), then zero bytes until the coded part is at least ceil(n_q * F / 32) bytes (the
+bound on what a parser may allocate, as above; the decoder reads bytes past the end as zeros and
+refuses nonzero bytes after the last frame).
+
+Versions: version 2 adds only the context-coded payload. The writer writes version 1 for plain
+and static-ANS files (byte for byte what earlier releases wrote, so they read them) and version 2
+only for context-coded ones, which an older reader refuses as "newer than this telucodec".
+
 Bits are packed most significant bit first (numpy's default `bitorder="big"`).
 No pickle anywhere: every field is a fixed-size integer written with `struct`.
 """
@@ -54,18 +68,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from telucodec.errors import BitstreamError
 from telucodec.formats.bitpack import pack_bits, unpack_bits
 from telucodec.formats.codes import SIDE_KINDS, TCD_RANGES, Codes
+from telucodec.formats.context_coder import decode_codes, encode_codes
+from telucodec.formats.context_tables import TABLES_FILE, ContextTables, tables_for
 from telucodec.formats.entropy import decode_codebook, encode_codebook
 
 MAGIC = b"TLCD"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version this telucodec reads and writes
+VERSIONS = (1, 2)
 
 FLAG_ENTROPY = 1
-KNOWN_FLAGS = FLAG_ENTROPY
+FLAG_CONTEXT = 2
+KNOWN_FLAGS = {1: (0, FLAG_ENTROPY), 2: (FLAG_CONTEXT,)}  # version -> the flag values it allows
+TAG_SIZE = 4
+CONTEXT_CODES_PER_BYTE = 32  # a context-coded part holds at most this many codes per byte
+CODINGS = ("plain", "static_ans", "context")
 
 # Everything except the CRC; the CRC is the last header field and covers the bytes before it.
 _HEADER_BODY = struct.Struct("<4sBB8sIQBBHBBII")
@@ -96,7 +116,16 @@ class BitstreamHeader:
 
     @property
     def entropy_coded(self) -> bool:
-        return bool(self.flags & FLAG_ENTROPY)
+        return bool(self.flags & (FLAG_ENTROPY | FLAG_CONTEXT))
+
+    @property
+    def context_coded(self) -> bool:
+        return bool(self.flags & FLAG_CONTEXT)
+
+    @property
+    def coding(self) -> str:
+        """"plain", "static_ans" (version 1, per-quantizer raw or ANS segments) or "context"."""
+        return "context" if self.context_coded else "static_ans" if self.entropy_coded else "plain"
 
     @property
     def num_frames(self) -> int:
@@ -138,6 +167,8 @@ def _validate_fields(
 def _min_payload(h: BitstreamHeader) -> int:
     """Smallest payload the header allows; for plain files also the exact size."""
     f = h.num_frames
+    if h.context_coded:
+        return h.side_bytes + TAG_SIZE + -(-h.n_q * f // CONTEXT_CODES_PER_BYTE)
     if h.entropy_coded:
         # every segment is >= ceil(F/8) bytes (and >= 2: a mode byte plus data)
         return h.side_bytes + h.n_q * max(2, -(-f // 8))
@@ -157,10 +188,11 @@ def read_header(data: bytes) -> BitstreamHeader:
         raise BitstreamError(f"bad magic: expected {MAGIC!r}, got {data[:4]!r} (not a .tcd file)")
     if data[:4] != MAGIC:
         raise BitstreamError(f"bad magic: expected {MAGIC!r}, got {data[:4]!r} (not a .tcd file)")
-    if len(data) > 4 and data[4] != FORMAT_VERSION:
+    if len(data) > 4 and data[4] not in VERSIONS:
         hint = "; the file is newer than this telucodec, upgrade it" if data[4] > FORMAT_VERSION else ""
         raise BitstreamError(
-            f"unsupported format version {data[4]} (this telucodec reads version {FORMAT_VERSION}){hint}"
+            f"unsupported format version {data[4]} (this telucodec reads versions "
+            f"{', '.join(map(str, VERSIONS))}){hint}"
         )
     if len(data) < HEADER_SIZE:
         raise BitstreamError(f"truncated: header needs {HEADER_SIZE} bytes, file has {len(data)}")
@@ -195,8 +227,8 @@ def read_header(data: bytes) -> BitstreamHeader:
         raise BitstreamError(
             f"checksum mismatch: stored CRC32 {crc_stored:08x}, computed {crc:08x} (file is corrupt)"
         )
-    if flags & ~KNOWN_FLAGS:
-        raise BitstreamError(f"bad field value: unknown flags {flags:#04x}")
+    if flags not in KNOWN_FLAGS[version]:
+        raise BitstreamError(f"bad field value: flags {flags:#04x} are not defined in format version {version}")
     _validate_fields(sample_rate, num_samples, n_q, codebook_bits, frame_rate)
     if side_kind_i >= len(SIDE_KINDS):
         raise BitstreamError(
@@ -244,11 +276,8 @@ def _codes_array(codes: Codes) -> np.ndarray:
         raise BitstreamError(f"model_id must be 16 hex chars, got {codes.model_id!r}") from e
     if len(model_raw) != 8:
         raise BitstreamError(f"model_id must be 16 hex chars, got {codes.model_id!r}")
-    arr = (
-        codes.codes.detach().cpu().numpy()
-        if isinstance(codes.codes, torch.Tensor)
-        else np.asarray(codes.codes)
-    )
+    tensor = codes.codes
+    arr = tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
     if arr.ndim != 2:
         raise BitstreamError(f"codes must be [n_q, F], got shape {tuple(arr.shape)}")
     if arr.dtype.kind not in "iu":
@@ -275,17 +304,32 @@ def _codes_array(codes: Codes) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-def write_bitstream(codes: Codes, entropy: bool = False) -> bytes:
+def tables_fit(tables: ContextTables | None, n_q: int, codebook_bits: int) -> bool:
+    """Whether `tables` can context-code n_q codebooks of `codebook_bits` bits."""
+    return tables is not None and tables.bits == codebook_bits and n_q <= tables.n_stages
+
+
+def write_bitstream(codes: Codes, entropy: bool = False, tables: ContextTables | None = None) -> bytes:
     """Serialize `codes` to the bytes of a `.tcd` file.
 
     With `entropy=True` the file is flagged entropy coded and each quantizer is stored in the
     smaller of raw and ANS form, so it is never more than n_q bytes larger than a plain file.
+    With `tables` (a model's `ContextTables`) it is a context-coded version-2 file instead.
     """
     arr = _codes_array(codes)
     side = np.asarray([int(v) for v in codes.side], dtype=np.int64)
     side_bits = 16 if side.size and int(side.max()) > 0xFF else 8
     parts = [pack_bits(side, side_bits)]
-    if entropy:
+    version, flags = 1, FLAG_ENTROPY if entropy else 0
+    if tables is not None:
+        if not tables_fit(tables, arr.shape[0], codes.codebook_bits):
+            raise BitstreamError(f"the entropy tables code {tables.n_stages} codebooks of {tables.bits} bits, "
+                                 f"not {arr.shape[0]} of {codes.codebook_bits}")
+        coded = encode_codes(tables, arr)
+        need = -(-arr.size // CONTEXT_CODES_PER_BYTE)
+        parts += [tables.tag, coded, bytes(max(0, need - len(coded)))]
+        version, flags = 2, FLAG_CONTEXT
+    elif entropy:
         parts += [encode_codebook(row, codes.codebook_bits) for row in arr]
     else:
         parts.append(pack_bits(arr, codes.codebook_bits))
@@ -294,8 +338,8 @@ def write_bitstream(codes: Codes, entropy: bool = False) -> bytes:
         raise BitstreamError(f"payload of {len(payload)} bytes is too large for one .tcd file")
     body = _HEADER_BODY.pack(
         MAGIC,
-        FORMAT_VERSION,
-        FLAG_ENTROPY if entropy else 0,
+        version,
+        flags,
         bytes.fromhex(codes.model_id),
         codes.sample_rate,
         codes.num_samples,
@@ -311,20 +355,28 @@ def write_bitstream(codes: Codes, entropy: bool = False) -> bytes:
     return body + _CRC.pack(crc) + payload
 
 
-def write_smallest(codes: Codes) -> tuple[bytes, int, int]:
-    """(the smaller of the entropy-coded and the plain file, the plain file's size, the entropy-coded
-    file's size). On short clips the entropy coder's tables can cost more than they save; the
-    header's flag says which coding a file uses, so the reader needs no hint. A tie writes plain
-    (it reads faster)."""
-    plain, coded = write_bitstream(codes), write_bitstream(codes, entropy=True)
-    return (coded if len(coded) < len(plain) else plain), len(plain), len(coded)
+def write_smallest(codes: Codes, tables: ContextTables | None = None) -> tuple[bytes, int, int]:
+    """(the smallest of the plain, the static-ANS and (when the model has entropy tables) the
+    context-coded file, the plain file's size, the smallest entropy-coded file's size). On short
+    clips the static coder's tables can cost more than they save; the header says which coding a
+    file uses, so the reader needs no hint. A tie keeps the earlier of plain, static ANS, context
+    (they read faster). `tables`: None = the tables registered for `codes.model_id` (a loaded
+    model with tables registers them), if any."""
+    tables = tables if tables is not None else tables_for(codes.model_id)
+    plain = write_bitstream(codes)
+    coded = [write_bitstream(codes, entropy=True)]
+    if tables_fit(tables, int(np.shape(codes.codes)[0]), codes.codebook_bits):
+        coded.append(write_bitstream(codes, tables=tables))
+    best = min(coded, key=len)
+    return (best if len(best) < len(plain) else plain), len(plain), len(best)
 
 
-def read_bitstream(data: bytes, expected_model_id: str | None = None) -> Codes:
-    """Parse a `.tcd` file; every problem raises `BitstreamError` naming it.
-
-    `expected_model_id`: refuse a file made by another model rather than decode it to noise.
-    """
+def read_arrays(data: bytes, expected_model_id: str | None = None,
+                tables: ContextTables | None = None) -> tuple[BitstreamHeader, np.ndarray, list[int]]:
+    """Parse a `.tcd` file without torch: (header, codes int64 [n_q, F], side info). Every problem
+    raises `BitstreamError` naming it. `expected_model_id`: refuse a file made by another model
+    rather than decode it to noise. `tables`: the entropy tables a context-coded file needs (None:
+    the ones registered for the file's model id)."""
     data = bytes(data) if not isinstance(data, bytes) else data
     header = read_header(data)
     if expected_model_id is not None and header.model_id != expected_model_id.lower():
@@ -334,7 +386,9 @@ def read_bitstream(data: bytes, expected_model_id: str | None = None) -> Codes:
     payload = data[HEADER_SIZE:]
     side = unpack_bits(payload[: header.side_bytes], header.side_bits, header.side_count)
     f, n_q, bits = header.num_frames, header.n_q, header.codebook_bits
-    if header.entropy_coded:
+    if header.context_coded:
+        arr = _read_context(header, payload, tables if tables is not None else tables_for(header.model_id))
+    elif header.entropy_coded:
         pos = header.side_bytes
         rows = []
         for q in range(n_q):
@@ -351,20 +405,46 @@ def read_bitstream(data: bytes, expected_model_id: str | None = None) -> Codes:
         used_bits = n_q * f * bits
         if used_bits % 8 and body[-1] & ((1 << (8 - used_bits % 8)) - 1):
             raise BitstreamError("bad field value: nonzero padding bits after the codes")
+    return header, np.ascontiguousarray(arr, dtype=np.int64), [int(v) for v in side]
+
+
+def _read_context(header: BitstreamHeader, payload: bytes, tables: ContextTables | None) -> np.ndarray:
+    """The codes of a context-coded payload, after checking the tables are the ones it names."""
+    pos = header.side_bytes
+    tag = payload[pos : pos + TAG_SIZE]
+    if tables is None:
+        raise BitstreamError(f"context-coded file: needs the entropy tables of model {header.model_id} "
+                             f"(tag {tag.hex()}): load that model first (its folder holds {TABLES_FILE})")
+    if tag != tables.tag:
+        raise BitstreamError(f"context-coded file: coded with entropy tables {tag.hex()}, these are "
+                             f"{tables.tag.hex()} (another model's tables)")
+    if not tables_fit(tables, header.n_q, header.codebook_bits):
+        raise BitstreamError(f"context-coded file: {header.n_q} codebooks of {header.codebook_bits} bits, "
+                             f"the entropy tables code {tables.n_stages} of {tables.bits}")
+    return decode_codes(tables, payload[pos + TAG_SIZE :], header.n_q, header.num_frames)
+
+
+def read_bitstream(data: bytes, expected_model_id: str | None = None,
+                   tables: ContextTables | None = None) -> Codes:
+    """Parse a `.tcd` file into `Codes` (`read_arrays`, then the codes as a torch tensor)."""
+    import torch
+
+    header, arr, side = read_arrays(data, expected_model_id, tables)
     return Codes(
-        codes=torch.from_numpy(np.ascontiguousarray(arr, dtype=np.int64)),
+        codes=torch.from_numpy(arr),
         num_samples=header.num_samples,
         model_id=header.model_id,
         sample_rate=header.sample_rate,
         frame_rate=header.frame_rate,
-        codebook_bits=bits,
+        codebook_bits=header.codebook_bits,
         side_kind=header.side_kind,
-        side=[int(v) for v in side],
+        side=side,
     )
 
 
 def describe(data: bytes) -> dict[str, Any]:
-    """The `telucodec info --json` dict of a `.tcd` file (header only; codes not decoded)."""
+    """The `telucodec info --json` dict of a `.tcd` file (header only; codes not decoded).
+    "coding": how the codes are stored: "plain", "static_ans" or "context"."""
     h = read_header(data)
     duration = h.duration_s
     return {
@@ -382,17 +462,19 @@ def describe(data: bytes) -> dict[str, Any]:
         "side_kind": h.side_kind,
         "side_count": h.side_count,
         "entropy_coded": h.entropy_coded,
+        "coding": h.coding,
         "bytes": len(data),
         "header_bytes": HEADER_SIZE,
     }
 
 
-def entropy_saving(codes: Codes) -> float:
-    """Fraction of file bytes saved by `entropy=True` (0.1 = 10 % smaller; may be slightly < 0)."""
-    _, plain, coded = write_smallest(codes)
+def entropy_saving(codes: Codes, tables: ContextTables | None = None) -> float:
+    """Fraction of file bytes saved by the smallest entropy-coded file (0.1 = 10 % smaller; may be
+    slightly < 0); `tables` as in `write_smallest`."""
+    _, plain, coded = write_smallest(codes, tables)
     return 1.0 - coded / plain
 
 
-__all__ = ["FORMAT_VERSION", "HEADER_SIZE", "MAGIC", "BitstreamError", "BitstreamHeader", "describe",
-           "entropy_saving", "num_frames_for", "pack_bits", "read_bitstream", "read_header", "write_smallest",
-           "unpack_bits", "write_bitstream"]
+__all__ = ["CODINGS", "FORMAT_VERSION", "HEADER_SIZE", "MAGIC", "VERSIONS", "BitstreamError", "BitstreamHeader",
+           "describe", "entropy_saving", "num_frames_for", "pack_bits", "read_arrays", "read_bitstream",
+           "read_header", "tables_fit", "write_smallest", "unpack_bits", "write_bitstream"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -24,10 +25,11 @@ from typing import TypeVar
 
 import numpy as np
 
-from telucodec.errors import AudioError, TelucodecError
+from telucodec.errors import AudioError, StorageError, TelucodecError
 from telucodec.formats.archives import find_archives, index_archives, member_bytes
 from telucodec.formats.audio import AUDIO_SUFFIXES, audio_seconds, load_audio, load_audio_bytes
 from telucodec.formats.audio_index import DURATION_KEYS, AudioIndex, AudioItem
+from telucodec.formats.os_errors import FILE_ERRNOS, PERMISSION_ERRNOS, raise_if_machine_fault
 
 __all__ = ["AudioItem", "AudioIndex", "Clip", "LoadedData", "discover", "index_audio", "load_clip", "load_item",
            "load_dataset", "split_validation", "held_out", "spread", "write_skipped", "item_id"]
@@ -54,9 +56,21 @@ class LoadedData:
         return sum(c.wav.shape[0] for c in self.train) / sample_rate
 
 
+def _unlisted(exc: OSError) -> None:
+    """os.walk's error for a folder it cannot list: a folder gone meanwhile (or a link loop) is left
+    out; any other (permission, too many open files, an I/O error) stops with its name, since the
+    clips in it would otherwise silently go missing from the data."""
+    if exc.errno in FILE_ERRNOS:
+        return
+    name = exc.filename if exc.filename is not None else "a folder of the data"
+    if exc.errno in PERMISSION_ERRNOS:
+        raise StorageError(f"{name}: permission denied (cannot list the folder)") from exc
+    raise StorageError(f"{name}: cannot list the folder ({exc.strerror or exc})") from exc
+
+
 def _walk_audio(root: Path) -> list[Path]:
     found, seen_dirs = [], set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=_unlisted):
         real = os.path.realpath(dirpath)
         if real in seen_dirs:  # a symlink loop or a second link to the same folder
             dirnames[:] = []
@@ -74,7 +88,10 @@ def _manifest_rows(path: Path) -> list[dict[str, str]]:
     try:
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f, delimiter=delimiter))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except OSError as exc:
+        raise_if_machine_fault(exc, path)
+        raise TelucodecError(f"{path}: unreadable manifest ({exc.strerror or exc})") from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
         raise TelucodecError(f"{path}: unreadable manifest ({exc})") from exc
     if not rows or "path" not in rows[0]:
         raise TelucodecError(f"{path}: manifest needs a header with a 'path' column")
@@ -90,8 +107,10 @@ def _read_manifest(path: Path) -> list[AudioItem]:
             continue
         try:
             seconds = float(r[column]) if column and r.get(column) else None
-        except ValueError:
+        except (TypeError, ValueError, OverflowError):
             seconds = None
+        if seconds is not None and not (math.isfinite(seconds) and seconds >= 0):
+            seconds = None  # an impossible stated length: the header is read instead
         items.append(AudioItem(base / r["path"], (r.get("speaker") or "").strip(), seconds))
     return items
 
@@ -100,8 +119,12 @@ def index_audio(data_dir: str | Path, durations: bool = False) -> AudioIndex:
     """Every audio item under a folder, in a manifest or in archives, without decoding any. With
     `durations`, an item whose length no manifest or sidecar states has its header read; an
     unreadable header or a clip shorter than MIN_SECONDS goes to `index.skipped`."""
-    has_manifest = Path(data_dir).is_dir() and (Path(data_dir) / "manifest.tsv").is_file()
-    archives = None if has_manifest else find_archives(data_dir)
+    try:
+        has_manifest = Path(data_dir).is_dir() and (Path(data_dir) / "manifest.tsv").is_file()
+        archives = None if has_manifest else find_archives(data_dir)
+    except OSError as exc:  # listing the folder failed
+        raise_if_machine_fault(exc, exc.filename or data_dir)
+        raise TelucodecError(f"{exc.filename or data_dir}: cannot read ({exc.strerror or exc})") from exc
     if archives is not None:
         items, skipped = index_archives(*archives, durations)
     else:
@@ -252,8 +275,16 @@ def spread(items: list[T], key: Callable[[T], str]) -> list[T]:
     return ordered
 
 
+def _printable(text: str) -> str:
+    """A name as UTF-8 text; bytes that are not UTF-8 (a Linux file name may hold any) as \\xNN."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def write_skipped(path: Path, skipped: list[tuple[str, str]]) -> None:
-    with path.open("w") as f:
+    with path.open("w", encoding="utf-8") as f:
         f.write("path\treason\n")
         for p, reason in skipped:
-            f.write(f"{p}\t{reason}\n")
+            f.write(f"{_printable(p)}\t{_printable(reason)}\n")

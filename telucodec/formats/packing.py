@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from telucodec.errors import TelucodecError
+from telucodec.errors import AudioError, StorageError, TelucodecError
 from telucodec.formats.archives import member_bytes, require
 from telucodec.formats.dataset import index_audio, item_id, write_skipped
+from telucodec.formats.os_errors import read_error
 
 SHARD_NAME = "shard-%06d.tar"
 
@@ -68,7 +69,13 @@ def write_shards(data_dir: str | Path, out: str | Path, shard_bytes: int = 256 *
                 continue
             try:
                 data = member_bytes(item) if item.member else item.path.read_bytes()
-            except (OSError, TelucodecError) as exc:
+            except OSError as exc:  # the machine's fault stops the packing; the file's own skips it
+                err = read_error(exc, item.name)
+                if isinstance(err, StorageError):
+                    raise err from exc
+                skipped.append((item.name, str(err).split(": ", 1)[-1]))
+                continue
+            except AudioError as exc:
                 skipped.append((item.name, str(exc).split(": ", 1)[-1]))
                 continue
             keys.add(key)

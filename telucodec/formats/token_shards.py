@@ -84,7 +84,8 @@ def _one_line(text: str) -> str:
 def append_skipped(out: Path, skipped: list[tuple[str, str, str]]) -> None:
     """Append (path, reason, id) rows to skipped.tsv (its header first when the file is new)."""
     lines = "".join(f"{path}\t{_one_line(reason)}\t{uid}\n" for path, reason, uid in skipped)
-    append_locked(out / SKIPPED_FILE, lines.encode(), header=b"path\treason\tid\n")
+    # backslashreplace: a file name that is not UTF-8 is listed, not a crash
+    append_locked(out / SKIPPED_FILE, lines.encode(errors="backslashreplace"), header=b"path\treason\tid\n")
 
 
 def skipped_paths(out: Path) -> set[str]:

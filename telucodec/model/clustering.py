@@ -6,11 +6,14 @@ from __future__ import annotations
 import torch
 
 
-def nearest_entry(x: torch.Tensor, entries: torch.Tensor) -> torch.Tensor:
+def nearest_entry(x: torch.Tensor, entries: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
     """x [N, D], entries [K, D] -> indices [N] of the nearest entries (squared L2, as matrix
     products). The one L2 search: the quantizer stages, k-means and the exported encoder graph
-    (deploy/export.py) all call it, so their codes agree."""
-    dist2 = x.pow(2).sum(1, keepdim=True) - 2 * x @ entries.t() + entries.pow(2).sum(1)[None]
+    (deploy/export.py) all call it, so their codes agree. `norms`: `entries.pow(2).sum(1)` when
+    the caller keeps it (a stream searches a frame at a time, where computing it each time was
+    half the search's cost); the same numbers either way."""
+    norms = entries.pow(2).sum(1) if norms is None else norms
+    dist2 = x.pow(2).sum(1, keepdim=True) - 2 * x @ entries.t() + norms[None]
     return dist2.argmin(dim=1)
 
 
@@ -64,3 +67,34 @@ def kmeans(samples: torch.Tensor, k: int, iters: int) -> torch.Tensor:
     if n < k:  # duplicates would never separate: jitter them
         centroids += 1e-3 * samples.std() * torch.randn_like(centroids)
     return centroids
+
+
+def beam_search(x: torch.Tensor, books: torch.Tensor, beam: int) -> torch.Tensor:
+    """Residual-VQ codes by beam search over the stages: x [N, D], books [S, K, D] -> [S, N, S]
+    int64, where row s holds each frame's best path through the first s + 1 stages (its last
+    S - s - 1 entries are 0).
+
+    Greedy RVQ (beam 1) takes each stage's nearest entry; keeping the `beam` best partial paths
+    (by the squared error of the partial sum) finds sums closer to the latent: the bitstream and
+    decoder are unchanged, only the encoder's choice. A beam stopped after stage s is exactly the
+    beam search for s + 1 stages, so one pass serves every bitrate (and one exported graph).
+    Plain tensor ops (matmul, topk, gather): it exports to ONNX as it is. Ties break toward the
+    lower flat index, as topk does; `nearest_entry` stays the search for beam 1."""
+    n, d = x.shape
+    stages, k = books.shape[0], books.shape[1]
+    # one matrix product gives every path's error after every entry: [r, err, 1] . [-2c, 1, |c|^2]
+    books_aug = torch.cat([-2 * books, torch.ones_like(books[..., :1]), books.pow(2).sum(-1, keepdim=True)], -1)
+    residual = x[:, None, :]                            # [N, b, D]
+    err = residual.pow(2).sum(-1)                       # [N, b]
+    paths = torch.zeros(n, 1, 0, dtype=torch.long, device=x.device)
+    rows = []
+    for s in range(stages):
+        path_aug = torch.cat([residual, err[..., None], torch.ones_like(err[..., None])], -1)
+        total = path_aug @ books_aug[s].t()             # [N, b, K]
+        b = total.shape[1]
+        err, flat = total.reshape(n, b * k).topk(min(beam, b * k), dim=1, largest=False)  # ascending
+        parent, code = flat // k, flat % k
+        paths = torch.cat([paths.gather(1, parent[..., None].expand(-1, -1, s)), code[..., None]], dim=2)
+        residual = residual.gather(1, parent[..., None].expand(-1, -1, d)) - books[s][code]
+        rows.append(torch.nn.functional.pad(paths[:, 0], (0, stages - s - 1)))
+    return torch.stack(rows)

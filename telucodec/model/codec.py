@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,8 +22,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from telucodec.config import CodecConfig
-from telucodec.errors import ModelError
+from telucodec.errors import ModelError, TelucodecError
 from telucodec.formats.codes import Codes, carried_frame_rate
+from telucodec.formats.context_tables import TABLES_FILE, ContextTables, register
+from telucodec.formats.pcm import input_samples
+from telucodec.formats.pcm import pcm_to_float as numpy_pcm_to_float
 from telucodec.model.amplitude import get_amplitude
 from telucodec.model.families import build_decoder, build_encoder, build_quantizer
 from telucodec.model.quantizer import QuantizerOutput
@@ -53,7 +57,12 @@ class CodecOutput:
 class Codec(nn.Module):
     def __init__(self, config: CodecConfig):
         super().__init__()
-        self.config = config
+        # the canonical form: a field its families do not read holds the value they imply (a
+        # SoundStream model reads causal), and that form is what its id hashes (config.py)
+        try:
+            self.config = config = config.canonical()
+        except TelucodecError as exc:  # an unknown family or option: a model that cannot be built
+            raise ModelError(str(exc)) from exc
         mc = config.model
         self.hop = mc.hop_length
         self.sample_rate = mc.sample_rate
@@ -114,7 +123,9 @@ class Codec(nn.Module):
         check, then `decode`), so the id is cached until any tensor changes: every in-place write
         (an optimizer step, `load_state_dict`, `.add_`) bumps that tensor's version counter."""
         state = self.shipped_tensors()
-        fingerprint = tuple((name, t.data_ptr(), t._version) for name, t in state.items())
+        tables = self.entropy_tables
+        fingerprint = (tuple((name, t.data_ptr(), t._version) for name, t in state.items()),
+                       None if tables is None else tables.digest)
         cached = self.__dict__.get("_model_id_cache")
         if cached is not None and cached[0] == fingerprint:
             return cached[1]
@@ -122,9 +133,26 @@ class Codec(nn.Module):
         for name, tensor in sorted(state.items()):
             h.update(name.encode())
             h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        if tables is not None:  # only a model with entropy tables hashes them: other ids stay as they were
+            h.update(f"entropy_tables:{tables.digest}".encode())
         model_id = h.hexdigest()[:16]
         self.__dict__["_model_id_cache"] = (fingerprint, model_id)
+        if tables is not None:  # so the .tcd writer and reader find them from a file's model id
+            register(model_id, tables)
         return model_id
+
+    @property
+    def entropy_tables(self) -> ContextTables | None:
+        """The context entropy tables of a model whose folder has `entropy_tables.safetensors`
+        (scripts/fit_entropy_tables.py), else None. They are part of the model id."""
+        return self.__dict__.get("_entropy_tables")
+
+    @entropy_tables.setter
+    def entropy_tables(self, tables: ContextTables | None) -> None:
+        if tables is not None and tables.bits != self.codebook_bits:
+            raise ModelError(f"{tables.source}: tables for {tables.bits}-bit codes, the model's codes have "
+                             f"{self.codebook_bits} bits")
+        self.__dict__["_entropy_tables"] = tables
 
     # ---- training ------------------------------------------------------------------------
     def forward(self, wav: torch.Tensor, n_q: int | None = None, quantize: bool = True) -> CodecOutput:
@@ -145,22 +173,13 @@ class Codec(nn.Module):
 
     # ---- inference -----------------------------------------------------------------------
     def _as_mono_tensor(self, wav: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """-> float32 [T] on the CPU in [-1, 1]; shares memory with `wav` when it already is one.
-        Integer PCM (what `scipy.io.wavfile.read` returns) is scaled by its dtype's range."""
-        wav = pcm_to_float(wav)
-        if sum(1 for n in wav.shape if n > 1) > 1:
-            raise ModelError(f"input audio must be mono [T], got shape {tuple(wav.shape)} "
-                             "(mix the channels first, e.g. wav.mean(axis=1))")
-        if sample_rate != self.sample_rate:
-            import soxr
-
-            wav = soxr.resample(np.asarray(wav, dtype=np.float32).reshape(-1), sample_rate, self.sample_rate)
-        t = torch.as_tensor(np.asarray(wav, dtype=np.float32)).reshape(-1)
-        if not torch.isfinite(t).all():
-            raise ModelError("input audio contains NaN or infinite samples")
-        if t.numel() and (t.amax() > 1.0 or t.amin() < -1.0):
-            t = t.clamp(-1.0, 1.0)  # copy only when needed: a long clip is held once
-        return t
+        """-> float32 [T] on the CPU in [-1, 1] (no copy when it is one): the one conversion of
+        caller audio, `formats/pcm.input_samples`, which the ONNX runner uses too."""
+        if isinstance(wav, torch.Tensor):
+            wav = pcm_to_float(wav.detach().cpu())
+            if isinstance(wav, torch.Tensor):  # float: float16/bfloat16 have no numpy twin
+                wav = (wav if wav.dtype in (torch.float32, torch.float64) else wav.float()).numpy()
+        return torch.from_numpy(np.ascontiguousarray(input_samples(wav, sample_rate, self.sample_rate)))
 
     def _chunk_bounds(self, total: int, chunk_seconds: float | None = None, ctx: int | None = None):
         """(start, end, keep_start, keep_end) windows in frames covering [0, total): chunks of
@@ -174,32 +193,52 @@ class Codec(nn.Module):
             start = end
 
     @torch.no_grad()
-    def encode(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None, kbps: float | None = None) -> Codes:
-        """Mono audio at `sample_rate` (resampled; None: already at the model's rate) -> Codes with
-        n_q picked from `kbps`."""
-        n_q = self.n_q_for_kbps(kbps)
+    def encode(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None, kbps: float | None = None,
+               beam: int = 1) -> Codes:
+        """Mono audio at `sample_rate` (None: the model's) -> Codes at the nominal n_q of `kbps`
+        (`formats/rate.py` fits a file to an actual rate); `beam` > 1: `clustering.beam_search`."""
+        return self.encode_prefixes(wav, sample_rate, self.n_q_for_kbps(kbps), beam)[-1]
+
+    @torch.no_grad()
+    def encode_prefixes(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None,
+                        n_q: int | None = None, beam: int = 1) -> list[Codes]:
+        """[`encode`'s Codes at n = 1 .. n_q codebooks], from one encoder pass and one search."""
+        x, side = self._encoder_input(wav, sample_rate)
+        pieces = [[c[..., keep].cpu() for c in self.quantizer.encode_prefixes(latent, n_q or self.max_n_q, beam)]
+                  for latent, keep in self._encoder_windows(x, side)]
+        side_ints = [int(v) for v in side[0].round().long().tolist()] if side.numel() else []
+        return [Codes(codes=torch.cat(per_n, dim=-1)[0], num_samples=x.shape[-1], model_id=self.model_id,
+                      sample_rate=self.sample_rate, frame_rate=self.frame_rate, codebook_bits=self.codebook_bits,
+                      side_kind=self.amplitude.kind, side=side_ints) for per_n in zip(*pieces)]
+
+    @torch.no_grad()
+    def latents(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        """The latent [latent_dim, frames] (CPU float32) `encode` quantizes, for whatever learns
+        from a frozen encoder's latents (train/quantizer_fit.py)."""
+        x, side = self._encoder_input(wav, sample_rate)
+        return torch.cat([latent[..., keep].cpu() for latent, keep in self._encoder_windows(x, side)], dim=-1)[0]
+
+    def _encoder_input(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(audio [1, 1, T] at the model's rate, its amplitude side info [1, S]) for `encode`."""
         x = self._as_mono_tensor(wav, self.sample_rate if sample_rate is None else sample_rate).view(1, 1, -1)
-        num_samples = x.shape[-1]
-        if num_samples == 0:
+        if x.shape[-1] == 0:
             raise ModelError("input audio is empty")
+        return x, self.amplitude.side_info(x).to(torch.float32)  # whole clip, cheap
+
+    def _encoder_windows(self, x: torch.Tensor, side: torch.Tensor) -> Iterator[tuple[torch.Tensor, slice]]:
+        """(latent [1, D, frames] of one window, the slice of its frames to keep) covering the clip:
+        windows of ENCODE_CHUNK_SECONDS with the encoder's exact reach as context where that is
+        bounded, else the generic chunks. The one path from audio to latents of `encode`/`latents`."""
         device = next(self.parameters()).device
-        side = self.amplitude.side_info(x).to(torch.float32)  # whole clip, cheap: [1, S]
-        frames = -(-num_samples // self.hop)
+        frames = -(-x.shape[-1] // self.hop)
         reach = encoder_reach_frames(self.encoder, self.hop)
         bounds = self._chunk_bounds(frames) if reach is None else self._chunk_bounds(frames, ENCODE_CHUNK_SECONDS, reach)
-        pieces = []
         for lo, hi, keep_lo, keep_hi in bounds:
             # exactly forward()'s normalized, hop-padded input, one window at a time
             window = x[..., lo * self.hop: hi * self.hop].to(device)
             window = self.amplitude.normalize_with(window, side.to(device), lo * self.hop)
             window = F.pad(window, (0, (hi - lo) * self.hop - window.shape[-1]))
-            codes = self.quantizer.encode(self.encoder(window), n_q)
-            pieces.append(codes[..., keep_lo - lo: keep_hi - lo].cpu())
-        codes = torch.cat(pieces, dim=-1)[0]
-        side_ints = [int(v) for v in side[0].round().long().tolist()] if side.numel() else []
-        return Codes(codes=codes, num_samples=num_samples, model_id=self.model_id,
-                     sample_rate=self.sample_rate, frame_rate=self.frame_rate,
-                     codebook_bits=self.codebook_bits, side_kind=self.amplitude.kind, side=side_ints)
+            yield self.encoder(window), slice(keep_lo - lo, keep_hi - lo)
 
     def _check_code_format(self, codes: Codes) -> None:
         """Refuse codes this model cannot have made (a forged or damaged file with a valid CRC):
@@ -215,9 +254,8 @@ class Codec(nn.Module):
         if self.amplitude.kind != "none" and not codes.side:
             raise ModelError(f"codes carry no '{self.amplitude.kind}' amplitude side info")
 
-    @torch.no_grad()
-    def decode(self, codes: Codes, check_model: bool = True) -> torch.Tensor:
-        """Codes -> wav [num_samples] float32 at `self.sample_rate`, unbounded (clip when writing)."""
+    def check_decodable(self, codes: Codes, check_model: bool = True) -> None:
+        """Refuse (ModelError) codes this model cannot decode, for every runtime (deploy/runtimes.py)."""
         if check_model and codes.model_id != self.model_id:
             raise ModelError(f"codes were made by model {codes.model_id}, this model is {self.model_id}")
         if codes.side_kind != self.amplitude.kind:
@@ -227,6 +265,11 @@ class Codec(nn.Module):
         self._check_code_format(codes)
         if codes.num_frames * self.hop < codes.num_samples:
             raise ModelError(f"{codes.num_frames} frames of codes cannot make {codes.num_samples} samples")
+
+    @torch.no_grad()
+    def decode(self, codes: Codes, check_model: bool = True) -> torch.Tensor:
+        """Codes -> wav [num_samples] float32 at `self.sample_rate`, unbounded (clip when writing)."""
+        self.check_decodable(codes, check_model)
         device = next(self.parameters()).device
         c = codes.codes.to(device).long().unsqueeze(0)
         side = torch.tensor([codes.side], dtype=torch.float32, device=device).view(1, -1)
@@ -265,6 +308,10 @@ class Codec(nn.Module):
         tmp.chmod(cfg_tmp.stat().st_mode & 0o777)  # safetensors makes it 0600; umask's mode, as config.json
         tmp.replace(directory / "model.safetensors")
         cfg_tmp.replace(directory / "config.json")
+        if self.entropy_tables is not None:
+            self.entropy_tables.save(directory / TABLES_FILE)
+        else:  # a stale file would give the saved folder tables (and another id) this model lacks
+            (directory / TABLES_FILE).unlink(missing_ok=True)
         return directory
 
     @classmethod
@@ -279,6 +326,8 @@ class Codec(nn.Module):
         except Exception as exc:
             raise ModelError(f"{weights}: not a valid safetensors file ({exc})") from exc
         model = _build_for_weights(cls, config, cfg_path, weights)
+        if (directory / TABLES_FILE).is_file():
+            model.entropy_tables = ContextTables.load(directory / TABLES_FILE)
         return load_shipped_tensors(model, state, str(weights)).eval()
 
     def shipped_tensors(self) -> dict[str, torch.Tensor]:
@@ -290,42 +339,37 @@ class Codec(nn.Module):
         and a model re-saved from such a folder writes the same tensors again."""
         return {**self.__dict__.get("_id_extras", {}), **self.state_dict()}
 
-    def to_bytes(self) -> tuple[dict, bytes]:
-        """(config, safetensors bytes of `shipped_tensors()`): the model as a worker process gets
-        it (`from_bytes`), no pickled module crossing processes, and the same id on both sides."""
+    def to_bytes(self) -> tuple:
+        """(config, safetensors bytes of `shipped_tensors()`[, bytes of the entropy tables]): the
+        model as a worker process gets it (`from_bytes`), no pickled module crossing processes,
+        and the same id on both sides."""
         from safetensors.torch import save
 
-        return self.config.to_dict(), save({k: v.detach().cpu().contiguous() for k, v in self.shipped_tensors().items()})
+        blob = (self.config.to_dict(), save({k: v.detach().cpu().contiguous() for k, v in self.shipped_tensors().items()}))
+        return blob if self.entropy_tables is None else (*blob, self.entropy_tables.to_bytes())
 
     @classmethod
     def from_bytes(cls, blob: tuple[dict, bytes], source: str = "worker") -> Codec:
         """The model `to_bytes` described, in eval mode on the CPU."""
         from safetensors.torch import load
 
-        config, data = blob
-        return load_shipped_tensors(cls(CodecConfig.from_dict(config)), load(data), source).eval()
+        config, data, *tables = blob
+        model = cls(CodecConfig.from_dict(config))
+        if tables:
+            model.entropy_tables = ContextTables.from_bytes(tables[0], source)
+        return load_shipped_tensors(model, load(data), source).eval()
 
 
 def pcm_to_float(wav: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """Audio samples as floats: float arrays pass through untouched; integer PCM is divided by
-    its dtype's range (int16 / 32768, uint8 centred on 128, ...); anything else is refused."""
+    """Samples as floats: `telucodec.formats.pcm.pcm_to_float` (the one rule, the ONNX runner's too)
+    for arrays and integer tensors; float tensors pass through untouched."""
     if isinstance(wav, torch.Tensor):
         if wav.is_floating_point():
             return wav
         if wav.is_complex() or wav.dtype == torch.bool:
             raise ModelError(f"input audio must be float or integer PCM samples, got a {wav.dtype} tensor")
         wav = wav.cpu().numpy()
-    arr = np.asarray(wav)
-    kind = arr.dtype.kind
-    if kind == "f":
-        return arr
-    if kind in "iu":
-        info = np.iinfo(arr.dtype)
-        scale = (float(info.max) + 1.0) if kind == "i" else (float(info.max) + 1.0) / 2.0
-        centre = 0.0 if kind == "i" else scale
-        return ((arr.astype(np.float64) - centre) / scale).astype(np.float32)
-    raise ModelError(f"input audio must be float or integer PCM samples, got dtype {arr.dtype} "
-                     "(convert it with numpy: wav.astype(np.float32) in [-1, 1])")
+    return numpy_pcm_to_float(wav)
 
 
 _STATE_VALUES: dict[str, int] = {}  # a model design (its model and quantizer config) -> values in its state dict

@@ -4,6 +4,7 @@ Every conv pads explicitly: symmetric ("same") by default, all on the left when 
 causal stack can be streamed with exactly the offline result (`model/streaming.py`). A family's
 encoder tells streaming which layers to measure (`stream_layers()`), its decoder how many frames
 of context and lookahead it needs (`stream_frames()`); both are computed here from the layers.
+Each layer here also makes its stateful streaming step (`streamer()`, `model/stream_steps.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
 from telucodec.errors import ModelError
+from telucodec.model.stream_steps import ConvStep, ConvTransposeStep, ResidualStep, streamer
 
 
 class PaddedConv1d(nn.Module):
@@ -38,6 +40,13 @@ class PaddedConv1d(nn.Module):
             x = F.pad(x, self.extra_pad)
         return self.conv(x)
 
+    def streamer(self) -> ConvStep:
+        """This conv as a stateful streaming step (causal only: `model/stream_steps.py`)."""
+        if self.left_pad != self.total_pad:
+            raise ModelError("streaming needs a causal model (ModelConfig.causal = true)")
+        conv = self.conv
+        return ConvStep(conv.weight, conv.bias, conv.stride[0], conv.dilation[0], conv.groups)
+
 
 class PaddedConvTranspose1d(nn.Module):
     """ConvTranspose1d whose output is exactly `stride` times longer than its input."""
@@ -54,6 +63,13 @@ class PaddedConvTranspose1d(nn.Module):
         conv = self.conv
         y = conv_transpose1d_fold(x, conv.weight, conv.bias, conv.stride[0], conv.groups)
         return y[..., self.left_trim: y.shape[-1] - (self.trim - self.left_trim)]
+
+    def streamer(self) -> ConvTransposeStep:
+        """This transposed conv as a stateful streaming step, carrying its overlap (causal only)."""
+        if self.left_trim != 0:
+            raise ModelError("streaming needs a causal model (ModelConfig.causal = true)")
+        conv = self.conv
+        return ConvTransposeStep(conv.weight, conv.bias, conv.stride[0], conv.groups)
 
 
 def conv_transpose1d_fold(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int,
@@ -80,6 +96,9 @@ class Residual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.block(x)
+
+    def streamer(self) -> ResidualStep:
+        return ResidualStep([streamer(m) for m in self.block])
 
 
 def receptive_extent(layers: list[nn.Module], jump: float, causal: bool = True) -> tuple[float, float]:

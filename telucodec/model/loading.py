@@ -3,7 +3,8 @@
 The one place that knows these layouts, below both the Python API (`telucodec.load_model`) and
 training (`--resume`, `--init_from`):
 
-    model folder       config.json + model.safetensors (+ MODEL_CARD.md): `Codec.save_pretrained`
+    model folder       config.json + model.safetensors (+ MODEL_CARD.md, + entropy_tables.safetensors:
+                       the context coder's tables, part of the model id): `Codec.save_pretrained`
     checkpoint (.pt)   a plain dict written by training (`telucodec.train.checkpoint`), loaded
                        with `weights_only=True`, so a file carrying a pickle payload is refused
                        without running it
@@ -24,10 +25,11 @@ from safetensors.torch import load_file
 
 from telucodec.config import DEFAULT_PRESET, CodecConfig, get_config
 from telucodec.errors import ModelError
+from telucodec.formats.context_tables import TABLES_FILE
 from telucodec.model.codec import Codec, load_shipped_tensors
 
 PRETRAINED_DIR = Path(__file__).parents[1] / "pretrained"
-DEFAULT_MODEL = "telugu-v5"
+DEFAULT_MODEL = "telugu-v6"
 CHECKPOINT_FORMAT = 1
 
 
@@ -43,7 +45,7 @@ def shipped_models() -> list[str]:
     return sorted(d.name for d in PRETRAINED_DIR.iterdir() if (d / "model.safetensors").is_file())
 
 
-_SHIPPED_IDS: dict[tuple[str, int, int], str] = {}  # (folder, weights mtime_ns, size) -> model id
+_SHIPPED_IDS: dict[tuple, str] = {}  # (folder, weights mtime_ns, size, tables (mtime_ns, size)) -> model id
 
 
 def shipped_model_ids() -> dict[str, str]:
@@ -53,7 +55,9 @@ def shipped_model_ids() -> dict[str, str]:
     for name in shipped_models():
         folder = PRETRAINED_DIR / name
         st = (folder / "model.safetensors").stat()
-        key = (str(folder.resolve()), st.st_mtime_ns, st.st_size)
+        tables = folder / TABLES_FILE  # part of the id of a model that has them
+        tst = tables.stat() if tables.is_file() else None
+        key = (str(folder.resolve()), st.st_mtime_ns, st.st_size, tst and (tst.st_mtime_ns, tst.st_size))
         if key not in _SHIPPED_IDS:
             try:
                 _SHIPPED_IDS[key] = Codec.from_pretrained(folder).model_id
@@ -122,13 +126,14 @@ def checkpoint_config(state: dict[str, Any], source: str) -> CodecConfig:
 
 def init_config(path: str | Path) -> CodecConfig:
     """The config a model folder or checkpoint was built with: what `--init_from` trains when no
-    `--config` is given (its architecture, and the fine-tuning recipe a converted model carries)."""
+    `--config` is given (its architecture, and the fine-tuning recipe a converted model carries),
+    at the current config version: the model it starts is a new one, written in family sections."""
     p = resolve(path)
     if p.is_dir():
-        return CodecConfig.load(p / "config.json")
+        return CodecConfig.load(p / "config.json").upgraded()
     if p.suffix == ".safetensors":
-        return CodecConfig.load(p.parent / "config.json")
-    return checkpoint_config(load_checkpoint(p), str(p))
+        return CodecConfig.load(p.parent / "config.json").upgraded()
+    return checkpoint_config(load_checkpoint(p), str(p)).upgraded()
 
 
 def base_config(config: str | None, init_from: str | None) -> CodecConfig:

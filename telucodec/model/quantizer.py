@@ -4,7 +4,9 @@ Each stage is a 1024-entry (configurable) codebook. Entries start by k-means on 
 KMEANS_VECTORS_PER_ENTRY vectors per entry: a batch smaller than that (the default 16 x 1 s
 crops give 800 vectors for 1024 entries) starts the stage provisionally from its own vectors and
 the stage collects the next batches' until it has enough to cluster. Entries then either follow
-EMA k-means updates ("ema") or learn from a codebook loss ("loss"); entries unused for
+EMA k-means updates ("ema"), learn from a codebook loss ("loss"), or learn from the decoder's
+gradient ("decoder": entries tuned for what a frozen decoder makes of them, not latent MSE; the
+encoder still gets the identity gradient); entries unused for
 `dead_code_steps` steps are replaced by random current inputs, which keeps usage high (without
 it the first codebook collapses to a handful of codes). The commitment loss is computed before
 the straight-through estimator, which then lets gradients pass from decoder to encoder as if
@@ -14,10 +16,9 @@ The quantizer runs in float32 whatever autocast surrounds it (the latent is cast
 and nearest-entry distances need the precision. Its statistics cost one device-to-host copy per
 step (usage and perplexity of every stage together), not several per stage.
 
-The EMA statistics and the vectors a k-means start is collecting are training-only state: not in
-`state_dict()` (so not in model folders nor in the model id), kept by training checkpoints
-(model/training_state.py). A stage loaded from weights alone restarts its statistics from its
-loaded entries.
+The EMA statistics and the vectors a k-means start is collecting are training-only state, out of
+`state_dict()` and the model id, kept by checkpoints (model/training_state.py); a stage loaded from
+weights alone restarts its statistics from its loaded entries.
 
 With `codebook_dim` > 0 each stage is DAC's factorized quantizer instead: a linear projection to
 a few dimensions, a nearest-entry search between L2-normalized vectors (a cosine search, which
@@ -38,7 +39,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from telucodec.config import QuantizerConfig
-from telucodec.model.clustering import code_counts, code_statistics, entry_counts, kmeans, nearest_entry
+from telucodec.model.clustering import (
+    beam_search,
+    code_counts,
+    code_statistics,
+    entry_counts,
+    kmeans,
+    nearest_entry,
+)
 
 KMEANS_VECTORS_PER_ENTRY = 2  # a k-means start clusters at least this many vectors per entry
 TRAINING_BUFFERS = ("cluster_size", "embed_sum", "steps_unused")  # per stage, training-only
@@ -75,7 +83,7 @@ class VectorQuantizer(nn.Module):
         super().__init__()
         self.cfg = cfg
         size = cfg.codebook_size
-        self.codebook = nn.Parameter(torch.randn(size, dim) * 0.1, requires_grad=cfg.update == "loss")
+        self.codebook = nn.Parameter(torch.randn(size, dim) * 0.1, requires_grad=cfg.update in ("loss", "decoder"))
         self.register_buffer("initialized", torch.tensor(False))  # the k-means start is done (a weight-file flag)
         self.register_buffer("cluster_size", torch.ones(size), persistent=False)  # TRAINING_BUFFERS
         self.register_buffer("embed_sum", self.codebook.detach().clone(), persistent=False)
@@ -300,19 +308,26 @@ class ResidualVQ(nn.Module):
             codebook = codebook + cb
             codes.append(c)
         # straight-through: forward value is the quantized sum, gradient is identity to x
-        quantized = quantized_sum if self.factorized else x + (quantized_sum - x).detach()
+        if self.factorized:
+            quantized = quantized_sum
+        elif self.cfg.update == "decoder":  # value: the quantized sum; gradient: to its entries and, as identity, to x
+            quantized = quantized_sum + (x - x.detach())
+        else:
+            quantized = x + (quantized_sum - x).detach()
         stacked = torch.stack(codes, dim=1)
         usage, perplexity = code_statistics(code_counts(stacked, self.cfg.codebook_size))
         stats = torch.cat([usage, perplexity]).tolist()  # one device-to-host copy for every stage
         return QuantizerOutput(quantized, stacked, commitment, codebook, stats[: len(codes)], stats[len(codes):])
 
     @torch.no_grad()
-    def set_codebooks(self, books: torch.Tensor) -> None:
-        """Start every plain stage from given entries [n_q, K, D] (a converted model's tables, or
-        a k-means fitted offline), with fresh EMA statistics."""
-        if self.factorized or books.shape != (self.cfg.n_q, self.cfg.codebook_size, self.layers[0].codebook.shape[1]):
-            raise ValueError(f"codebooks {tuple(books.shape)} do not fit this quantizer")
-        for layer, entries in zip(self.layers, books):
+    def set_codebooks(self, books: torch.Tensor, first: int = 0) -> None:
+        """Start plain stages `first`, `first` + 1, ... from given entries [n, K, D] (a converted
+        model's tables, a k-means fitted offline, new stages of an extended quantizer), with
+        fresh EMA statistics."""
+        fits = books.dim() == 3 and books.shape[1:] == (self.cfg.codebook_size, self.layers[0].codebook.shape[1])
+        if self.factorized or not fits or first < 0 or first + books.shape[0] > self.cfg.n_q:
+            raise ValueError(f"codebooks {tuple(books.shape)} from stage {first} do not fit this quantizer")
+        for layer, entries in zip(self.layers[first:], books):
             layer._start_from(entries.to(layer.codebook))
 
     def codebooks(self) -> torch.Tensor:
@@ -346,18 +361,28 @@ class ResidualVQ(nn.Module):
         return torch.where(dropped, drawn, torch.full_like(drawn, self.cfg.n_q))
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
-        """latent [B, D, F] -> codes [B, n_q, F]: the codes `forward` gives in eval mode (the same
-        nearest-entry search), without its losses, usage statistics and straight-through sum."""
+    def encode(self, x: torch.Tensor, n_q: int | None = None, beam: int = 1) -> torch.Tensor:
+        """latent [B, D, F] -> codes [B, n_q, F]: beam 1 gives `forward`'s eval-mode codes."""
+        return self.encode_prefixes(x, n_q, beam)[-1]
+
+    @torch.no_grad()
+    def encode_prefixes(self, x: torch.Tensor, n_q: int | None = None, beam: int = 1) -> list[torch.Tensor]:
+        """latent [B, D, F] -> [codes [B, n, F] for n = 1 .. n_q], from one search: greedy codes are
+        prefixes of each other, a beam's best path after stage n is the beam search for n
+        (`clustering.beam_search`). What rate control chooses from."""
         n_q = n_q or self.cfg.n_q
         b, d, f = x.shape
         residual = x.transpose(1, 2).reshape(-1, d)
+        if beam > 1:
+            rows = beam_search(residual, self.codebooks()[:n_q].to(residual), beam)  # [n_q, N, n_q]
+            return [rows[n - 1, :, :n].reshape(b, f, n).transpose(1, 2) for n in range(1, n_q + 1)]
         codes = []
         for layer in self.layers[:n_q]:
             c = layer.nearest(residual)
             residual = residual - F.embedding(c, layer.latent_codebook())
             codes.append(c.view(b, f))
-        return torch.stack(codes, dim=1)
+        stacked = torch.stack(codes, dim=1)
+        return [stacked[:, :n] for n in range(1, n_q + 1)]
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, n_q, F] -> latent [B, D, F] (any n_q up to the configured one)."""

@@ -11,6 +11,7 @@ from torch import nn
 
 from telucodec.config import ModelConfig
 from telucodec.model.layers import PaddedConv1d, PaddedConvTranspose1d, Residual, stack_frames
+from telucodec.model.stream_steps import LSTMStep
 
 __all__ = ["PaddedConv1d", "PaddedConvTranspose1d", "Residual", "ResidualUnit", "BottleneckLSTM",
            "SEANetEncoder", "SEANetDecoder"]
@@ -39,6 +40,10 @@ class BottleneckLSTM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y, _ = self.lstm(x.permute(2, 0, 1))
         return x + y.permute(1, 2, 0)
+
+    def streamer(self) -> LSTMStep:
+        """Streams with its (h, c) carried from push to push, so a stream sees the whole past."""
+        return LSTMStep(self.lstm)
 
 
 def _residual_stack(dim: int, layers: int, causal: bool) -> list[nn.Module]:
@@ -95,5 +100,8 @@ class SEANetDecoder(nn.Module):
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         return self.output(self.net(latent))
 
+    def stream_layers(self) -> list[nn.Module]:
+        return list(self.net) + [self.output]
+
     def stream_frames(self) -> tuple[int, int]:
-        return stack_frames(list(self.net) + [self.output])
+        return stack_frames(self.stream_layers())

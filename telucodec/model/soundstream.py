@@ -99,5 +99,8 @@ class SoundStreamDecoder(nn.Module):
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         return self.output(self.net(latent))
 
+    def stream_layers(self) -> list[nn.Module]:
+        return list(self.net) + [self.output]
+
     def stream_frames(self) -> tuple[int, int]:
-        return stack_frames(list(self.net) + [self.output])
+        return stack_frames(self.stream_layers())

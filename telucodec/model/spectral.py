@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from telucodec.config import ModelConfig
 from telucodec.errors import ModelError
 from telucodec.model.layers import PaddedConv1d, receptive_extent
+from telucodec.model.stream_steps import ChainStep, State, is_portable, streamer
 
 
 class ConvNeXtBlock(nn.Module):
@@ -32,6 +33,31 @@ class ConvNeXtBlock(nn.Module):
         y = self.dwconv(x).transpose(1, 2)
         y = self.pw2(F.gelu(self.pw1(self.norm(y))))
         return x + (self.gamma * y).transpose(1, 2)
+
+    def streamer(self) -> _ConvNeXtStep:
+        return _ConvNeXtStep(self)
+
+
+class _ConvNeXtStep:
+    """A ConvNeXt block streaming: its depthwise conv carries its past; the rest acts per frame."""
+
+    delay = 0
+
+    def __init__(self, block: ConvNeXtBlock):
+        self.block, self.dwconv = block, block.dwconv.streamer()
+        self.n_state = self.dwconv.n_state
+
+    def init(self, device: torch.device | str) -> State:
+        return self.dwconv.init(device)
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        b = self.block
+        y, state = self.dwconv.step(x, state)  # [C, n]
+        y = b.pw2(F.gelu(b.pw1(b.norm(y.transpose(-1, -2)))))
+        return x + (b.gamma * y).transpose(-1, -2), state
+
+    def flush(self, state: State) -> None:
+        return None
 
 
 def start_new_blocks_as_identity(model: nn.Module, fresh: list[str]) -> list[str]:
@@ -187,6 +213,13 @@ class SpectralDecoder(nn.Module):
     def _polar(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.exp(x[:, : self.bins].clamp(max=6.0)), x[:, self.bins:]
 
+    def streamer(self) -> ChainStep:
+        """The decoder as streaming steps: the convs carry their past, the head acts per frame and
+        the inverse STFT carries its overlap, delaying its output by (n_fft - hop) / 2 samples."""
+        if self.up > 1:
+            raise ModelError("spectral_upsample > 1 does not stream yet: use it with causal: false")
+        return ChainStep([streamer(self.input), *[streamer(b) for b in self.blocks], _SpectralHeadStep(self)])
+
     def stream_frames(self) -> tuple[int, int]:
         """(context, lookahead) frames for streaming: the iSTFT overlaps later frames, so a frame
         is final only `lookahead` frames later."""
@@ -202,3 +235,43 @@ class SpectralDecoder(nn.Module):
         (for the bottleneck report; the residual mode's fine correction is not included)."""
         x, _ = self._head_input(latent, need_fine=False)
         return self._polar(self.head(self.norm(x.transpose(1, 2))).transpose(1, 2))
+
+
+class _SpectralHeadStep:
+    """Head + inverse STFT, streaming: x [dim, n] -> [1, n * hop], the samples of the overlap-add
+    that are final, with the summed squared window alongside (state [2, n_fft - hop]: both tails;
+    with a leading batch dimension of 1, as an export traces it, x, output and state all have it).
+    Offline output sample i is overlap-add sample i + `delay`, so the first `delay` samples the
+    stream makes are none of its output, and `flush` gives the last `delay` ones."""
+
+    n_state = 1
+
+    def __init__(self, decoder: SpectralDecoder):
+        self.decoder, istft = decoder, decoder.istft
+        self.n_fft, self.hop = istft.n_fft, istft.hop
+        self.delay = (self.n_fft - self.hop) // 2
+        self.overlap = self.n_fft - self.hop
+        self.by_fft = not is_portable()  # a graph gets the DFT-basis matmuls
+
+    def init(self, device: torch.device | str) -> State:
+        return [torch.zeros(2, self.overlap, device=device)]
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        d, istft = self.decoder, self.decoder.istft
+        with torch.autocast(x.device.type, enabled=False):
+            lead = x.shape[:-2]  # () or (1,)
+            spec = d.head(d.norm(x.transpose(-1, -2))).transpose(-1, -2).float().reshape(1, -1, x.shape[-1])
+            mag, phase = d._polar(spec)
+            frames = istft.frames(mag * torch.cos(phase), mag * torch.sin(phase), by_fft=self.by_fft)
+            n = frames.shape[-1]
+            both = torch.cat([frames, istft.window_sq.expand(1, self.n_fft, n)], dim=1)  # [1, 2 n_fft, n]
+            length = (n - 1) * self.hop + self.n_fft
+            ola = F.fold(both, output_size=(1, length), kernel_size=(1, self.n_fft), stride=(1, self.hop))
+            ola = ola.reshape(*lead, 2, length)
+            ola = torch.cat([ola[..., : self.overlap] + state[0], ola[..., self.overlap:]], dim=-1)
+            done = ola[..., : n * self.hop]
+            return done[..., :1, :] / done[..., 1:, :].clamp_min(1e-3), [ola[..., n * self.hop:]]
+
+    def flush(self, state: State) -> torch.Tensor:
+        tail = state[0][..., : self.delay]
+        return tail[..., :1, :] / tail[..., 1:, :].clamp_min(1e-3)

@@ -3,10 +3,14 @@ decoded from disk as they are drawn (in DataLoader workers: memory stays flat at
 
 Crop i of epoch e depends only on (seed, e, i): the draw picks a clip with probability
 proportional to its length, then a start, gain and noise. A clip that turns out unusable when
-first read (corrupt, silent, gone) is drawn past with the same generator, so the crop is still
-a function of (seed, e, i) and the data; it is reported back with the batch and listed in
-skipped.tsv. Step s of rank r of a DDP run of W processes takes crops r, r + W, ... of block s:
-the ranks' shares are disjoint and each decodes only its own.
+first read (corrupt, silent, gone) is drawn past with the same generator, which moves the same
+whether this process already knew the clip was unusable or finds it now, so the crop is still a
+function of (seed, e, i) and the data alone: not of which process read what before, of the
+number of DataLoader workers, nor of a resume. A find is reported back with the batch and listed
+in skipped.tsv; a checkpoint keeps the list (`data.bad_clip_state`) so a resumed run neither
+reads those clips again nor loses a find of the epoch it stopped in. Step s of rank r of a DDP
+run of W processes takes crops r, r + W, ... of block s: the ranks' shares are disjoint and
+each decodes only its own.
 """
 
 from __future__ import annotations
@@ -102,11 +106,13 @@ class CropDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def _crop(self, k: int, rng: np.random.Generator) -> np.ndarray:
+    def _start(self, k: int, rng: np.random.Generator) -> int:
         """The start is drawn from the clip's listed length (a clip the listing overstates ends
         in zeros), so it does not depend on whether this process has decoded the clip yet."""
         size = int(self.sizes[k])
-        start = int(rng.integers(0, size - self.segment + 1)) if size > self.segment else 0
+        return int(rng.integers(0, size - self.segment + 1)) if size > self.segment else 0
+
+    def _crop(self, k: int, start: int) -> np.ndarray:
         piece = self.source.read(k, start, self.segment)
         crop = np.zeros(self.segment, dtype=np.float32)
         crop[: piece.shape[0]] = piece
@@ -116,10 +122,11 @@ class CropDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         for _ in range(MAX_DRAWS):
             k = min(int(np.searchsorted(self.cumulative, rng.random())), len(self.cumulative) - 1)
+            start = self._start(k, rng)  # drawn for a clip known to be unusable too: the same draws follow
             if k in self.known_bad:
                 continue
             try:
-                crop = self._crop(k, rng)
+                crop = self._crop(k, start)
                 break
             except AudioError as exc:
                 self.known_bad.add(k)

@@ -2,7 +2,8 @@
 
 One process by default; under `torchrun` every process trains on its own crops (DDP) and rank 0
 alone writes files. Work is never lost: checkpoints are atomic, `--resume` continues from the
-last one (also mid-epoch, after `--max_minutes`), an existing experiment is never replaced
+last one (also mid-epoch, after `--max_minutes`; on the run's own data, process count and batch
+size unless `--accept_changed_data`: train/resume.py), an existing experiment is never replaced
 without `--overwrite`, and NaN/Inf stops the run at once with the last good checkpoint intact.
 
 It reads best whole (a little over 400 lines): one class whose methods run in the order of a
@@ -23,7 +24,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -36,7 +36,14 @@ from telucodec.model.training_state import training_state
 from telucodec.train import media, monitor, notes, objective, resume
 from telucodec.train.checkpoint import CHECKPOINT_FORMAT, atomic_torch_save, disk_full
 from telucodec.train.crops import RankBatches, crop_batches
-from telucodec.train.data import prepare_training_data, report_found, start_skipped_list, training_crops
+from telucodec.train.data import (
+    bad_clip_state,
+    prepare_training_data,
+    report_found,
+    restore_bad_clips,
+    start_skipped_list,
+    training_crops,
+)
 from telucodec.train.discriminators import Discriminators
 from telucodec.train.experiment import (
     pick_device,
@@ -69,19 +76,15 @@ class Trainer:
         self.resume_from = prepare_experiment(self.root, args.resume, args.overwrite, self.rank)
         self._barrier()
         self.state = load_checkpoint(self.resume_from) if self.resume_from else None
-        if self.state is not None and self.is_main:
-            tidy_for_resume(self.root, int(self.state["epoch"]))
         self.config = self._build_config()
         done = int(self.state["epoch"]) if self.state is not None else 0
         if self.state is not None and done >= self.config.train.num_epochs:
             raise TelucodecError(f"{self.root}: already complete at epoch {done} (--num_epochs "
                                  f"{self.config.train.num_epochs}); raise --num_epochs to train further: "
                                  f"{notes.resume_command(args, done + max(1, done // 2))}")
-        if self.is_main:
-            for sub in ("checkpoints", "samples", "tensorboard"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
-            self.config.save(self.root / "config.json")
-        self._barrier()
+        if self.state is not None:  # refused before anything of the experiment is touched
+            resume.check_processes(self.state, self.world, self.config.train.batch_size,
+                                   getattr(args, "accept_changed_data", False), self.log)
 
     def log(self, msg: str) -> None:
         if self.is_main:
@@ -106,12 +109,22 @@ class Trainer:
         cfg, tc = self.config, self.config.train
         torch.manual_seed(tc.seed)  # the same on every rank: the generator and discriminators start alike
         self.data = prepare_training_data(self.args.data_dir, cfg, self.is_main, self.log)
-        if self.is_main:
+        if self.state is not None:
+            resume.check_data(self.state, self.data.identity, getattr(self.args, "accept_changed_data", False),
+                              self.log)
+        if self.is_main:  # the experiment's folder is written from here on (a refused start left it as it was)
+            if self.state is not None:
+                tidy_for_resume(self.root, int(self.state["epoch"]))
+            for sub in ("checkpoints", "samples", "tensorboard"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            self.config.save(self.root / "config.json")
             start_skipped_list(self.data, self.root / "skipped.tsv", self.state is not None)
+        self._barrier()
         train_seconds = self.data.train_seconds()
         self.steps_per_epoch = tc.steps_per_epoch or max(
             1, int(train_seconds * tc.crops_per_second / tc.segment_seconds / (tc.batch_size * self.world)))
         self.dataset = training_crops(self.data, cfg, self.steps_per_epoch * tc.batch_size * self.world)
+        position = resume.epoch_position(self.state, self.steps_per_epoch, self.log) if self.state is not None else 0
         self.model = Codec(cfg).to(self.device)
         self.frozen = freeze_parts(self.model, tc.freeze)
         self.discs = (Discriminators(tc.disc_periods, tc.disc_stft_sizes, tc.disc_channels).to(self.device)
@@ -120,12 +133,14 @@ class Trainer:
         self.opt_d = make_optimizer(self.discs.parameters(), tc.disc_learning_rate, tc) if self.discs else None
         torch.manual_seed(tc.seed + self.rank)  # from here each rank draws its own (dropout masks, k-means)
         self.balancer = objective.make_balancer(cfg)
-        self.total_steps = resume.schedule_steps(self.state, self.steps_per_epoch, cfg, self.log)
+        self.total_steps = resume.schedule_steps(self.state, self.steps_per_epoch, cfg, self.log, position)
         self.step, self.epoch, self.step_in_epoch = 0, 0, 0
         self.best_val = math.inf
         self.dropout_gen = torch.Generator().manual_seed(tc.seed)  # same on every rank: same n_q
+        self.epoch_sums = monitor.EpochSums()  # the epoch in progress (carried over a mid-epoch resume)
         if self.state is not None:
             self._restore(self.state)
+            self.step_in_epoch = position
         elif self.args.init_from:
             self._init_from(self.args.init_from)
         self.teacher = None
@@ -170,6 +185,13 @@ class Trainer:
         self.step, self.epoch, self.step_in_epoch = s["step"], s["epoch"], s["step_in_epoch"]
         self.best_val = s["best_val"]
         self.dropout_gen.set_state(s["rng_dropout"])  # the same on every rank
+        restore_bad_clips(self.data, self.dataset, s.get("bad_clips"), self.is_main)
+        if self.step_in_epoch:
+            self.epoch_sums = monitor.EpochSums.from_state(s.get("epoch_sums"))
+            if "epoch_sums" not in s:
+                self.log(f"resume: the checkpoint (from an older telucodec) holds no sums of epoch {self.epoch + 1}'s "
+                         f"first {self.step_in_epoch} steps: its train loss, grad and time columns cover the steps "
+                         "after this resume only")
         self.log(f"resumed {self.resume_from} at epoch {self.epoch + 1}, step {self.step}")
         for note in resume.restore_rng_states(s, self.rank, self.world, self.device, self.config.train.seed):
             self.log(note)
@@ -204,9 +226,13 @@ class Trainer:
             self.log(note)
 
     # -- checkpoints -----------------------------------------------------------------------
-    def save(self, name: str, rng: dict | None = None) -> None:
-        """Rank 0 writes; every rank calls it unless `rng` came gathered (`resume.rng_states`)."""
+    def save(self, name: str, rng: dict | None = None, epoch_seconds: float = 0.0) -> None:
+        """Rank 0 writes; every rank calls it unless `rng` came gathered (`resume.rng_states`), as
+        at the end of an epoch, when every rank's finds are gathered already. Mid-epoch it keeps
+        the epoch's sums so far (`epoch_seconds`: its time in this start)."""
+        collective = rng is None
         rng = rng if rng is not None else resume.rng_states(self.device, self.world)
+        bad_clips = bad_clip_state(self.data, self.dataset, self.world if collective else 1)
         if not self.is_main:
             return
         s = {
@@ -215,7 +241,12 @@ class Trainer:
             "optimizer": self.opt.state_dict(), "schedule_steps": self.total_steps,
             "step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
             "best_val": self.best_val, "rng_dropout": self.dropout_gen.get_state(), **rng,
+            # what the run is, for --resume to recognise (train/resume.py), and its bad clips
+            "data": self.data.identity, "world_size": self.world, "steps_per_epoch": self.steps_per_epoch,
+            "bad_clips": bad_clips,
         }
+        if self.step_in_epoch:
+            s["epoch_sums"] = self.epoch_sums.state_dict(epoch_seconds)
         parts = {"discriminators": self.discs, "optimizer_d": self.opt_d, "balancer": self.balancer,
                  "teacher": self.teacher}
         s.update({key: part.state_dict() for key, part in parts.items() if part is not None})
@@ -287,8 +318,7 @@ class Trainer:
             self.dataset.set_epoch(self.epoch)
             batches = crop_batches(self.dataset, RankBatches(len(self.dataset), self.rank, self.world, tc.batch_size,
                                    self.steps_per_epoch, self.step_in_epoch), self.args.num_workers, self.data.found)
-            sums: dict[str, float] = {}
-            grad_norms = []
+            sums = self.epoch_sums  # a resumed epoch's sums start from its checkpoint's
             first_step = self.step_in_epoch
             bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{tc.num_epochs}",
                        disable=not self.is_main or self.args.quiet, leave=False, dynamic_ncols=True)
@@ -297,9 +327,7 @@ class Trainer:
                 for group in self.opt.param_groups:
                     group["lr"] = tc.learning_rate * lr_factor(self.step, self.total_steps, tc)
                 logged, grad_norm = self.train_step(batch)
-                for k, v in logged.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                grad_norms.append(grad_norm)
+                sums.add(logged, grad_norm)
                 self.step += 1
                 self.step_in_epoch += 1
                 bar.update(1)
@@ -308,7 +336,7 @@ class Trainer:
                     rate = (self.step_in_epoch - first_step) / max(time.monotonic() - epoch_start, 1e-9)
                     eta = (self.steps_per_epoch - self.step_in_epoch) / max(rate, 1e-9)
                     self.log(f"  epoch {self.epoch + 1} step {self.step_in_epoch}/{self.steps_per_epoch}  "
-                             f"loss {sums['total'] / len(grad_norms):.4f}  {rate:.2f} steps/s  epoch ETA {eta / 60:.1f} min")
+                             f"loss {sums.means()['total']:.4f}  {rate:.2f} steps/s  epoch ETA {eta / 60:.1f} min")
                 if self.writer and self.step % 10 == 0:
                     for k, v in logged.items():
                         self.writer.add_scalar(f"loss/{k}", v, self.step)
@@ -320,17 +348,17 @@ class Trainer:
                     break
             bar.close()
             if stopped_early and self.step_in_epoch < self.steps_per_epoch:
-                self.save("last")
+                self.save("last", epoch_seconds=time.monotonic() - epoch_start)
                 break
-            n = max(1, len(grad_norms))
-            self.end_epoch({k: v / n for k, v in sums.items()}, float(np.mean(grad_norms)) if grad_norms else 0.0,
-                           time.monotonic() - epoch_start)
+            self.epoch_sums = monitor.EpochSums()  # the next epoch's
+            self.end_epoch(sums.means(), sums.mean_grad_norm(), sums.seconds + time.monotonic() - epoch_start)
             if stopped_early:
                 break
         self._finish()
         signal_name = signal.Signals(self.stop_signal).name if self.stop_signal else ""
         for line in notes.closing_summary(self.root, self.args, self.stop_reason or "num_epochs", self.epoch, self.step,
-                                          tc.num_epochs, self.step_in_epoch > 0, signal_name) if self.is_main else ():
+                                          tc.num_epochs, self.step_in_epoch > 0, signal_name,
+                                          self.world) if self.is_main else ():
             self.log(line)
         return 128 + self.stop_signal if self.stop_signal else 0
 

@@ -155,6 +155,42 @@ class HealthMonitor:
         return warnings
 
 
+@dataclass
+class EpochSums:
+    """An epoch's running sums behind its row's train loss, gradient and time columns. A
+    checkpoint written mid-epoch keeps them (`state_dict`), so the row of an epoch resumed in its
+    middle covers all its steps, not only those after the resume. Sums are added step by step in
+    the same order either way, so a resumed epoch's means equal the uninterrupted run's."""
+
+    terms: dict[str, float] = field(default_factory=dict)
+    grad_norm: float = 0.0
+    steps: int = 0
+    seconds: float = 0.0  # spent on the epoch by earlier starts (a resumed epoch)
+
+    def add(self, logged: dict[str, float], grad_norm: float) -> None:
+        for k, v in logged.items():
+            self.terms[k] = self.terms.get(k, 0.0) + v
+        self.grad_norm += grad_norm
+        self.steps += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(1, self.steps) for k, v in self.terms.items()}
+
+    def mean_grad_norm(self) -> float:
+        return self.grad_norm / self.steps if self.steps else 0.0
+
+    def state_dict(self, seconds_here: float) -> dict:
+        return {"terms": dict(self.terms), "grad_norm": self.grad_norm, "steps": self.steps,
+                "seconds": self.seconds + seconds_here}
+
+    @classmethod
+    def from_state(cls, state: dict | None) -> EpochSums:
+        if not state:
+            return cls()
+        return cls({k: float(v) for k, v in state["terms"].items()}, float(state["grad_norm"]), int(state["steps"]),
+                   float(state["seconds"]))
+
+
 # the epoch table's columns: (heading, width wide enough for the values a run prints)
 TABLE_COLUMNS = (("epoch", 5), ("step", 8), ("train", 8), ("val", 8), ("out range", 12), ("RMS ratio", 9),
                  ("SNR dB", 7), ("SI-SDR dB", 9), ("mel", 6), ("CB use", 9), ("PESQ", 4), ("STOI", 5),

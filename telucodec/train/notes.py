@@ -75,7 +75,7 @@ def warmup_notes(tc: TrainConfig, steps_done: int, total_steps: int, max_steps: 
     if last < tc.warmup_steps:
         reached = lr * last / tc.warmup_steps
         notes.append(f"WARNING: the warm-up ({tc.warmup_steps} steps) is longer than this run ({last} steps): it "
-                     f"trains at most at {reached:.1e}, 1/{tc.warmup_steps / last:.0f} of the requested {lr:g}; "
+                     f"trains at most at {reached:.1e}, {last}/{tc.warmup_steps} of the requested {lr:g}; "
                      "lower it with --warmup_steps or train longer")
     return notes
 
@@ -126,8 +126,9 @@ def resume_command(args: Any, num_epochs: int | None = None) -> str:
 
 
 def closing_summary(root: Path, args: Any, reason: str, epoch: int, step: int, num_epochs: int,
-                    mid_epoch: bool, signal_name: str = "") -> list[str]:
-    """The lines a run ends with. `reason`: a key of STOP_REASONS; `epoch`: epochs completed."""
+                    mid_epoch: bool, signal_name: str = "", processes: int = 1) -> list[str]:
+    """The lines a run ends with. `reason`: a key of STOP_REASONS; `epoch`: epochs completed;
+    `processes`: the run's (DDP), which its continuation needs again (--resume refuses another)."""
     why = STOP_REASONS[reason].format(num_epochs=num_epochs, max_minutes=getattr(args, "max_minutes", None) or 0,
                                       max_steps=getattr(args, "max_steps", None) or 0, signal=signal_name)
     where = f"after epoch {epoch}" + (f" (epoch {epoch + 1} partly done, kept in last.pt)" if mid_epoch else "")
@@ -142,6 +143,7 @@ def closing_summary(root: Path, args: Any, reason: str, epoch: int, step: int, n
         lines.append(f"last epoch:   {last['epoch']}: {figures(last)}")
     more = None if reason != "num_epochs" else num_epochs + max(1, num_epochs // 2)
     lines.append(f"continue:     {resume_command(args, more)}"
+                 + (f"   (under torchrun, with {processes} processes as this run)" if processes > 1 else "")
                  + ("   (raise --num_epochs to train further)" if more else ""))
     if best is not None:
         lines.append(f"encode:       telucodec encode IN.wav OUT.tcd --model {shlex.quote(str(model))}")

@@ -13,9 +13,10 @@ With `loss.balancer: true` the terms that are functions of the decoded waveform
 (`WAVEFORM_TERMS`) get their weights as shares of the output gradient (`train/balancer.py`);
 the quantizer's terms are backpropagated as weighted sums, outside the balance.
 
-Under `precision: bf16` the forward runs in `autocast` (CUDA, or the CPU for tests); the
-reconstruction terms are computed in float32 with autocast off (spectra need the precision and
-torch.stft takes no bf16), as are the quantizer and the inverse STFT inside the model.
+Under `precision: bf16` the forward runs in `autocast` (CUDA, or the CPU for tests), the
+teacher's (`train.target: teacher`) as the student's; the reconstruction terms are computed in
+float32 with autocast off (spectra need the precision and torch.stft takes no bf16), as are the
+quantizer and the inverse STFT inside the model.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def parameters_may_go_unused(cfg: CodecConfig) -> bool:
     factorized stages' projections) that per-batch quantizer dropout skips, and the factorized
     out-projections while `quantizer_warmup_steps` decodes the unquantized latent."""
     q = cfg.quantizer
-    stage_parameters = q.update == "loss" or q.codebook_dim > 0
+    stage_parameters = q.update in ("loss", "decoder") or q.codebook_dim > 0
     skips_stages = q.quantizer_dropout and q.dropout_fraction <= 0
     bypassed = q.codebook_dim > 0 and cfg.train.quantizer_warmup_steps > 0
     return (stage_parameters and skips_stages) or bypassed
@@ -156,6 +157,9 @@ def frozen_teacher(model: Codec, state: dict[str, torch.Tensor] | None = None) -
 
 @torch.no_grad()
 def teacher_target(teacher: Codec, batch: torch.Tensor) -> torch.Tensor:
-    """The teacher's decode of its unquantized latent for `batch` [B, 1, T] (float32)."""
-    with torch.autocast(batch.device.type, enabled=False):
-        return teacher(batch.float(), quantize=False).wav
+    """The teacher's decode of its unquantized latent for `batch` [B, 1, T], as float32.
+
+    It runs under the caller's autocast, in the student's precision: a float32 teacher beside a
+    bf16 student made the early loss mostly bf16 rounding (a student identical to its teacher
+    started far from zero), which the student then spent its first steps chasing."""
+    return teacher(batch, quantize=False).wav.float()

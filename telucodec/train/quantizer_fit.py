@@ -1,7 +1,9 @@
 """A new residual quantizer for a pretrained encoder, fitted on cached latents in CPU minutes.
 
 When the encoder is frozen (a converted backbone such as Lyra v2), its latents never change, so
-they are computed once and the quantizer learns from them alone, with no decoder in the loop:
+they are computed once and the quantizer learns from them alone, with no decoder in the loop. They
+come from `Codec.latents`, the path `Codec.encode` runs (its windows, the encoder's reach as
+context at their joins, its amplitude normalization), so the codebooks fit what they will code:
 
 1. k-means start, stage by stage: stage s clusters the residual the stages before it leave
    (k-means++ seeding, `kmeans_iters` Lloyd iterations on up to `sample` frames);
@@ -26,23 +28,19 @@ from telucodec.model.quantizer import ResidualVQ
 
 
 @torch.no_grad()
-def encode_latents(model: Codec, items: list[AudioItem], log: Callable[[str], None] = print,
-                   chunk_seconds: float = 30.0) -> torch.Tensor:
-    """Every frame of every clip through the model's (frozen) encoder -> [N, D] float32.
-    Clips that cannot be read are skipped and counted in the log line."""
+def encode_latents(model: Codec, items: list[AudioItem], log: Callable[[str], None] = print) -> torch.Tensor:
+    """Every frame of every clip through the model's (frozen) encoder -> [N, D] float32, by
+    `Codec.latents`: the windows, context at their joins and amplitude normalization of
+    `Codec.encode`, so the quantizer is fitted on exactly the latents it will code. Clips that
+    cannot be read are skipped and counted in the log line."""
     latents, skipped = [], 0
-    chunk = int(chunk_seconds * model.sample_rate) // model.hop * model.hop
     for item in items:
         try:
-            wav = torch.from_numpy(load_clip(item, model.sample_rate).wav)
+            wav = load_clip(item, model.sample_rate).wav
         except Exception:
             skipped += 1
             continue
-        x, _ = model.amplitude.normalize(wav.view(1, 1, -1))
-        for start in range(0, x.shape[-1], chunk):
-            piece = x[..., start: start + chunk]
-            piece = torch.nn.functional.pad(piece, (0, (-piece.shape[-1]) % model.hop))
-            latents.append(model.encoder(piece)[0].T.contiguous())
+        latents.append(model.latents(wav).T.contiguous())
     out = torch.cat(latents) if latents else torch.zeros(0, model.config.model.latent_dim)
     log(f"latents: {out.shape[0]} frames of {out.shape[1]} dims from {len(items) - skipped} clips"
         + (f" ({skipped} unreadable, skipped)" if skipped else ""))

@@ -1,0 +1,171 @@
+"""Run a causal codec's streaming ONNX graphs with onnxruntime and numpy only (no torch).
+
+    enc = OnnxStreamEncoder("onnx/", n_q=6)   # a folder written by `export_streaming_onnx`
+    dec = OnnxStreamDecoder("onnx/")
+    for chunk in microphone:                  # any chunk size; float or integer PCM, [n] or [n, 1]
+        codes = enc.push(chunk)               # int64 [n_q, frames completed by it]
+        audio = dec.push(codes)               # float32 [samples of the frames now final]
+    codes, audio = enc.flush(), ...           # end of stream, then both start afresh
+
+The same streams as `Codec.stream_encoder()` / `stream_decoder()` (telucodec/model/streaming.py),
+with the same results (streaming.json's `parity` says by how much they differ): each push runs the
+graph once on its new whole frames, the model's state carried from run to run as numpy arrays.
+Caller audio goes through `telucodec.formats.pcm.input_samples`, the one conversion every runtime
+uses, at the codec's own sample rate.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from telucodec.errors import ModelError
+from telucodec.formats.pcm import input_samples
+
+CONFIG_FILE = "streaming.json"
+
+
+class _Graph:
+    """One session and the state it carries: run(inputs) -> its first output; the rest become the state."""
+
+    def __init__(self, directory: Path, file: str, states: list[list[Any]], threads: int,
+                 providers: list[str] | None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(directory / file), options,
+                                            providers=providers or ["CPUExecutionProvider"])
+        self.state_names = [name for name, _ in states]
+        self.shapes = [tuple(shape) for _, shape in states]
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = [np.zeros(shape, dtype=np.float32) for shape in self.shapes]
+
+    def run(self, name: str, value: np.ndarray) -> np.ndarray:
+        feeds = dict(zip(self.state_names, self.state))
+        feeds[name] = value
+        first, *self.state = self.session.run(None, feeds)
+        return first
+
+
+def _config(directory: str | Path) -> tuple[Path, dict[str, Any]]:
+    folder = Path(directory)
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise ModelError(f"{folder}: no {CONFIG_FILE} (write one with export_streaming_onnx)")
+    return folder, json.loads(path.read_text())
+
+
+class OnnxStreamEncoder:
+    """Audio chunks of any size in, the codes of every frame completed so far out."""
+
+    def __init__(self, directory: str | Path, n_q: int | None = None, threads: int = 1,
+                 providers: list[str] | None = None):
+        folder, c = _config(directory)
+        self.sample_rate, self.hop, self.max_n_q = int(c["sample_rate"]), int(c["hop_length"]), int(c["n_q"])
+        if n_q is not None and not 1 <= n_q <= self.max_n_q:
+            raise ModelError(f"n_q={n_q}: the model has 1..{self.max_n_q} codebooks")
+        self.n_q = n_q or self.max_n_q
+        self.graph = _Graph(folder, c["encoder"]["file"], c["encoder"]["states"], threads, providers)
+        self.reset()
+
+    def reset(self) -> None:
+        self.graph.reset()
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.frames_emitted = 0
+
+    def push(self, wav: Any) -> np.ndarray:
+        """wav [n] or [n, 1] (float in [-1, 1] or integer PCM) -> int64 codes [n_q, frames completed]."""
+        x = input_samples(wav, self.sample_rate, self.sample_rate)
+        if self._pending.size:
+            x = np.concatenate([self._pending, x])
+        frames = x.size // self.hop
+        self._pending = x[frames * self.hop:].copy()  # `x` may be the caller's buffer
+        if frames == 0:
+            return np.zeros((self.n_q, 0), dtype=np.int64)
+        codes = self.graph.run("wav", x[None, None, : frames * self.hop])
+        self.frames_emitted += frames
+        return codes[: self.n_q]
+
+    def flush(self) -> np.ndarray:
+        """End of stream: zero-pad the unfinished frame (as offline encode does), emit it, reset."""
+        pending = self._pending.size
+        codes = self.push(np.zeros(self.hop - pending, np.float32)) if pending else np.zeros((self.n_q, 0), np.int64)
+        self.reset()
+        return codes
+
+
+class OnnxStreamDecoder:
+    """Codes [n, frames] of any length in, the audio of every frame that is final out."""
+
+    def __init__(self, directory: str | Path, threads: int = 1, providers: list[str] | None = None):
+        folder, c = _config(directory)
+        self.hop, self.max_n_q = int(c["hop_length"]), int(c["n_q"])
+        self.codebook_size = int(c["codebook_size"])
+        self.delay = int(c["decoder_delay_samples"])
+        self.lookahead_frames = -(-self.delay // self.hop)
+        self.graph = _Graph(folder, c["decoder"]["file"], c["decoder"]["states"], threads, providers)
+        flush = c["decoder"].get("flush")
+        self._flush = None
+        if flush:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            self._flush = ort.InferenceSession(str(folder / flush), options,
+                                               providers=providers or ["CPUExecutionProvider"])
+        self.reset()
+
+    def reset(self) -> None:
+        self.graph.reset()
+        self._n_q: int | None = None
+        self._skip = self.delay
+        self._held = np.zeros(0, dtype=np.float32)
+        self.samples_emitted = 0
+
+    def _checked(self, codes: Any) -> np.ndarray:
+        c = np.asarray(codes)
+        if c.dtype.kind not in "iu" or c.ndim != 2:
+            raise ModelError(f"codes must be integers [n_q, frames], got {c.dtype} {tuple(c.shape)}")
+        if not 1 <= c.shape[0] <= self.max_n_q:
+            raise ModelError(f"codes have n_q={c.shape[0]}, the model supports 1..{self.max_n_q}")
+        if self._n_q is not None and c.shape[0] != self._n_q:
+            raise ModelError(f"codes changed from n_q={self._n_q} to {c.shape[0]} mid-stream")
+        if c.size and (int(c.min()) < 0 or int(c.max()) >= self.codebook_size):
+            raise ModelError(f"code values must be in 0..{self.codebook_size - 1}, got {int(c.min())}..{int(c.max())}")
+        self._n_q = c.shape[0]
+        return c.astype(np.int64, copy=False)
+
+    def _emit(self, wav: np.ndarray, final: bool = False) -> np.ndarray:
+        if self._skip:
+            cut = min(self._skip, wav.size)
+            wav, self._skip = wav[cut:], self._skip - cut
+        if self._held.size:
+            wav = np.concatenate([self._held, wav])
+        ready = wav.size if final else wav.size // self.hop * self.hop
+        self._held = wav[ready:]
+        self.samples_emitted += ready
+        return wav[:ready]
+
+    def push(self, codes: Any) -> np.ndarray:
+        """int codes [n, F] -> float32 [samples of the frames that are now final]."""
+        c = self._checked(codes)
+        if c.shape[1] == 0:
+            return np.zeros(0, dtype=np.float32)
+        return self._emit(self.graph.run("codes", c)[0, 0])
+
+    def flush(self) -> np.ndarray:
+        """End of stream: emit the held-back samples (as offline decode ends), reset."""
+        tail = np.zeros(0, dtype=np.float32)
+        if self._flush is not None and self._n_q is not None:
+            feeds = dict(zip(self.graph.state_names, self.graph.state))
+            tail = self._flush.run(None, feeds)[0][0, 0]
+        wav = self._emit(tail, final=True)
+        self.reset()
+        return wav

@@ -1,0 +1,224 @@
+"""Streaming ONNX graphs: a causal codec's streams (`Codec.stream_encoder()` / `stream_decoder()`) as
+graphs whose state is explicit inputs and outputs, run by `telucodec.deploy.onnx_streaming`.
+
+    export_streaming_onnx(model, "onnx/")   # writes, beside whatever else is in the folder:
+
+    OUT/stream_encoder.onnx   wav [1, F * hop] float32 (F whole frames, the model's rate, amplitude
+                              'none'), enc_state_0.. -> codes [n_q, F] int64, enc_state_out_0..
+                              (the encoder's stateful steps + every RVQ stage's nearest entry)
+    OUT/stream_decoder.onnx   codes [n, F] int64 (1 <= n <= n_q), dec_state_0.. -> wav [1, F * hop],
+                              dec_state_out_0.. (its first `delay` samples, over the whole stream,
+                              precede the output: the spectral decoder's inverse STFT overlap)
+    OUT/stream_decoder_flush.onnx   dec_state_0.. -> wav [1, delay]: the last samples at the end
+                              (only where `delay` > 0)
+    OUT/streaming.json        rates, n_q, every state's name and shape, delay, lookahead, model_id,
+                              and the parity report
+
+F is dynamic: one run per push, whatever it holds. The graphs are the streaming steps of
+`telucodec/model/stream_steps.py` made under `portable()` (plain Conv / ConvTranspose nodes, the
+inverse STFT by DFT-basis matmuls), traced by the torch.export-based exporter at opset 18, like
+`deploy/export.py`'s offline graphs. Each state starts as zeros (`streaming.json` gives shapes).
+
+Parity: on a real clip, pushed in 20 ms chunks, the ONNX streams and the PyTorch streams must give
+the same codes (mismatches allowed only where two entries are equidistant to float rounding, as
+`deploy/export.py` judges) and audio within `DECODER_TOLERANCE`; the report gives the max difference.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from telucodec.deploy.export import DECODER_TOLERANCE, OPSET, mismatches_are_near_ties, parity_wav
+from telucodec.errors import TelucodecError
+from telucodec.model.clustering import nearest_entry
+from telucodec.model.codec import Codec
+from telucodec.model.stream_steps import Step, portable
+from telucodec.model.streaming import decoder_streamer, encoder_streamer, latency_samples
+
+ENCODER_FILE, DECODER_FILE, FLUSH_FILE = "stream_encoder.onnx", "stream_decoder.onnx", "stream_decoder_flush.onnx"
+CONFIG_FILE = "streaming.json"
+PARITY_CHUNK_MS = 20
+
+
+class StreamEncoderGraph(nn.Module):
+    """(wav [1, 1, F * hop], *state) -> (codes [n_q, F], *new state)."""
+
+    def __init__(self, step: Step, codebooks: torch.Tensor):
+        super().__init__()
+        self.step = step
+        self.register_buffer("codebooks", codebooks)
+        self.register_buffer("norms", codebooks.pow(2).sum(-1))  # constants, not recomputed per run
+
+    def forward(self, wav: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        latent, new = self.step.step(wav, list(state))  # [1, D, F]
+        residual = latent[0].t()  # [F, D]
+        codes = []
+        for book, norms in zip(self.codebooks, self.norms):  # VectorQuantizer.nearest's search, its residual
+            index = nearest_entry(residual, book, norms)
+            residual = residual - F.embedding(index, book)
+            codes.append(index)
+        return (torch.stack(codes), *new)
+
+
+class StreamDecoderGraph(nn.Module):
+    """(codes [n, F], *state) -> (wav [1, 1, F * hop], *new state)."""
+
+    def __init__(self, step: Step, codebooks: torch.Tensor):
+        super().__init__()
+        self.step, self.codebook_size = step, codebooks.shape[1]
+        self.register_buffer("table", codebooks.reshape(-1, codebooks.shape[-1]))  # [n_q * K, D]
+
+    def forward(self, codes: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        offsets = torch.arange(codes.shape[0], device=codes.device)[:, None] * self.codebook_size
+        latent = F.embedding(codes + offsets, self.table).sum(0).t()[None]  # [1, D, F]
+        wav, new = self.step.step(latent, list(state))
+        return (wav, *new)
+
+
+class FlushGraph(nn.Module):
+    """(*state) -> wav [1, 1, delay]: what the decoder's last step still holds at the end."""
+
+    def __init__(self, step: Step):
+        super().__init__()
+        self.step = step
+
+    def forward(self, *state: torch.Tensor) -> torch.Tensor:
+        return self.step.flush(list(state))
+
+
+def _export(graph: nn.Module, args: tuple, names_in: list[str], names_out: list[str],
+            dynamic: dict[str, Any], path: Path) -> None:
+    """`dynamic`: torch.export's dynamic shapes by forward() argument (the states: fixed)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            # torch.export first: the ONNX exporter would read the states' tuple of Nones as one
+            # input's axes
+            program = torch.export.export(graph.eval(), args, dynamic_shapes=dynamic, strict=False)
+            torch.onnx.export(program, args, str(tmp), dynamo=True, opset_version=OPSET, external_data=False,
+                              input_names=names_in, output_names=names_out, verbose=False)
+    finally:
+        onnx_log.setLevel(level)
+    os.replace(tmp, path)
+
+
+def streaming_export_refusal(model: Codec) -> str | None:
+    """Why `export_streaming_onnx` would refuse `model` (one line), or None when it can export it:
+    for `export-onnx`, which writes streaming graphs beside the offline ones where a model streams."""
+    try:
+        latency_samples(model)  # the streams' own checks and words: causal, amplitude 'none'
+        encoder_streamer(model.encoder)  # an encoder that streams (not `stft`)
+    except Exception as exc:
+        return f"streaming ONNX export: {exc}"
+    if model.config.quantizer.codebook_dim > 0:
+        return (f"streaming ONNX export: quantizer.codebook_dim={model.config.quantizer.codebook_dim} "
+                "(factorized codes, searched by cosine) is not supported")
+    if model.config.model.lstm:
+        return ("streaming ONNX export: the bottleneck LSTM (lstm: true) is not supported "
+                "(stream such a model in PyTorch: Codec.stream_encoder())")
+    return None
+
+
+def export_streaming_onnx(model: Codec, out_dir: str | Path,
+                          parity_clip: str | Path | np.ndarray | None = None) -> dict[str, Any]:
+    """Write stream_encoder.onnx, stream_decoder.onnx (+ stream_decoder_flush.onnx) and
+    streaming.json to `out_dir`, then check them against the PyTorch streams on a real clip.
+    Returns streaming.json's content; raises TelucodecError for a model that cannot stream (not
+    causal, amplitude other than 'none', an `stft` encoder, factorized codebooks, the LSTM) or
+    when the graphs disagree with PyTorch."""
+    refusal = streaming_export_refusal(model)
+    if refusal:
+        raise TelucodecError(refusal)
+    latency = latency_samples(model)
+    wav = parity_wav(model, parity_clip)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        raise TelucodecError("streaming ONNX export: move the model to the CPU first (model.cpu())")
+    hop, codebooks = model.hop, model.quantizer.codebooks().detach().float()
+    with torch.no_grad(), portable():
+        enc_step, dec_step = encoder_streamer(model.encoder), decoder_streamer(model.decoder)
+        # a batch dimension of 1 on every tensor: the graphs' convs then need no reshaping
+        enc_state = [t[None] for t in enc_step.init("cpu")]
+        dec_state = [t[None] for t in dec_step.init("cpu")]
+        enc_in = [f"enc_state_{i}" for i in range(len(enc_state))]
+        dec_in = [f"dec_state_{i}" for i in range(len(dec_state))]
+        frames = torch.export.Dim("frames", min=1, max=100_000)
+        n = torch.export.Dim("n_q", min=1, max=model.max_n_q) if model.max_n_q > 1 else None
+        _export(StreamEncoderGraph(enc_step, codebooks), (torch.zeros(1, 1, 3 * hop), *enc_state),
+                ["wav", *enc_in], ["codes", *[f"enc_state_out_{i}" for i in range(len(enc_state))]],
+                {"wav": {2: hop * frames}, "state": (None,) * len(enc_in)}, out / ENCODER_FILE)
+        example = torch.zeros(model.max_n_q, 3, dtype=torch.long)
+        _export(StreamDecoderGraph(dec_step, codebooks), (example, *dec_state),
+                ["codes", *dec_in], ["wav", *[f"dec_state_out_{i}" for i in range(len(dec_state))]],
+                {"codes": {0: n, 1: frames} if n else {1: frames}, "state": (None,) * len(dec_in)}, out / DECODER_FILE)
+        if dec_step.delay:
+            _export(FlushGraph(dec_step), tuple(dec_state), dec_in, ["wav"], {"state": (None,) * len(dec_in)},
+                    out / FLUSH_FILE)
+    config: dict[str, Any] = {
+        "format": "telucodec-onnx-streaming", "version": 1, "model_id": model.model_id,
+        "sample_rate": model.sample_rate, "hop_length": hop, "frame_rate": model.frame_rate,
+        "n_q": model.max_n_q, "codebook_size": model.config.quantizer.codebook_size, "opset": OPSET,
+        "latency_samples": latency, "decoder_delay_samples": dec_step.delay,
+        "encoder": {"file": ENCODER_FILE, "input": "wav [1, 1, F * hop] float32 in [-1, 1], F >= 1 whole frames",
+                    "output": "codes [n_q, F] int64 (keep the first n for fewer kbps)",
+                    "states": [[name, list(t.shape)] for name, t in zip(enc_in, enc_state)]},
+        "decoder": {"file": DECODER_FILE, "input": "codes [n, F] int64, 1 <= n <= n_q",
+                    "output": "wav [1, 1, F * hop] float32; the stream's first decoder_delay_samples precede its output",
+                    "states": [[name, list(t.shape)] for name, t in zip(dec_in, dec_state)],
+                    "flush": FLUSH_FILE if dec_step.delay else None},
+        "note": "states start as float32 zeros of these shapes; each run's *_state_out_i is the next run's *_state_i",
+    }
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    config["parity"] = streaming_parity(model, out, wav)
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    if not config["parity"]["passed"]:
+        raise TelucodecError(f"streaming ONNX parity check failed: {json.dumps(config['parity'])}")
+    return config
+
+
+def streaming_parity(model: Codec, out_dir: Path, wav: np.ndarray, chunk_ms: int = PARITY_CHUNK_MS) -> dict[str, Any]:
+    """The ONNX streams against the PyTorch streams on `wav`, both pushed `chunk_ms` at a time."""
+    from telucodec.deploy.onnx_streaming import OnnxStreamDecoder, OnnxStreamEncoder
+
+    chunk = model.sample_rate * chunk_ms // 1000
+    pieces = range(0, len(wav), chunk)
+    enc, dec = model.stream_encoder(), model.stream_decoder()
+    codes = torch.cat([enc.push(wav[i: i + chunk]) for i in pieces] + [enc.flush()], dim=1)
+    audio = torch.cat([dec.push(codes), dec.flush()]).numpy()
+    o_enc, o_dec = OnnxStreamEncoder(out_dir), OnnxStreamDecoder(out_dir)
+    o_codes = np.concatenate([o_enc.push(wav[i: i + chunk]) for i in pieces] + [o_enc.flush()], axis=1)
+    # the ONNX decoder decodes PyTorch's codes, a frame at a time, so its audio is comparable
+    o_audio = np.concatenate([o_dec.push(codes[:, f: f + 1].numpy()) for f in range(codes.shape[1])] + [o_dec.flush()])
+    with torch.no_grad():
+        x = torch.from_numpy(np.concatenate([wav, np.zeros((-len(wav)) % model.hop, np.float32)]))
+        latent = model.encoder(x.view(1, 1, -1))[0]
+    same_shape = o_codes.shape == tuple(codes.shape) and o_audio.shape == audio.shape
+    report: dict[str, Any] = {
+        "clip_seconds": round(len(wav) / model.sample_rate, 3), "chunk_ms": chunk_ms,
+        "codes_identical": bool(same_shape and np.array_equal(o_codes, codes.numpy())),
+        "codes_mismatched": int((o_codes != codes.numpy()).sum()) if same_shape else -1,
+        "audio_max_abs_diff": float(np.abs(o_audio - audio).max()) if same_shape and audio.size else float("inf"),
+        "audio_peak": float(np.abs(audio).max()) if audio.size else 0.0,
+    }
+    report["mismatches_are_near_ties"] = bool(same_shape and mismatches_are_near_ties(model, latent, codes, o_codes))
+    report["passed"] = bool(report["mismatches_are_near_ties"] and report["audio_max_abs_diff"] < DECODER_TOLERANCE)
+    return report

@@ -1,0 +1,255 @@
+"""Range coding of RVQ codes with a model's context tables, whole clips or frame by frame.
+
+The codes are coded frame-major (frame 0's stages 0..n_q-1, then frame 1's, ...), each with the
+integer distribution `context_tables.py` defines from codes decoded before it, so the coder is
+causal in frames: `ContextEncoder.push` takes frames as they come and returns the bytes that are
+final so far, `ContextDecoder.feed` takes bytes as they arrive and returns every frame they fully
+determine. A whole clip is one `push` and `finish`: the same bytes, however the frames were split.
+
+The coder is the byte-wise range coder of LZMA (32-bit `low` with carry propagation through a
+cached byte and a count of pending 0xFF bytes, 32-bit `range` renormalized below 2**24), with a
+fixed total of 2**16 per distribution. Everything is Python integer arithmetic on integer tables:
+no float, no platform-dependent rounding, so decoding is bit-exact on every machine (unlike a
+coder driven by a float softmax: facebookresearch/encodec issue 85). LZMA's first output byte is
+always 0 and is not written; at the end the encoder picks the value in its final interval with the
+most trailing zero bits and drops the trailing zero bytes: the decoder reads missing bytes as 0.
+A decoder that meets a value no code maps to (damaged data) raises BitstreamError; it never
+reads past what it is given, and never runs longer than the frames it is asked for.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+
+import numpy as np
+
+from telucodec.errors import BitstreamError
+from telucodec.formats.context_tables import TOTAL, TOTAL_BITS, ContextTables
+
+_TOP = 1 << 32
+_BOT = 1 << 24
+_BLOCK = 4096  # frames the encoder turns into Python ints at once, and the decoder holds as lists
+
+
+def _check_n_q(tables: ContextTables, n_q: int) -> None:
+    if not 1 <= n_q <= tables.n_stages:
+        raise BitstreamError(f"context coding: n_q={n_q}, the entropy tables cover 1..{tables.n_stages} codebooks")
+
+
+def intervals(tables: ContextTables, codes: np.ndarray, prev: np.ndarray) -> tuple[list[int], list[int]]:
+    """(start, frequency) of every code of `codes` [n_q, f] in coding order (frame-major);
+    `prev` [n_q]: the codes of the frame before (2**bits where there is none)."""
+    n_q, f = codes.shape
+    starts = np.empty((n_q, f), dtype=np.int64)
+    freqs = np.empty((n_q, f), dtype=np.int64)
+    for q in range(n_q):
+        prev_class, stage_class, context, cdf, freq, repeat = tables.lookups()[q][:6]
+        c = codes[q]
+        p = np.concatenate((prev[q : q + 1], c[:-1]))
+        b = stage_class[codes[q - 1]] if q else np.zeros(f, dtype=np.int64)
+        k = context[prev_class[p], b]
+        r = repeat[k]
+        starts[q] = cdf[k, c] + np.where(c > p, r, 0)  # p == 2**bits (no frame before): no repeat
+        freqs[q] = freq[k, c] + np.where(c == p, r, 0)
+    return starts.T.ravel().tolist(), freqs.T.ravel().tolist()
+
+
+def _as_codes(codes: np.ndarray, n_q: int, size: int) -> np.ndarray:
+    arr = np.asarray(codes)
+    if arr.ndim != 2 or arr.shape[0] != n_q:
+        raise BitstreamError(f"context coding: codes must be [{n_q}, frames], got shape {tuple(arr.shape)}")
+    if arr.dtype.kind not in "iu":
+        raise BitstreamError(f"context coding: codes must be integers, got dtype {arr.dtype}")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= size):
+        raise BitstreamError(f"context coding: code values must be in [0, {size}), got [{int(arr.min())}, {int(arr.max())}]")
+    return arr.astype(np.int64, copy=False)
+
+
+class ContextEncoder:
+    """Frames in, final bytes out: `push(codes [n_q, f])` returns the bytes no later frame can
+    change; `finish()` returns the rest. Their concatenation is `encode_codes(...)` of all frames.
+    Send `frames` (frames taken so far) with each push's bytes: the decoder's `feed` needs it."""
+
+    def __init__(self, tables: ContextTables, n_q: int):
+        _check_n_q(tables, n_q)
+        self.tables, self.n_q = tables, n_q
+        self.frames = 0
+        self._prev = np.full(n_q, tables.size, dtype=np.int64)
+        self._low, self._range, self._cache, self._pending, self._started = 0, _TOP - 1, 0, 0, False
+        self._finished = False
+
+    def push(self, codes: np.ndarray) -> bytes:
+        if self._finished:
+            raise BitstreamError("context coding: push after finish")
+        arr = _as_codes(codes, self.n_q, self.tables.size)
+        out = bytearray()
+        for lo in range(0, arr.shape[1], _BLOCK):  # in blocks: a long clip's Python ints stay few
+            block = arr[:, lo : lo + _BLOCK]
+            starts, freqs = intervals(self.tables, block, self._prev)
+            self._prev = block[:, -1].copy()
+            low, rng = self._low, self._range
+            for s, f in zip(starts, freqs):
+                r = rng >> TOTAL_BITS
+                low += r * s
+                rng = r * f
+                while rng < _BOT:
+                    rng <<= 8
+                    low = self._shift_low(low, out)
+            self._low, self._range = low, rng
+        self.frames += arr.shape[1]
+        return bytes(out)
+
+    def _shift_low(self, low: int, out: bytearray) -> int:
+        if low < 0xFF000000 or low >= _TOP:
+            carry = low >> 32
+            if self._started:
+                out.append((self._cache + carry) & 0xFF)
+            self._started = True  # LZMA's first byte is always 0: not written
+            if self._pending:
+                out.extend(bytes([(0xFF + carry) & 0xFF]) * self._pending)
+                self._pending = 0
+            self._cache = (low >> 24) & 0xFF
+        else:
+            self._pending += 1
+        return (low << 8) & 0xFFFFFFFF
+
+    def finish(self) -> bytes:
+        """The last bytes: the value of the final interval with the most trailing zero bits,
+        without its trailing zero bytes (the decoder reads bytes past the end as 0)."""
+        if self._finished:
+            raise BitstreamError("context coding: finish called twice")
+        self._finished = True
+        low, rng = self._low, self._range
+        for k in range(32, -1, -1):
+            mask = (1 << k) - 1
+            value = (low + mask) & ~mask
+            if value < low + rng:
+                break
+        out = bytearray()
+        low = value
+        for _ in range(5):
+            low = self._shift_low(low, out)
+        return bytes(out).rstrip(b"\x00")
+
+
+class _NeedMore(Exception):
+    """The next frame needs bytes that have not arrived yet."""
+
+
+class ContextDecoder:
+    """Bytes in, frames out: `feed(data)` returns the frames [n_q, f] the bytes so far determine;
+    `finish(n_frames)` decodes up to `n_frames` in all, reading missing bytes as 0, and refuses
+    nonzero bytes left after them. Together they return what `decode_codes` returns."""
+
+    def __init__(self, tables: ContextTables, n_q: int):
+        _check_n_q(tables, n_q)
+        self.tables, self.n_q = tables, n_q
+        self.frames = 0
+        self._buf = bytearray()
+        self._pos = 0
+        self._code: int | None = None
+        self._range = _TOP - 1
+        self._prev = [tables.size] * n_q
+        self._finished = False
+
+    def feed(self, data: bytes, frames: int) -> np.ndarray:
+        """Take the next bytes; `frames`: how many frames the encoder had taken when it returned
+        them (`ContextEncoder.frames`). Returns the new frames these bytes determine (possibly
+        none: a frame's last bits can stay in the encoder until later frames push them out)."""
+        if self._finished:
+            raise BitstreamError("context coding: feed after finish")
+        self._buf += data
+        return self._decode(max(0, frames - self.frames), final=False)
+
+    def finish(self, n_frames: int) -> np.ndarray:
+        if self._finished:
+            raise BitstreamError("context coding: finish called twice")
+        if n_frames < self.frames:
+            raise BitstreamError(f"context coding: {self.frames} frames already decoded, more than {n_frames}")
+        self._finished = True
+        out = self._decode(n_frames - self.frames, final=True)
+        if any(self._buf[self._pos:]):
+            raise BitstreamError(f"bad context-coded data: nonzero bytes after the last of {n_frames} frames")
+        return out
+
+    def _decode(self, limit: int, final: bool) -> np.ndarray:
+        frames: list[list[int]] = []
+        blocks = [np.zeros((self.n_q, 0), dtype=np.int64)]
+        if self._code is None:
+            if len(self._buf) < 4 and not final:
+                return blocks[0]
+            self._code = int.from_bytes(bytes(self._buf[:4]).ljust(4, b"\x00"), "big")
+            self._pos = 4
+        size, buf, n = self.tables.size, self._buf, len(self._buf)
+        stages = [lk[6:] for lk in self.tables.lookups()[: self.n_q]]
+        pos, code, rng, prev = self._pos, self._code, self._range, self._prev
+        while len(frames) < limit:
+            saved, frame = (pos, code, rng), []
+            try:
+                for q, (prev_class, stage_class, context, cdf, repeat) in enumerate(stages):
+                    p = prev[q]
+                    k = context[prev_class[p]][stage_class[frame[q - 1]] if q else 0]
+                    row, rep = cdf[k], repeat[k]
+                    r = rng >> TOTAL_BITS
+                    v = code // r
+                    if v >= TOTAL:
+                        raise BitstreamError(f"bad context-coded data at frame {self.frames + len(frames)}, stage {q}")
+                    if p < size and v >= row[p]:
+                        hi = row[p + 1] + rep
+                        if v < hi:
+                            c, start, f = p, row[p], hi - row[p]
+                        else:
+                            c, start, f = self._find(row, v - rep, size, q, len(frames))
+                            start += rep
+                    else:
+                        c, start, f = self._find(row, v, size, q, len(frames))
+                    code -= r * start
+                    rng = r * f
+                    while rng < _BOT:
+                        if pos < n:
+                            code = (code << 8) | buf[pos]
+                        elif not final:
+                            raise _NeedMore
+                        else:
+                            code <<= 8
+                        pos += 1
+                        rng <<= 8
+                    frame.append(c)
+            except _NeedMore:
+                pos, code, rng = saved
+                break
+            frames.append(frame)
+            prev = frame
+            if len(frames) == _BLOCK:
+                blocks.append(np.asarray(frames, dtype=np.int64).T)
+                limit -= _BLOCK
+                self.frames += _BLOCK
+                frames = []
+        self._pos, self._code, self._range, self._prev = pos, code, rng, prev
+        self.frames += len(frames)
+        if not final and self._pos > 1 << 16:  # drop consumed bytes so a long stream keeps memory flat
+            del self._buf[: self._pos]
+            self._pos = 0
+        if frames:
+            blocks.append(np.asarray(frames, dtype=np.int64).T)
+        return np.ascontiguousarray(np.concatenate(blocks, axis=1))
+
+    def _find(self, row, v: int, size: int, q: int, done: int) -> tuple[int, int, int]:
+        """(code, start, frequency) of the code whose interval of `row` holds v."""
+        if v >= row[size]:
+            raise BitstreamError(f"bad context-coded data at frame {self.frames + done}, stage {q}")
+        c = bisect_right(row, v) - 1
+        return c, row[c], row[c + 1] - row[c]
+
+
+def encode_codes(tables: ContextTables, codes: np.ndarray) -> bytes:
+    """All frames of `codes` [n_q, F] -> range-coded bytes (one push and finish)."""
+    enc = ContextEncoder(tables, int(np.shape(codes)[0]))
+    return enc.push(codes) + enc.finish()
+
+
+def decode_codes(tables: ContextTables, data: bytes, n_q: int, n_frames: int) -> np.ndarray:
+    """Inverse of `encode_codes`: int64 [n_q, n_frames]; damaged data raises BitstreamError."""
+    dec = ContextDecoder(tables, n_q)
+    dec._buf += data
+    return dec.finish(n_frames)

@@ -1,0 +1,179 @@
+"""Fitting a model's context tables (`context_tables.py`) on codes it produced.
+
+Per stage: (1) the previous frame's codes are clustered into `prev_classes` classes, and (2) the
+previous stage's codes into `stage_classes`, each by merging codes whose next-code distributions
+are alike (k-means under the KL divergence, weighted by counts: the clustering that loses the
+least training likelihood); the "no previous frame" state is a class of its own. (3) The pairs of
+classes are clustered the same way into `contexts` contexts. (4) Each context gets the
+distribution of the codes that follow it, smoothed toward the stage's marginal (`alpha` pseudo
+counts, chosen per stage on a held-out tenth of the clips), the probability that the previous
+frame's code repeats, and both are rounded to integers summing to 2**16 (every code >= 1).
+
+Fitting uses floats; only its integer result is stored and coded with, so the fit need not be
+reproducible across machines for files to decode everywhere (it is deterministic on one machine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from telucodec.errors import ModelError
+from telucodec.formats.context_tables import TOTAL, ContextTables, StageTables
+
+ALPHAS = (16.0, 64.0, 256.0, 1024.0)
+
+
+def _counts(ctx: np.ndarray, y: np.ndarray, rows: int, v: int) -> np.ndarray:
+    return np.bincount(ctx * v + y, minlength=rows * v).reshape(rows, v).astype(np.float64)
+
+
+def _smooth(n: np.ndarray, marginal: np.ndarray, alpha: float) -> np.ndarray:
+    return (n + alpha * marginal) / (n.sum(-1, keepdims=True) + alpha)
+
+
+def kl_kmeans(n: np.ndarray, k: int, marginal: np.ndarray, iters: int = 20) -> np.ndarray:
+    """Cluster the rows of a count matrix n [R, V] into <= k clusters minimizing the code length
+    of the counts under each cluster's smoothed distribution; returns the cluster of each row.
+    Rows without counts join the heaviest cluster."""
+    rows = n.sum(1)
+    k = max(1, min(k, int(np.count_nonzero(rows))))
+    assign = np.zeros(n.shape[0], dtype=np.int64)
+    seeds = np.argsort(-rows, kind="stable")[:k]
+    logp = np.log(_smooth(n[seeds], marginal, 0.5 * n.shape[1]))
+    for _ in range(iters):
+        cost = -n @ logp.T
+        new = np.argmin(cost, 1)
+        sums = np.zeros((k, n.shape[1]))
+        np.add.at(sums, new, n)
+        empty = np.flatnonzero(sums.sum(1) == 0)
+        if empty.size:  # re-seed an empty cluster with the row its cluster codes worst
+            worst = np.argsort(-cost[np.arange(len(new)), new], kind="stable")
+            new[worst[: empty.size]] = empty
+            sums = np.zeros((k, n.shape[1]))
+            np.add.at(sums, new, n)
+        if np.array_equal(new, assign):
+            break
+        assign = new
+        logp = np.log(_smooth(sums, marginal, 0.5 * n.shape[1]))
+    heaviest = int(np.argmax(np.bincount(assign, weights=rows, minlength=k)))
+    assign[rows == 0] = heaviest
+    return _renumber(assign)
+
+
+def _renumber(assign: np.ndarray) -> np.ndarray:
+    """Cluster ids 0..m-1 in order of first appearance (empty ids dropped)."""
+    _, first, inverse = np.unique(assign, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first, kind="stable"), kind="stable")
+    return order[inverse].astype(np.int64)
+
+
+class _Stage:
+    """One stage's training events: code y, previous frame's code p (V: none), previous stage's s."""
+
+    def __init__(self, clips: Sequence[np.ndarray], q: int, v: int):
+        self.y = np.concatenate([c[q] for c in clips]).astype(np.int64)
+        self.p = np.concatenate([np.concatenate(([v], c[q, :-1])) for c in clips]).astype(np.int64)
+        self.s = (np.concatenate([c[q - 1] for c in clips]).astype(np.int64) if q
+                  else np.zeros(self.y.size, dtype=np.int64))
+
+
+def _cluster_stage(ev: _Stage, q: int, v: int, prev_classes: int, stage_classes: int,
+                   contexts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(prev class map [V + 1], stage class map [V], context map [A * B]) of one stage."""
+    marginal = _marginal(ev, v)
+    moved = ev.y != ev.p  # the repeat events are modelled by the repeat mass, not the tables
+    known = moved & (ev.p < v)
+    a_map = np.empty(v + 1, dtype=np.int64)
+    a_map[:v] = kl_kmeans(_counts(ev.p[known], ev.y[known], v, v), prev_classes, marginal)
+    a_map[v] = a_map[:v].max() + 1  # "no previous frame" is a class of its own
+    if q:
+        b_map = kl_kmeans(_counts(ev.s[moved], ev.y[moved], v, v), stage_classes, marginal)
+    else:
+        b_map = np.zeros(v, dtype=np.int64)
+    na, nb = int(a_map.max()) + 1, int(b_map.max()) + 1
+    if na * nb <= contexts:
+        return a_map, b_map, np.arange(na * nb, dtype=np.int64)
+    pair = a_map[ev.p] * nb + b_map[ev.s]
+    return a_map, b_map, kl_kmeans(_counts(pair[moved], ev.y[moved], na * nb, v), contexts, marginal)
+
+
+def _marginal(ev: _Stage, v: int) -> np.ndarray:
+    marginal = np.bincount(ev.y, minlength=v) + 0.5
+    return marginal / marginal.sum()
+
+
+def _stage_tables(ev: _Stage, v: int, maps: tuple[np.ndarray, np.ndarray, np.ndarray], alpha: float) -> StageTables:
+    """The integer tables of one stage for the given class maps and smoothing."""
+    a_map, b_map, j_map = maps
+    na, nb = int(a_map.max()) + 1, int(b_map.max()) + 1
+    moved = ev.y != ev.p
+    ctx = j_map[a_map[ev.p] * nb + b_map[ev.s]]
+    nk = int(j_map.max()) + 1
+    n = _counts(ctx[moved], ev.y[moved], nk, v)
+    seen = np.bincount(ctx[ev.p < v], minlength=nk).astype(np.float64)
+    repeats = np.bincount(ctx[~moved], minlength=nk).astype(np.float64)
+    rho = (repeats + 0.5) / (seen + 1.0)
+    repeat = np.minimum(np.floor(rho * TOTAL), TOTAL - 4 * v).astype(np.int64)
+    freq = _quantize(_smooth(n, _marginal(ev, v), alpha), TOTAL - repeat)
+    return StageTables(prev_class=a_map.astype(np.uint8), stage_class=b_map.astype(np.uint8),
+                       context=j_map.reshape(na, nb).astype(np.uint8), freq=freq.astype(np.uint16),
+                       repeat=repeat.astype(np.uint16))
+
+
+def _quantize(p: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """Integer frequencies >= 1 from probabilities p [K, V], row k summing to totals[k] exactly."""
+    v = p.shape[1]
+    f = np.floor(p * (totals[:, None] - v)).astype(np.int64) + 1
+    top = np.argmax(p, 1)
+    f[np.arange(p.shape[0]), top] += totals - f.sum(1)
+    return f
+
+
+def stage_cost_bits(tables: ContextTables, clips: Sequence[np.ndarray], n_q: int) -> np.ndarray:
+    """Ideal code length in bits of each stage 0..n_q-1 of `clips` under `tables` (what the range
+    coder spends up to a few bytes per file): [n_q] totals."""
+    from telucodec.formats.context_coder import intervals
+
+    total = np.zeros(n_q)
+    for c in clips:
+        if c.shape[1] == 0:
+            continue
+        _, freqs = intervals(tables, c[:n_q].astype(np.int64), np.full(n_q, tables.size))
+        total += -np.log2(np.asarray(freqs, dtype=np.float64) / TOTAL).reshape(-1, n_q).sum(0)
+    return total
+
+
+def fit_tables(clips: Sequence[np.ndarray], bits: int, prev_classes_first: int = 64, prev_classes: int = 16,
+               stage_classes: int = 16, contexts: int = 32, alphas: Sequence[float] = ALPHAS) -> ContextTables:
+    """Tables for codes of `bits` bits fitted on `clips` (each [n_stages, F_i] int codes).
+    Stage 0 uses `prev_classes_first` classes (it has no previous stage, so its previous frame
+    carries all the context); the smoothing of each stage is the one of `alphas` that codes a
+    held-out tenth of the clips (every tenth clip) best."""
+    v = 1 << bits
+    clips = [np.asarray(c, dtype=np.int64) for c in clips if np.shape(c)[-1] > 0]
+    if not clips or len({c.shape[0] for c in clips}) != 1:
+        raise ModelError("fit_tables: give one or more clips of codes, all with the same number of stages")
+    if max(int(c.max()) for c in clips) >= v or min(int(c.min()) for c in clips) < 0:
+        raise ModelError(f"fit_tables: codes must be in 0..{v - 1}")
+    for name, value in (("prev_classes_first", prev_classes_first), ("prev_classes", prev_classes),
+                        ("stage_classes", stage_classes), ("contexts", contexts)):
+        if not 1 <= value <= 255:
+            raise ModelError(f"fit_tables: {name} must be in 1..255, got {value}")
+    n_stages = clips[0].shape[0]
+    held = [c for i, c in enumerate(clips) if i % 10 == 9]
+    fit = [c for i, c in enumerate(clips) if i % 10 != 9]
+    stages: list[StageTables] = []
+    for q in range(n_stages):
+        args = (q, v, prev_classes_first if q == 0 else prev_classes, stage_classes, contexts)
+        alpha = alphas[0]
+        if held and fit and len(alphas) > 1:
+            ev = _Stage(fit, q, v)
+            maps = _cluster_stage(ev, *args)
+            costs = [stage_cost_bits(ContextTables(stages + [_stage_tables(ev, v, maps, al)]), held, q + 1)[q]
+                     for al in alphas]
+            alpha = alphas[int(np.argmin(costs))]
+        ev = _Stage(clips, q, v)
+        stages.append(_stage_tables(ev, v, _cluster_stage(ev, *args), alpha))
+    return ContextTables(stages, "fitted entropy tables")

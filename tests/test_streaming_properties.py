@@ -1,0 +1,140 @@
+"""Properties of streaming: for every input `Codec.encode` accepts (int16, int32, float64, float32
+samples; [T] or [T, 1]; numpy or torch) and any chunking (down to one sample, or one frame of
+codes), a stream gives exactly offline's codes and, within float rounding, offline's audio.
+
+The models: the shipped default (telugu-v5, SoundStream encoder and decoder) and small random
+causal models of the other families (SEANet encoder + SEANet or spectral decoder, and SEANet with
+the bottleneck LSTM, whose state a stream carries)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import telucodec
+from telucodec.config import get_config
+from telucodec.formats.audio import load_audio
+from telucodec.model.codec import Codec
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "te_cv"
+MODELS = ("telugu-v5", "tiny", "spectral", "tiny-lstm")
+DTYPES = ("int16", "int32", "float64", "float32")
+AUDIO_TOLERANCE = 1e-5
+
+
+@functools.cache
+def _model(name: str) -> Codec:
+    if name == "telugu-v5":
+        return telucodec.load_model(name)
+    cfg = get_config(name.removesuffix("-lstm"))
+    cfg.model.causal, cfg.model.amplitude, cfg.model.lstm = True, "none", name.endswith("-lstm")
+    if name == "spectral":  # same structure as the preset, smaller: a faster test
+        cfg.model.channels, cfg.model.latent_dim, cfg.model.decoder_hidden = 8, 32, 64
+        cfg.model.spectral_layers = 2
+        cfg.quantizer.n_q, cfg.quantizer.codebook_size = 4, 256
+    torch.manual_seed(0)
+    return Codec(cfg).eval()
+
+
+@functools.cache
+def _speech() -> np.ndarray:
+    return load_audio(sorted(EXAMPLES.rglob("*.flac"))[3])
+
+
+def _input(start: int, length: int, gain: float, dtype: str, column: bool, as_tensor: bool):
+    """A piece of real speech as the caller might hold it: PCM of `dtype`, [T] or [T, 1]."""
+    x = _speech()[start: start + length].astype(np.float64) * gain
+    if dtype.startswith("int"):
+        info = np.iinfo(dtype)
+        x = np.clip(np.round(x * (info.max + 1.0)), info.min, info.max).astype(dtype)
+    else:
+        x = x.astype(dtype)
+    x = x[:, None] if column else x
+    return torch.from_numpy(x) if as_tensor else x
+
+
+def _pieces(total: int, sizes: list[int]):
+    start, i = 0, 0
+    while start < total:
+        yield start, min(total, start + sizes[i % len(sizes)])
+        start, i = start + sizes[i % len(sizes)], i + 1
+
+
+audio_inputs = st.fixed_dictionaries({
+    "start": st.integers(0, 8000), "length": st.integers(1, 5000), "gain": st.sampled_from([0.3, 1.0, 1.7]),
+    "dtype": st.sampled_from(DTYPES), "column": st.booleans(), "as_tensor": st.booleans(),
+})
+# chunk sizes cycled over the clip: single samples, a few samples, around a frame, many frames
+chunkings = st.lists(st.one_of(st.just(1), st.integers(2, 40), st.integers(300, 700), st.integers(701, 4000)),
+                     min_size=1, max_size=6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=st.sampled_from(MODELS), audio=audio_inputs, sizes=chunkings, kbps_step=st.integers(1, 12))
+def test_stream_encoder_equals_encode_for_every_input_it_accepts(name, audio, sizes, kbps_step):
+    model = _model(name)
+    wav = _input(**audio)
+    kbps = min(kbps_step, model.max_n_q) * model.kbps_per_codebook()
+    offline = model.encode(wav, kbps=kbps)
+    enc = model.stream_encoder(kbps=kbps)
+    codes = torch.cat([enc.push(wav[a:b]) for a, b in _pieces(len(wav), sizes)] + [enc.flush()], dim=1)
+    assert codes.shape == offline.codes.shape
+    differ = (codes != offline.codes).any(dim=0)
+    assert not differ.any(), f"{int(differ.sum())} of {differ.numel()} frames differ from offline (dtype {audio['dtype']})"
+
+    dec = model.stream_decoder()
+    wav_out = torch.cat([dec.push(codes), dec.flush()])[: offline.num_samples]
+    assert float((wav_out - model.decode(offline)).abs().max()) <= AUDIO_TOLERANCE
+
+
+# pushes of 0..30 frames (empty ones included), ending in one that is not empty
+code_chunkings = st.tuples(st.lists(st.one_of(st.integers(0, 3), st.integers(4, 30)), max_size=5),
+                           st.integers(1, 30)).map(lambda t: [*t[0], t[1]])
+
+
+@settings(max_examples=30, deadline=None)
+@given(name=st.sampled_from(MODELS), start=st.integers(0, 8000), length=st.integers(1, 6000),
+       sizes=code_chunkings, kbps_step=st.integers(1, 12))
+def test_stream_decoder_equals_decode_for_any_code_chunking(name, start, length, sizes, kbps_step):
+    """Code pushes of 0..30 frames: every push returns the frames that are final, whole (one frame
+    once `lookahead_frames` more have arrived), and all of it is offline's decode."""
+    model = _model(name)
+    kbps = min(kbps_step, model.max_n_q) * model.kbps_per_codebook()
+    offline = model.encode(_speech()[start: start + length], kbps=kbps)
+    dec = model.stream_decoder()
+    pushed, out = 0, []
+    for a, b in _pieces(offline.num_frames, sizes):
+        piece = dec.push(offline.codes[:, a:b])
+        pushed += b - a
+        assert piece.shape[0] == max(0, pushed - dec.lookahead_frames) * model.hop - sum(map(len, out))
+        out.append(piece)
+    out.append(dec.flush())
+    wav = torch.cat(out)
+    assert wav.shape[0] == offline.num_frames * model.hop
+    assert float((wav[: offline.num_samples] - model.decode(offline)).abs().max()) <= AUDIO_TOLERANCE
+
+
+@settings(max_examples=20, deadline=None)
+@given(name=st.sampled_from(MODELS), junk=st.integers(1, 2000), how=st.sampled_from(["reset", "flush"]),
+       sizes=chunkings, start=st.integers(0, 8000))
+def test_a_stream_after_reset_or_flush_starts_afresh(name, junk, how, sizes, start):
+    """Whatever a stream saw before `reset()` (or after `flush()`), the next one equals offline."""
+    model = _model(name)
+    enc, dec = model.stream_encoder(), model.stream_decoder()
+    rng = np.random.default_rng(junk)
+    codes = enc.push(rng.uniform(-1, 1, junk).astype(np.float32))
+    dec.push(codes)
+    dec.push(rng.integers(0, model.config.quantizer.codebook_size, (model.max_n_q, 3)))
+    for stream in (enc, dec):
+        getattr(stream, how)()
+    wav = _speech()[start: start + 3000]
+    offline = model.encode(wav)
+    codes = torch.cat([enc.push(wav[a:b]) for a, b in _pieces(len(wav), sizes)] + [enc.flush()], dim=1)
+    assert torch.equal(codes, offline.codes)
+    out = torch.cat([dec.push(codes[:, a:b]) for a, b in _pieces(codes.shape[1], [1, 2, 5])] + [dec.flush()])
+    assert float((out[: offline.num_samples] - model.decode(offline)).abs().max()) <= AUDIO_TOLERANCE
