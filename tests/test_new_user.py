@@ -59,7 +59,7 @@ def test_demo_shows_the_shipped_model_next_to_opus_on_a_real_clip(demo) -> None:
         tcd = out / f"example_{r['setting']}kbps.tcd"
         assert tcd.stat().st_size == r["bytes"]
         assert r["kbps_actual"] == pytest.approx(r["bytes"] * 8 / result["duration_s"] / 1000)
-        assert r["kbps_actual"] == pytest.approx(r["kbps_nominal"], rel=0.1)
+        assert r["kbps_actual"] <= float(r["setting"])  # the setting is the file's budget, header included
         assert 0.8 <= r["rms_ratio"] <= 1.25  # the level is delivered
         assert 1.0 <= r["pesq_wb"] <= 4.6 and 0.5 <= r["stoi"] <= 1.0
         decoded, sr = sf.read(str(out / f"example_{r['setting']}kbps.wav"))

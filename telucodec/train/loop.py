@@ -412,6 +412,10 @@ class Trainer:
         if self.writer:
             self.writer.close()
         if self.world > 1:
+            # every rank done with its last collective before any tears gloo down: a rank that
+            # destroyed the group while another was still in the checkpoint's gather aborted
+            # ("terminate called without an active exception") in a 2-process CI run
+            dist.barrier()
             dist.destroy_process_group()
 
 
