@@ -9,7 +9,8 @@ Why: entropy coding makes a stage cost less than its raw bits (about 22 % less w
 tables), so the top bitrate can carry more stages than the model was built with. The decoder is
 unchanged: later stages only bring the quantized latent closer to the unquantized one, which the
 decoder already decodes best. The latents come from `Codec.latents` (the path `Codec.encode`
-runs), and each new stage is fitted on the residual the encoder's own greedy search leaves.
+runs), and each new stage is fitted on the residual the encoder's own greedy search leaves
+(`quantizer_fit.kmeans_residual_start` from the first new stage, the fit script's k-means).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 import torch
 
 from telucodec.formats.dataset import discover, split_validation
-from telucodec.model.clustering import kmeans, nearest_entry
 from telucodec.model.codec import Codec
 from telucodec.model.loading import load_model
 from telucodec.train import quantizer_fit as qf
@@ -52,22 +52,13 @@ def main(argv: list[str] | None = None) -> None:
     if a.n_q <= old:
         sys.exit(f"--n_q {a.n_q}: the model already has {old} stages; give more")
     cfg = source.config
-    model = Codec(replace(cfg, name=a.name or f"{cfg.name}-rvq{a.n_q}", quantizer=replace(cfg.quantizer, n_q=a.n_q)))
+    quant = replace(cfg.quantizer, n_q=a.n_q, kmeans_iters=a.kmeans_iters)  # not in the model id
+    model = Codec(replace(cfg, name=a.name or f"{cfg.name}-rvq{a.n_q}", quantizer=quant))
     model.load_state_dict({**model.state_dict(), **source.state_dict()})
     model.eval()
     train, _ = split_validation(discover(a.data_dir), 0.0, tuple(s for s in a.val_speakers.split(",") if s))
     latents = qf.encode_latents(model, train)
-    gen = torch.Generator().manual_seed(0)
-    residual = latents[torch.randperm(latents.shape[0], generator=gen)[: a.sample]].clone()
-    with torch.no_grad():
-        for layer in model.quantizer.layers[:old]:
-            residual -= layer.latent_codebook()[layer.nearest(residual)]
-        torch.manual_seed(0)
-        for s in range(old, a.n_q):
-            entries = kmeans(residual, cfg.quantizer.codebook_size, a.kmeans_iters)
-            residual -= entries[nearest_entry(residual, entries)]
-            model.quantizer.set_codebooks(entries[None], first=s)
-            print(f"  k-means stage {s + 1}/{a.n_q}: residual energy {float(residual.pow(2).sum(1).mean()):.3f}")
+    qf.kmeans_residual_start(model.quantizer, latents, a.sample, first=old)
     energy = qf.residual_energy(model.quantizer, latents)
     print(f"latent energy {qf.latent_energy(latents):.2f}; residual energy by n_q: "
           + " ".join(f"{e:.2f}" for e in energy))

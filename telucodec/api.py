@@ -70,8 +70,8 @@ def compress(wav: np.ndarray | torch.Tensor, sample_rate: int, model: Codec | No
         warnings.warn(note, UserWarning, stacklevel=2)
     engine = runtime_for(model, runtime, beam)
     if kbps is not None:  # rate control: the file's actual rate, header included, within kbps
-        return fit_to_rate(engine.encode_prefixes(wav, sample_rate, None, beam), kbps).data
-    codes = engine.encode_prefixes(wav, sample_rate, None, beam)[-1]
+        return fit_to_rate(engine.encode_prefixes(wav, sample_rate), kbps).data
+    codes = engine.encode(wav, sample_rate)
     return write_smallest(codes)[0] if entropy else write_bitstream(codes)
 
 

@@ -76,11 +76,11 @@ def encode(args: argparse.Namespace) -> int:
         print(note, file=sys.stderr)
     runtime = _runtime(model, args)
     if args.kbps is not None:  # rate control: the actual rate, header included, within --kbps
-        choice = fit_to_rate(runtime.encode_prefixes(wav, model.sample_rate, None, args.beam), args.kbps)
+        choice = fit_to_rate(runtime.encode_prefixes(wav, model.sample_rate), args.kbps)
         print(choice.note(args.kbps), file=sys.stderr)
         data = choice.data
     elif args.entropy:
-        data, plain, coded = write_smallest(runtime.encode_prefixes(wav, model.sample_rate, None, args.beam)[-1])
+        data, plain, coded = write_smallest(runtime.encode(wav, model.sample_rate))
         if len(data) < plain:
             print(f"entropy coding: {coded} bytes vs {plain} plain ({100 * (1 - coded / plain):.1f}% saved): "
                   "wrote the entropy-coded file", file=sys.stderr)
@@ -88,7 +88,7 @@ def encode(args: argparse.Namespace) -> int:
             print(f"entropy coding: {coded} bytes vs {plain} plain: no saving on this clip, wrote the plain file",
                   file=sys.stderr)
     else:
-        data = write_bitstream(runtime.encode_prefixes(wav, model.sample_rate, None, args.beam)[-1])
+        data = write_bitstream(runtime.encode(wav, model.sample_rate))
     _write_atomic(dst, data)
     info = describe(data)
     print(f"{dst}: {info['duration_s']:.2f} s, n_q {info['n_q']}, {info['kbps_nominal']:g} kbps nominal, "

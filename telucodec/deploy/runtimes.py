@@ -29,7 +29,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,13 +69,11 @@ class TorchRuntime(_ModelFacts):
         self.model, self.note, self.beam = model, note, beam  # beam: the encoder's search width
 
     def encode(self, wav: Any, sample_rate: Any = None, kbps: float | None = None) -> Codes:
-        return self.model.encode(wav, sample_rate, kbps)
+        return self.model.encode(wav, sample_rate, kbps, self.beam)
 
-    def encode_prefixes(self, wav: Any, sample_rate: Any = None, n_q: int | None = None,
-                        beam: int | None = None) -> list[Codes]:
-        """`Codec.encode_prefixes`: the codes at every stage count, for rate control (`beam`
-        None: this runtime's own)."""
-        return self.model.encode_prefixes(wav, sample_rate, n_q, self.beam if beam is None else beam)
+    def encode_prefixes(self, wav: Any, sample_rate: Any = None) -> list[Codes]:
+        """`Codec.encode_prefixes`: the codes at every stage count, for rate control."""
+        return self.model.encode_prefixes(wav, sample_rate, None, self.beam)
 
     def decode(self, codes: Codes, check_model: bool = True) -> np.ndarray:
         return self.model.decode(codes, check_model).numpy()
@@ -99,20 +96,13 @@ class OnnxRuntime(_ModelFacts):
     def encode(self, wav: Any, sample_rate: Any = None, kbps: float | None = None) -> Codes:
         n_q = self.model.n_q_for_kbps(kbps)
         clip = self.codec.encode(wav, n_q, self.model.sample_rate if sample_rate is None else sample_rate)
-        m = self.model
-        return Codes(codes=torch.from_numpy(np.ascontiguousarray(clip.codes, dtype=np.int64)),
-                     num_samples=clip.num_samples, model_id=m.model_id, sample_rate=m.sample_rate,
-                     frame_rate=m.frame_rate, codebook_bits=m.codebook_bits, side_kind=m.amplitude.kind,
-                     side=[int(v) for v in clip.side])
+        codes = torch.from_numpy(np.ascontiguousarray(clip.codes, dtype=np.int64))
+        return self.model.make_codes(codes, clip.num_samples, [int(v) for v in clip.side])
 
-    def encode_prefixes(self, wav: Any, sample_rate: Any = None, n_q: int | None = None,
-                        beam: int | None = None) -> list[Codes]:
-        """The codes at every stage count: the graph's greedy codes are prefixes of each other.
-        Beam search runs in PyTorch only (`choose_runtime(beam=...)` picks torch for it)."""
-        if beam not in (None, 1):
-            raise TelucodecError(f"beam {beam}: the ONNX runtime searches greedily; use --runtime torch")
-        whole = self.encode(wav, sample_rate, None)
-        return [replace(whole, codes=whole.codes[:n].contiguous()) for n in range(1, (n_q or self.model.max_n_q) + 1)]
+    def encode_prefixes(self, wav: Any, sample_rate: Any = None) -> list[Codes]:
+        """The codes at every stage count: the graph searches greedily, so they are prefixes of
+        one array (`Codes.prefixes`). Beam search runs in PyTorch (`choose_runtime(beam=...)`)."""
+        return self.encode(wav, sample_rate, None).prefixes()
 
     def decode(self, codes: Codes, check_model: bool = True) -> np.ndarray:
         self.model.check_decodable(codes, check_model)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from telucodec.errors import ModelError
@@ -65,6 +65,11 @@ class Codes:
     @property
     def num_frames(self) -> int:
         return int(self.codes.shape[1])
+
+    def prefixes(self) -> list[Codes]:
+        """[these codes' first n codebooks, for n = 1 .. n_q], as views: what a greedy search gives
+        at every stage count (its codes are prefixes of each other), for rate control."""
+        return [replace(self, codes=self.codes[:n]) for n in range(1, self.n_q + 1)]
 
     @property
     def kbps_nominal(self) -> float:

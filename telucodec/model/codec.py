@@ -4,6 +4,10 @@ Training calls `forward` on batches; users call `encode` / `decode` on whole cli
 are processed in overlapping chunks so memory stays flat and joins match the unchunked result),
 and `save_pretrained` / `from_pretrained` read and write a model folder (config.json +
 model.safetensors), the layout the Hugging Face Hub expects.
+
+It reads best whole (a little over 400 lines): one class whose encode, decode, id and folder
+methods share the same windows, amplitude and codebook state; split, each half would reach
+into the other's private parts.
 """
 
 from __future__ import annotations
@@ -202,14 +206,24 @@ class Codec(nn.Module):
     @torch.no_grad()
     def encode_prefixes(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None,
                         n_q: int | None = None, beam: int = 1) -> list[Codes]:
-        """[`encode`'s Codes at n = 1 .. n_q codebooks], from one encoder pass and one search."""
+        """[`encode`'s Codes at n = 1 .. n_q codebooks], from one encoder pass and one search:
+        greedy codes are views of one array (`Codes.prefixes`); a beam's differ per count."""
+        n_q = n_q or self.max_n_q
         x, side = self._encoder_input(wav, sample_rate)
-        pieces = [[c[..., keep].cpu() for c in self.quantizer.encode_prefixes(latent, n_q or self.max_n_q, beam)]
-                  for latent, keep in self._encoder_windows(x, side)]
         side_ints = [int(v) for v in side[0].round().long().tolist()] if side.numel() else []
-        return [Codes(codes=torch.cat(per_n, dim=-1)[0], num_samples=x.shape[-1], model_id=self.model_id,
-                      sample_rate=self.sample_rate, frame_rate=self.frame_rate, codebook_bits=self.codebook_bits,
-                      side_kind=self.amplitude.kind, side=side_ints) for per_n in zip(*pieces)]
+        if beam == 1:
+            codes = torch.cat([self.quantizer.encode(latent, n_q)[..., keep].cpu()
+                               for latent, keep in self._encoder_windows(x, side)], dim=-1)[0]
+            return self.make_codes(codes, x.shape[-1], side_ints).prefixes()
+        pieces = [[c[..., keep].cpu() for c in self.quantizer.encode_prefixes(latent, n_q, beam)]
+                  for latent, keep in self._encoder_windows(x, side)]
+        return [self.make_codes(torch.cat(per_n, dim=-1)[0], x.shape[-1], side_ints) for per_n in zip(*pieces)]
+
+    def make_codes(self, codes: torch.Tensor, num_samples: int, side: list[int]) -> Codes:
+        """Codes [n, F] of a `num_samples` clip (with its amplitude side info) as this model's."""
+        return Codes(codes=codes, num_samples=num_samples, model_id=self.model_id, sample_rate=self.sample_rate,
+                     frame_rate=self.frame_rate, codebook_bits=self.codebook_bits, side_kind=self.amplitude.kind,
+                     side=side)
 
     @torch.no_grad()
     def latents(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:

@@ -49,21 +49,25 @@ def encode_latents(model: Codec, items: list[AudioItem], log: Callable[[str], No
 
 @torch.no_grad()
 def kmeans_residual_start(quantizer: ResidualVQ, latents: torch.Tensor, sample: int = 120_000,
-                          seed: int = 0, log: Callable[[str], None] = print) -> list[float]:
-    """Step 1: stage-by-stage k-means on the residuals. Returns the residual energy (mean squared
-    norm per frame) after each stage, the first number of the report."""
+                          seed: int = 0, log: Callable[[str], None] = print, first: int = 0) -> list[float]:
+    """Step 1: stage-by-stage k-means on the residuals, for stages `first` .. n_q - 1 (the stages
+    before `first` are kept and searched greedily, as the encoder does: extending a quantizer).
+    Returns the residual energy (mean squared norm per frame) after each fitted stage, the first
+    number of the report."""
     gen = torch.Generator().manual_seed(seed)
     pick = torch.randperm(latents.shape[0], generator=gen)[:sample]
     residual = latents[pick].clone()
+    for layer in quantizer.layers[:first]:
+        residual -= layer.latent_codebook()[layer.nearest(residual)]
     torch.manual_seed(seed)
     books, energy = [], []
-    for s in range(quantizer.cfg.n_q):
+    for s in range(first, quantizer.cfg.n_q):
         entries = kmeans(residual, quantizer.cfg.codebook_size, quantizer.cfg.kmeans_iters)
         residual -= entries[nearest_entry(residual, entries)]
         books.append(entries)
         energy.append(float(residual.pow(2).sum(1).mean()))
         log(f"  k-means stage {s + 1}/{quantizer.cfg.n_q}: residual energy {energy[-1]:.3f}")
-    quantizer.set_codebooks(torch.stack(books))
+    quantizer.set_codebooks(torch.stack(books), first)
     return energy
 
 
