@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,18 @@ torch.set_num_threads(1)
 # used (seconds per model, cached under ~/.cache): the suite runs PyTorch unless a test asks
 # for a runtime itself (tests/test_runtime.py).
 os.environ.setdefault("TELUCODEC_RUNTIME", "torch")
+
+def as_unprivileged(cmd: list[str]) -> list[str]:
+    """`cmd` run so that file permissions apply to it. As root: root without the capabilities that
+    override them (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so a chmod 000 file or folder is refused
+    while the checkout stays readable wherever it is cloned (a private folder other users cannot
+    enter included); skipped only where setpriv is missing."""
+    if os.geteuid() != 0:
+        return cmd
+    if shutil.which("setpriv") is None:
+        pytest.skip("root without setpriv: file permissions cannot be tested")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *cmd]
+
 
 @pytest.fixture(scope="session")
 def example_clips() -> list[Path]:

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import as_unprivileged
 
 from telucodec.config import get_config
 from telucodec.errors import AudioError, StorageError, TelucodecError
@@ -214,11 +215,7 @@ def test_a_folder_that_may_not_be_entered_stops_indexing(example_clips):
         except StorageError as exc:
             print("StorageError:", exc)
     """
-    cmd = [sys.executable, "-c", textwrap.dedent(code)]
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("root without setpriv")
-        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+    cmd = as_unprivileged([sys.executable, "-c", textwrap.dedent(code)])
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import as_unprivileged
 
 from telucodec.cli import main
 from telucodec.config import CodecConfig, get_config
@@ -85,7 +86,7 @@ def test_audio_errors_name_the_problem(tmp_path):
 
 
 def test_unreadable_file_says_permission_denied(example_clips):
-    folder = Path(tempfile.mkdtemp())  # pytest's tmp_path sits in a 0700 folder nobody cannot enter
+    folder = Path(tempfile.mkdtemp())
     try:
         folder.chmod(0o755)
         path = folder / "locked.wav"
@@ -93,20 +94,19 @@ def test_unreadable_file_says_permission_denied(example_clips):
         path.chmod(0)
         out = _load_as_unprivileged(path)
         assert out.endswith("locked.wav: permission denied"), out
-        (folder / "inner").mkdir(mode=0o700)  # a folder we may not enter: refused the same way
+        (folder / "inner").mkdir()
+        (folder / "inner").chmod(0)  # a folder we may not enter (even as its owner): refused the same way
         assert _load_as_unprivileged(folder / "inner" / "x.wav").endswith("x.wav: permission denied")
     finally:
+        if (folder / "inner").exists():
+            (folder / "inner").chmod(0o700)
         shutil.rmtree(folder)
 
 
 def _load_as_unprivileged(path: Path) -> str:
     """`load_audio(path)`'s error as a user who is not root (nobody, when we are root)."""
     code = f"from telucodec.formats.audio import load_audio\ntry:\n    load_audio({str(path)!r})\nexcept Exception as e:\n    print(e)"
-    cmd = [sys.executable, "-c", code]
-    if os.geteuid() == 0:  # root reads anything: run as nobody, if this system lets us
-        if shutil.which("setpriv") is None:
-            pytest.skip("root without setpriv: chmod 000 cannot be tested")
-        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+    cmd = as_unprivileged([sys.executable, "-c", code])  # root reads anything: drop that power
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     if proc.returncode != 0:
