@@ -29,7 +29,7 @@ import torch
 
 import telucodec
 from telucodec.errors import AudioError, TelucodecError
-from telucodec.evaluation.metrics import rms_ratio
+from telucodec.evaluation.metrics import pesq_wb, rms_ratio
 from telucodec.formats.dataset import index_audio, load_clip, spread
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,18 +73,23 @@ def to_peak(wav: np.ndarray, peak_dbfs: float) -> np.ndarray:
     return (wav / max(float(np.abs(wav).max()), 1e-9) * 10 ** (peak_dbfs / 20)).astype(np.float32)
 
 
-def sweep(model, clips: list[tuple[str, np.ndarray]], levels: list[float], rates: list[float]
-          ) -> dict[tuple[float, float], list[float]]:
-    """(level, kbps) -> one output/input RMS ratio per clip, through compress/decompress."""
-    out: dict[tuple[float, float], list[float]] = {}
+def sweep(model, clips: list[tuple[str, np.ndarray]], levels: list[float], rates: list[float], pesq: bool = False
+          ) -> tuple[dict[tuple[float, float], list[float]], dict[tuple[float, float], list[float]]]:
+    """(level, kbps) -> one output/input RMS ratio per clip, through compress/decompress; and, with
+    `pesq`, one PESQ-WB per clip (else an empty dict)."""
+    ratios: dict[tuple[float, float], list[float]] = {}
+    scores: dict[tuple[float, float], list[float]] = {}
     for level in levels:
         for _, wav in clips:
             x = to_peak(wav, level)
             for kbps in rates:
                 y, _ = telucodec.decompress(telucodec.compress(x, model.sample_rate, model=model, kbps=kbps),
                                             model=model)
-                out.setdefault((level, kbps), []).append(rms_ratio(x, np.clip(y[: x.size], -1.0, 1.0)))
-    return out
+                y = np.clip(y[: x.size], -1.0, 1.0)
+                ratios.setdefault((level, kbps), []).append(rms_ratio(x, y))
+                if pesq:
+                    scores.setdefault((level, kbps), []).append(pesq_wb(x, y, model.sample_rate))
+    return ratios, scores
 
 
 def table(results: dict[tuple[float, float], list[float]], levels: list[float], rates: list[float]) -> str:
@@ -106,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--levels", default="-45,-35,-25,-15,-5,-1", help="input peak levels in dBFS, given as --levels=-45,-1 (default: %(default)s)")
     p.add_argument("--kbps", default="1.5,3,6", help="bitrates")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    p.add_argument("--pesq", action="store_true", help="also a table of PESQ-WB by input level (quality, not only level)")
     p.add_argument("--json", default=None, help="also write the per-clip ratios here")
     args = p.parse_args(argv)
     try:
@@ -120,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = Path(args.data_dir) if args.data_dir else EXAMPLES
         clips = pick_clips(data_dir, speakers, args.clips, args.seconds, model.sample_rate)
         start = time.time()
-        results = sweep(model, clips, levels, rates)
+        results, scores = sweep(model, clips, levels, rates, args.pesq)
     except TelucodecError as exc:
         print(f"level_sweep: error: {exc}", file=sys.stderr)
         return 1
@@ -131,10 +137,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.time() - start:.0f} s")
     print("output/input RMS ratio, mean over clips (min-max); decoded audio clipped to [-1, 1]\n")
     print(table(results, levels, rates))
+    if scores:
+        print("\nPESQ-WB, mean over clips (min-max)\n")
+        print(table(scores, levels, rates))
     if args.json:
         Path(args.json).write_text(json.dumps({
             "model_id": model.model_id, "clips": [name for name, _ in clips], "levels_dbfs_peak": levels,
-            "kbps": rates, "rms_ratio": {f"{lv:g}@{k:g}": v for (lv, k), v in results.items()}}, indent=2) + "\n")
+            "kbps": rates, "rms_ratio": {f"{lv:g}@{k:g}": v for (lv, k), v in results.items()},
+            "pesq_wb": {f"{lv:g}@{k:g}": v for (lv, k), v in scores.items()}}, indent=2) + "\n")
     return 0
 
 

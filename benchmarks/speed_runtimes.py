@@ -124,10 +124,12 @@ def print_ray_rows(rows: list[tuple[str, dict]]) -> None:
 
 
 def streaming_rows(model, wav: np.ndarray, sample_rate: int, kbps: float, repeats: int,
-                   chunk_ms: int = 20) -> list[tuple[str, float, float]] | str:
-    """Stateful streams (`Codec.stream_encoder()` / `stream_decoder()`) at `chunk_ms` chunks through
-    `benchmarks/streaming_cost.py`'s `stream` loop, wall clock, best of `repeats`: [(label,
-    encode RTF, decode RTF)], or why not (a str). The streaming benchmark's own table has more."""
+                   chunks_ms: tuple[int, ...] = (20, 80), clock=time.perf_counter) -> list[tuple[str, float, float]] | str:
+    """Stateful streams at each of `chunks_ms` through `benchmarks/streaming_cost.py`'s `stream`
+    loop, best of `repeats` by `clock`: PyTorch's (`Codec.stream_encoder()` / `stream_decoder()`)
+    and, with onnxruntime, the streaming ONNX graphs (`deploy/onnx_streaming_export.py`, exported
+    to a temporary folder first, run by `deploy/onnx_streaming.py`). [(label, encode RTF, decode
+    RTF)], or why not (a str). The streaming benchmark's own table has more."""
     try:  # by its path: benchmarks/ stays off sys.path (its bottleneck.py shadows the package pandas uses)
         spec = importlib.util.spec_from_file_location("streaming_cost", Path(__file__).resolve().parent / "streaming_cost.py")
         streaming_cost = importlib.util.module_from_spec(spec)
@@ -136,12 +138,34 @@ def streaming_rows(model, wav: np.ndarray, sample_rate: int, kbps: float, repeat
         return f"benchmarks/streaming_cost.py cannot be imported ({exc})"
     if not hasattr(streaming_cost, "stream"):
         return "benchmarks/streaming_cost.py has no stream() loop"
-    streaming_cost.CLOCK = time.perf_counter  # the same clock as the other rows
-    chunk = sample_rate * chunk_ms // 1000
-    try:
-        best = min((streaming_cost.stream(model.stream_encoder(kbps), model.stream_decoder(), wav, chunk)[2:]
-                    for _ in range(repeats)), key=sum)
-    except Exception as exc:  # a model that cannot stream (non-causal, amplitude other than none)
-        return f"{type(exc).__name__}: {exc}"
+    streaming_cost.CLOCK = clock  # the same clock as the other rows
+    makers = [("torch", lambda: (model.stream_encoder(kbps), model.stream_decoder()))]
+    folder = None
+    if importlib.util.find_spec("onnxruntime") is not None:
+        from telucodec.deploy.onnx_streaming import OnnxStreamDecoder, OnnxStreamEncoder
+        from telucodec.deploy.onnx_streaming_export import export_streaming_onnx
+
+        folder = tempfile.mkdtemp(prefix="speed_streaming_onnx_")
+        try:
+            export_streaming_onnx(model, folder)
+            n_q = model.n_q_for_kbps(kbps)
+            makers.append(("onnx", lambda: (streaming_cost._Torchless(OnnxStreamEncoder(folder, n_q=n_q)),
+                                            streaming_cost._Torchless(OnnxStreamDecoder(folder)))))
+        except Exception as exc:  # a model the streaming export refuses: the torch rows alone
+            print(f"  streaming onnx skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
     seconds = wav.size / sample_rate
-    return [(f"stream {chunk_ms} ms (torch)", best[0] / seconds, best[1] / seconds)]
+    rows = []
+    try:
+        for chunk_ms in chunks_ms:
+            chunk = sample_rate * chunk_ms // 1000
+            for name, make in makers:
+                best = min((streaming_cost.stream(*make(), wav, chunk)[2:] for _ in range(repeats)), key=sum)
+                rows.append((f"stream {chunk_ms} ms ({name})", best[0] / seconds, best[1] / seconds))
+    except Exception as exc:  # a model that cannot stream (non-causal, amplitude lufs)
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        if folder is not None:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+    return rows

@@ -30,7 +30,11 @@ CONFIG_VERSION = 2
 # made before the field existed stay valid.
 ADDED_LATER = {"spectral_upsample": 1, "spectral_fine_layers": 2, "spectral_fine_hidden": 128,
                "spectral_fine_mode": "replace", "encoder": "seanet", "encoder_hidden": 256,
-               "encoder_layers": 4, "encoder_n_fft": 640, "spectral_fine_gain": 0.01}
+               "encoder_layers": 4, "encoder_n_fft": 640, "spectral_fine_gain": 0.01,
+               "rms_target_db": -20.0}
+# Fields added after the last release that wrote version-1 files: such a file gains one only when
+# it is set away from its neutral value (so re-saving an older model writes its file unchanged).
+WRITTEN_WHEN_SET = ("rms_target_db",)
 
 # The names every name field accepts: a config is checked when it is read (`check_config`), so a
 # typo is a one-line error, never a silent default. The encoder and decoder names are the families
@@ -77,6 +81,7 @@ class ModelConfig:
     encoder_n_fft: int = 640                # stft encoder: analysis window (hop = the frame hop)
     amplitude: str = "rms"                  # "none" | "rms" | "lufs": rms won docs/amplitude.md
     level_match: bool = False               # rms only: decode sets every 1 s chunk to its sent RMS
+    rms_target_db: float = -20.0            # rms only: the RMS level (dBFS) the encoder sees every chunk at
     # the encoder's / decoder's own options that are no field above (a new family's section)
     encoder_options: dict[str, Any] = field(default_factory=dict)
     decoder_options: dict[str, Any] = field(default_factory=dict)
@@ -102,7 +107,8 @@ class ModelConfig:
 
 
 PARTS = ("encoder", "decoder")
-SHARED_FIELDS = ("sample_rate", "encoder", "decoder", "ratios", "latent_dim", "amplitude", "level_match")
+SHARED_FIELDS = ("sample_rate", "encoder", "decoder", "ratios", "latent_dim", "amplitude", "level_match",
+                 "rms_target_db")
 _MODEL_DEFAULTS = {f.name: f.default for f in fields(ModelConfig) if f.name not in ("encoder_options", "decoder_options")}
 
 
@@ -317,6 +323,9 @@ class CodecConfig:
         if self.version < 2:
             for part in PARTS:
                 del data["model"][f"{part}_options"]
+            for key in WRITTEN_WHEN_SET:  # a version-1 file as earlier releases wrote it, unless set
+                if data["model"][key] == ADDED_LATER[key]:
+                    del data["model"][key]
             return data
         model = self.canonical().model
         data["model"] = {k: data["model"][k] for k in SHARED_FIELDS}

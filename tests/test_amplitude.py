@@ -344,7 +344,7 @@ def test_match_level_restores_each_chunk_to_the_sent_level() -> None:
     matched = amp.match_level(y, side)[0, 0].numpy()
     before, after = _chunk_db(quiet) - _chunk_db(original), _chunk_db(matched) - _chunk_db(original)
     assert np.all(before < -0.9)
-    assert np.all(np.abs(after) < 0.8), after  # gains are interpolated between chunk centres
+    assert np.all(np.abs(after) < 0.25), after  # solved through the interpolated curve: the side-info step
     assert abs(_db(np.sqrt(np.mean(matched**2)) / np.sqrt(np.mean(original**2)))) < 0.5
     uniform = amp.match_level(_batch([0.7 * original]), side)[0, 0].numpy()
     assert np.all(np.abs(_chunk_db(uniform) - _chunk_db(original)) < 0.25)  # within the 0.2 dB side-info step
@@ -362,17 +362,38 @@ def test_match_level_leaves_silence_and_limits_gain() -> None:
     assert np.max(np.abs(matched[SR + SR // 2 - 100: SR + SR // 2 + 100])) < 1e-5  # silence stays silent
 
 
-def test_match_level_numpy_mirror_and_long_blocks(real_clip: np.ndarray) -> None:
+def test_match_level_numpy_mirror(real_clip: np.ndarray) -> None:
     from telucodec.deploy.onnx_runtime import rms_match_level
 
     amp = RmsAmplitude()
     clip = np.tile(real_clip, 3)[: 5 * SR + 1234]
     decoded = clip * np.linspace(0.5, 1.2, clip.size)
     side = amp.side_info(_batch([clip]))
-    torch_out = amp.match_level(_batch([decoded]), side, block_chunks=2)[0, 0].numpy()  # blocks of 2 s
-    np.testing.assert_allclose(torch_out, amp.match_level(_batch([decoded]), side)[0, 0].numpy(), atol=1e-7)
+    torch_out = amp.match_level(_batch([decoded]), side)[0, 0].numpy()
     numpy_out = rms_match_level(decoded.astype(np.float32), [int(v) for v in side[0]], SR, amp.options())
     np.testing.assert_allclose(numpy_out, torch_out, atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(samples=st.integers(1600, 4 * SR + 3000), seed=st.integers(0, 2**31 - 1), level=st.floats(-50.0, -10.0))
+def test_match_level_sets_every_chunk_to_its_level_whatever_the_lengths(samples: int, seed: int, level: float) -> None:
+    """Any clip length (a short last chunk included: its curve knot lies past the clip's end, so
+    its neighbour's gain reaches in), chunks 24 dB apart, a decoder off by up to +-2 dB per chunk
+    (telugu-v7's chunks: within +-1 dB): after matching every chunk is at its sent level (a one-pass
+    match left 17,000 samples of speech 12 % over its level). (Errors that differ by much more
+    between neighbours can need a gain past the +-6 dB limit: then the limit wins.)"""
+    rng = np.random.default_rng(seed)
+    amp = RmsAmplitude()
+    chunks = -(-samples // SR)
+    original = rng.standard_normal(samples) * np.repeat(10 ** ((level + rng.uniform(-12, 12, chunks)) / 20), SR)[:samples]
+    decoded = original * np.repeat(10 ** (rng.uniform(-2, 2, chunks) / 20), SR)[:samples]
+    side = amp.side_info(_batch([original]))
+    matched = amp.match_level(_batch([decoded.astype(np.float32)]), side)[0, 0].numpy().astype(np.float64)
+    sent = amp.levels_db(side)[0].numpy()
+    for k in range(chunks):
+        got = 10 * np.log10(np.mean(np.square(matched[k * SR: (k + 1) * SR])))
+        assert abs(got - sent[k]) < 0.05, (k, got, sent[k])
+    assert abs(_db(np.sqrt(np.mean(matched**2)) / np.sqrt(np.mean(original**2)))) < 0.25
 
 
 def test_codec_decode_applies_level_match_only_when_configured() -> None:

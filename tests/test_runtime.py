@@ -118,8 +118,8 @@ def test_long_clips_run_in_the_models_windows(model, onnx_runtime, monkeypatch):
     seen: dict[str, list[int]] = {"encode": [], "decode": []}
     codec = onnx_runtime.codec
     enc, dec = codec.encode_normalized, codec.decode_normalized
-    monkeypatch.setattr(codec, "encode_normalized", lambda w: seen["encode"].append(len(w)) or enc(w))
-    monkeypatch.setattr(codec, "decode_normalized", lambda c: seen["decode"].append(c.shape[-1]) or dec(c))
+    monkeypatch.setattr(codec, "encode_normalized", lambda w, *n: seen["encode"].append(len(w)) or enc(w, *n))
+    monkeypatch.setattr(codec, "decode_normalized", lambda c, *a: seen["decode"].append(c.shape[-1]) or dec(c, *a))
     a, b = model.encode(wav, SR), onnx_runtime.encode(wav, SR)
     np.testing.assert_array_equal(a.codes.numpy(), b.codes.numpy())
     assert a.side == b.side
@@ -144,6 +144,29 @@ def test_auto_exports_once_into_the_cache_for_a_model_without_a_folder(cache, mo
     monkeypatch.setattr(R, "make_export", lambda *a, **k: pytest.fail("exported twice"))
     again = R.choose_runtime(model, "auto")
     assert again.name == "onnx" and "made in" not in again.note
+
+
+@pytest.mark.parametrize("older", [True, False])
+def test_an_export_of_another_version_is_made_again(older, cache, monkeypatch):
+    """A cached export written by an older exporter (config.json "version" below this code's, or
+    none) is never run: the runtime makes the export again, of this code's version, and uses it."""
+    model = tiny(amplitude="none", seed=8 if older else 10)
+    first = R.choose_runtime(model, "auto")
+    assert first.name == "onnx" and "made in" in first.note
+    config_path = cache / "onnx" / model.model_id / "config.json"
+    config = json.loads(config_path.read_text())
+    current = config["version"]
+    if older:
+        config["version"] = current - 1
+    else:
+        del config["version"]
+    config_path.write_text(json.dumps(config))
+    R._SESSIONS.clear()
+    again = R.choose_runtime(model, "auto")
+    assert again.name == "onnx" and "made in" in again.note, again.note
+    assert json.loads(config_path.read_text())["version"] == current
+    wav = speechy(2, SR, 0.1)
+    np.testing.assert_array_equal(again.encode(wav, SR).codes.numpy(), model.encode(wav, SR).codes.numpy())
 
 
 @pytest.mark.parametrize("case", ["no-onnxruntime", "factorized", "lufs", "export-fails"])

@@ -89,8 +89,17 @@ def test_unsupported_models_are_refused():
     cfg = get_config("tiny")
     with pytest.raises(ModelError, match="causal"):
         Codec(cfg).stream_encoder()
-    with pytest.raises(ModelError, match="'none' only"):
-        _causal("tiny", amplitude="rms").stream_encoder()
+    with pytest.raises(ModelError, match="amplitude 'none' or 'rms'.*uses 'lufs'"):
+        _causal("tiny", amplitude="lufs").stream_encoder()
+    with pytest.raises(ModelError, match="uses 'lufs'"):
+        _causal("tiny", amplitude="lufs").stream_decoder()
+    lufs = _causal("tiny", amplitude="lufs")
+    with pytest.raises(ModelError, match="level=False: a 'lufs' model"):
+        lufs.encode(np.zeros(800, np.float32), level=False)
+    with pytest.raises(ModelError, match="codes carry 'none' amplitude side info, the model uses 'lufs'"):
+        lufs.check_decodable(_causal("tiny").encode(np.zeros(800, np.float32)), check_model=False)  # no level
+    rms = _causal("tiny", amplitude="rms", level_match=True)  # streams, carrying no level
+    assert rms.stream_encoder().latency_samples + rms.stream_decoder().latency_samples == latency_samples(rms)
 
 
 @pytest.mark.parametrize("name", ["tiny", "spectral"])

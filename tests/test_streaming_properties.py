@@ -4,7 +4,10 @@ codes), a stream gives exactly offline's codes and, within float rounding, offli
 
 The models: the shipped default (telugu-v5, SoundStream encoder and decoder) and small random
 causal models of the other families (SEANet encoder + SEANet or spectral decoder, and SEANet with
-the bottleneck LSTM, whose state a stream carries)."""
+the bottleneck LSTM, whose state a stream carries), and a small `rms` model with `level_match`,
+whose streams carry no level: offline's reference is then `encode(..., level=False)` (codes of
+side kind "none", the input coded at its own level) and its decode (gain 1, no level match).
+For `none` models `level=False` changes nothing, so every model is checked against the same call."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from telucodec.formats.audio import load_audio
 from telucodec.model.codec import Codec
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "te_cv"
-MODELS = ("telugu-v5", "tiny", "spectral", "tiny-lstm")
+MODELS = ("telugu-v5", "tiny", "spectral", "tiny-lstm", "tiny-rms")
 DTYPES = ("int16", "int32", "float64", "float32")
 AUDIO_TOLERANCE = 1e-5
 
@@ -31,8 +34,10 @@ AUDIO_TOLERANCE = 1e-5
 def _model(name: str) -> Codec:
     if name == "telugu-v5":
         return telucodec.load_model(name)
-    cfg = get_config(name.removesuffix("-lstm"))
+    cfg = get_config(name.removesuffix("-lstm").removesuffix("-rms"))
     cfg.model.causal, cfg.model.amplitude, cfg.model.lstm = True, "none", name.endswith("-lstm")
+    if name.endswith("-rms"):  # the shipped v7 setting: per-second level sent offline, matched at decode
+        cfg.model.amplitude, cfg.model.level_match = "rms", True
     if name == "spectral":  # same structure as the preset, smaller: a faster test
         cfg.model.channels, cfg.model.latent_dim, cfg.model.decoder_hidden = 8, 32, 64
         cfg.model.spectral_layers = 2
@@ -80,7 +85,7 @@ def test_stream_encoder_equals_encode_for_every_input_it_accepts(name, audio, si
     model = _model(name)
     wav = _input(**audio)
     kbps = min(kbps_step, model.max_n_q) * model.kbps_per_codebook()
-    offline = model.encode(wav, kbps=kbps)
+    offline = model.encode(wav, kbps=kbps, level=False)
     enc = model.stream_encoder(kbps=kbps)
     codes = torch.cat([enc.push(wav[a:b]) for a, b in _pieces(len(wav), sizes)] + [enc.flush()], dim=1)
     assert codes.shape == offline.codes.shape
@@ -105,7 +110,7 @@ def test_stream_decoder_equals_decode_for_any_code_chunking(name, start, length,
     once `lookahead_frames` more have arrived), and all of it is offline's decode."""
     model = _model(name)
     kbps = min(kbps_step, model.max_n_q) * model.kbps_per_codebook()
-    offline = model.encode(_speech()[start: start + length], kbps=kbps)
+    offline = model.encode(_speech()[start: start + length], kbps=kbps, level=False)
     dec = model.stream_decoder()
     pushed, out = 0, []
     for a, b in _pieces(offline.num_frames, sizes):
@@ -133,8 +138,45 @@ def test_a_stream_after_reset_or_flush_starts_afresh(name, junk, how, sizes, sta
     for stream in (enc, dec):
         getattr(stream, how)()
     wav = _speech()[start: start + 3000]
-    offline = model.encode(wav)
+    offline = model.encode(wav, level=False)
     codes = torch.cat([enc.push(wav[a:b]) for a, b in _pieces(len(wav), sizes)] + [enc.flush()], dim=1)
     assert torch.equal(codes, offline.codes)
     out = torch.cat([dec.push(codes[:, a:b]) for a, b in _pieces(codes.shape[1], [1, 2, 5])] + [dec.flush()])
     assert float((out[: offline.num_samples] - model.decode(offline)).abs().max()) <= AUDIO_TOLERANCE
+
+
+@settings(max_examples=15, deadline=None)
+@given(audio=audio_inputs, sizes=chunkings, kbps_step=st.integers(1, 12), peak_db=st.sampled_from([-45.0, -25.0, -5.0]))
+def test_a_stream_of_an_rms_model_carries_no_level_and_its_file_decodes_as_streamed(audio, sizes, kbps_step,
+                                                                                     peak_db):
+    """An `rms` model's stream codes the input at its own level: a .tcd of its codes says side
+    kind "none" (no side values), the same model decodes that file to the stream's audio (gain 1,
+    no level match), the offline level-less encode gives those very codes, and the leveled encode
+    still sends its per-second side info. Codes of another model's level kind are refused."""
+    from dataclasses import replace
+
+    import pytest
+
+    from telucodec.errors import ModelError
+    from telucodec.formats.bitstream import read_bitstream, write_bitstream
+
+    model = _model("tiny-rms")
+    x = _speech()[audio["start"]: audio["start"] + audio["length"]]
+    wav = (x * 10 ** (peak_db / 20) / max(float(np.abs(x).max()), 1e-9)).astype(np.float32)
+    kbps = min(kbps_step, model.max_n_q) * model.kbps_per_codebook()
+    enc, dec = model.stream_encoder(kbps=kbps), model.stream_decoder()
+    codes = torch.cat([enc.push(wav[a:b]) for a, b in _pieces(len(wav), sizes)] + [enc.flush()], dim=1)
+    streamed = torch.cat([dec.push(codes), dec.flush()])[: len(wav)]
+
+    written = read_bitstream(write_bitstream(model.make_codes(codes, len(wav), [], side_kind="none")),
+                             expected_model_id=model.model_id)
+    assert written.side_kind == "none" and written.side == []
+    assert float((model.decode(written) - streamed).abs().max()) <= AUDIO_TOLERANCE
+    offline = model.encode(wav, kbps=kbps, level=False)
+    assert offline.side_kind == "none" and offline.side == [] and torch.equal(offline.codes, codes)
+    leveled = model.encode(wav, kbps=kbps)
+    assert leveled.side_kind == "rms" and len(leveled.side) == model.amplitude.num_side_values(len(wav))
+    with pytest.raises(ModelError, match="'lufs' amplitude side info, the model uses 'rms'"):
+        model.decode(replace(offline, side_kind="lufs", side=[120]))
+    with pytest.raises(ModelError, match="no 'rms' amplitude side info"):
+        model.decode(replace(offline, side_kind="rms"))

@@ -1,8 +1,10 @@
 """`telucodec export-onnx`: the codec as two ONNX graphs, checked against PyTorch on a real clip.
 
     OUT/encoder.onnx    wav [1, 1, T] float32, *normalized*, T a multiple of hop (zero-pad the end)
-                        -> codes [1, n_q, T / hop] int64
-                        (SEANet encoder + residual-VQ nearest-neighbour search, inside the graph)
+                        [, keep_from / keep_to int64 [1]: optional, default all frames]
+                        -> codes [1, n_q, keep_to - keep_from] int64
+                        (the encoder + residual-VQ nearest-neighbour search, inside the graph: the
+                        search is `deploy/onnx_search.py`'s, the convs 2-D: `deploy/onnx_rewrite.py`)
     OUT/decoder.onnx    codes [1, n, F] int64, 1 <= n <= n_q -> wav [1, 1, F * hop] float32, normalized
     OUT/codebooks.npy   float32 [n_q, codebook_size, latent_dim]: the RVQ codebooks
     OUT/config.json     sample rate, hop, n_q, codebook size/bits, amplitude kind + options,
@@ -31,13 +33,19 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
+from telucodec.deploy.onnx_rewrite import convs_as_2d_file
+from telucodec.deploy.onnx_search import KEEP_INPUTS, LATENT, append_search
 from telucodec.errors import TelucodecError
-from telucodec.model.clustering import nearest_entry
 from telucodec.model.codec import CHUNK_SECONDS, CONTEXT_SECONDS, ENCODE_CHUNK_SECONDS, Codec
-from telucodec.model.streaming import encoder_reach_frames
+from telucodec.model.streaming import encoder_reach_frames, encoder_streamer
 
 ENCODER_FILE, DECODER_FILE, CODEBOOKS_FILE = "encoder.onnx", "decoder.onnx", "codebooks.npy"
 OPSET = 18
+# config.json "version": what the files hold. 2: the encoder's search is `onnx_search`'s (stages a
+# runner can cut, precomputed norms, a two-level argmin, `keep_from` / `keep_to` inputs), both
+# graphs' convs 2-D. A cached export of another version is made again
+# (`deploy/runtimes.usable_export`), so nobody runs an export older than this code.
+EXPORT_VERSION = 2
 # PyTorch inverts the decoder's STFT by FFT, the ONNX graph by DFT-basis matmuls (ONNX has no
 # irfft the exporter emits). Against a float64 decoder, the FFT output is off by 4e-7 and the
 # matmuls' float32 sums of n_fft/2+1 terms by up to 1.2e-4 (telugu-v3, a 0.61-peak clip): the
@@ -46,23 +54,16 @@ DECODER_TOLERANCE = 5e-4
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-class EncoderGraph(nn.Module):
-    """Normalized wav [1, 1, T], T a multiple of hop -> codes [1, n_q, T / hop]: the encoder and
-    every RVQ stage (callers zero-pad the clip's end to a whole frame, as `Codec.encode` does)."""
+class LatentGraph(nn.Module):
+    """Normalized wav [1, 1, T] -> the encoder's latent [T / hop, D] (the search is appended to
+    the exported file by `onnx_search.append_search`)."""
 
     def __init__(self, model: Codec):
         super().__init__()
-        self.encoder, self.hop = model.encoder, model.hop
-        self.register_buffer("codebooks", _codebooks(model))
+        self.encoder = model.encoder
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        residual = self.encoder(wav)[0].transpose(0, 1)  # [F, D]
-        codes = []
-        for book in self.codebooks:  # the search VectorQuantizer.nearest runs, and its lookup
-            index = nearest_entry(residual, book)
-            residual = residual - F.embedding(index, book)
-            codes.append(index)
-        return torch.stack(codes)[None]
+        return self.encoder(wav)[0].transpose(0, 1)
 
 
 class DecoderGraph(nn.Module):
@@ -89,6 +90,18 @@ def window_frames(model: Codec) -> dict[str, list[int]]:
     generic = [int(CHUNK_SECONDS * model.frame_rate), int(CONTEXT_SECONDS * model.frame_rate)]
     return {"encode": generic if reach is None else [int(ENCODE_CHUNK_SECONDS * model.frame_rate), reach],
             "decode": generic}
+
+
+def encoder_is_causal(model: Codec) -> bool:
+    """A frame's latent depends on no later audio (a causal model whose encoder streams): long
+    clips then need no context after a window (config.json `encoder_causal`)."""
+    if not model.config.model.causal:
+        return False
+    try:
+        encoder_streamer(model.encoder)
+    except Exception:  # an encoder without a streaming form (stft): windows keep both sides
+        return False
+    return True
 
 
 def _codebooks(model: Codec) -> torch.Tensor:
@@ -223,21 +236,27 @@ def export_onnx(model: Codec, out_dir: str | Path, parity_clip: str | Path | np.
     samples = hop * torch.export.Dim("wav_frames", min=1)
     frames = torch.export.Dim("frames", min=2)
     n = torch.export.Dim("n_q", min=1, max=model.max_n_q) if model.max_n_q > 1 else None
-    _export(EncoderGraph(plain), torch.zeros(1, 1, 7 * hop), "wav", "codes", {2: samples}, out / ENCODER_FILE)
+    _export(LatentGraph(plain), torch.zeros(1, 1, 7 * hop), "wav", LATENT, {2: samples}, out / ENCODER_FILE)
+    books = _codebooks(plain)
+    append_search(out / ENCODER_FILE, books.numpy(), books.pow(2).sum(-1).numpy())  # norms as nearest_entry's
     example = torch.zeros(1, model.max_n_q, 7, dtype=torch.long)
     _export(DecoderGraph(plain), example, "codes", "wav", {1: n, 2: frames} if n else {2: frames}, out / DECODER_FILE)
+    convs_as_2d_file(out / DECODER_FILE)  # onnxruntime's blocked conv kernels (the encoder's: append_search)
     np.save(out / CODEBOOKS_FILE, _codebooks(plain).numpy())
     config = {
-        "format": "telucodec-onnx", "version": 1, "model_id": model.model_id,
+        "format": "telucodec-onnx", "version": EXPORT_VERSION, "model_id": model.model_id,
         "sample_rate": model.sample_rate, "hop_length": hop, "frame_rate": model.frame_rate,
         "n_q": model.max_n_q, "codebook_size": model.config.quantizer.codebook_size,
         "codebook_bits": model.codebook_bits, "latent_dim": model.config.model.latent_dim,
-        "causal": model.config.model.causal, "opset": OPSET, "windows": window_frames(model),
+        "causal": model.config.model.causal, "encoder_causal": encoder_is_causal(model), "opset": OPSET,
+        "windows": window_frames(model),
         "amplitude": {"kind": model.amplitude.kind, "options": model.amplitude.options(),
                       "level_match": bool(model.config.model.level_match),
                       "note": "applied outside the graphs; see telucodec/deploy/onnx_runtime.py"},
         "encoder": {"file": ENCODER_FILE, "input": "wav [1, 1, T] float32, amplitude-normalized, T a multiple of hop_length (zero-pad the end)",
-                    "output": "codes [1, n_q, T / hop] int64 (keep the first n for fewer kbps)"},
+                    "optional_input": f"{' / '.join(KEEP_INPUTS)}: int64 [1], the frames to search (default: all)",
+                    "output": "codes [1, n_q, T / hop] int64 (keep the first n for fewer kbps: "
+                              "onnx_search.prefix_search cuts the graph to search only those)"},
         "decoder": {"file": DECODER_FILE, "input": "codes [1, n, F] int64, 1 <= n <= n_q",
                     "output": "wav [1, 1, F * hop] float32, normalized (restore amplitude, trim to num_samples)"},
         "codebooks": {"file": CODEBOOKS_FILE, "shape": "[n_q, codebook_size, latent_dim] float32"},

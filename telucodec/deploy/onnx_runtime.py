@@ -16,6 +16,7 @@ mirrors `telucodec.model.amplitude` and `Codec.encode/decode` exactly:
     decode: y = decoder.onnx(codes[None, :n])[0, 0]       -> float32 [F * hop]
             wav = y[:num_samples] * gain_curve(side, num_samples)
             wav = match_level(wav, side)          (only when amplitude.level_match is true)
+    (codes of side kind "none", a stream's, carry no level: decode plays them at gain 1)
 
 Caller audio goes through `telucodec.formats.pcm.input_samples`, the one conversion PyTorch's
 `Codec.encode` uses too (integer PCM scaled by its dtype's range, [T] or [T, 1], the sample rate
@@ -23,13 +24,18 @@ checked and resampled, clipped to [-1, 1]), so the same array gives the same cod
 Long clips run in the windows `Codec.encode` / `Codec.decode` use (config.json `windows`, in frames:
 chunk and context), so codes and audio equal PyTorch's at any length and memory stays flat.
 
-The encoder graph always emits every codebook; a lower bitrate keeps the first n of them
-(residual VQ: the first n codes do not depend on the later stages). The decoder accepts any
-1 <= n <= n_q codebooks.
+An export of version 2 on (config.json `version`) searches only the frames a window keeps
+(`keep_from` / `keep_to`: its context frames feed the encoder and are not searched), and where
+the `onnx` package is installed only the codebooks a bitrate keeps (a copy of the encoder graph
+cut after stage n, `onnx_search.prefix_search`: residual VQ's first n codes do not depend on the
+later stages); where the encoder is causal (`encoder_causal`) a window has no context after it.
+Otherwise every codebook of every frame is searched and the first n kept here. The decoder
+accepts any 1 <= n <= n_q codebooks.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from dataclasses import dataclass, field
@@ -39,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from telucodec.errors import ModelError
+from telucodec.formats import level_match
 from telucodec.formats.pcm import input_samples
 
 CONFIG_FILE = "config.json"
@@ -53,6 +60,9 @@ class OnnxCodes:
 
 
 # ---- amplitude (numpy mirror of telucodec.model.amplitude) -----------------------------------
+CURVE_BLOCK = 1 << 14  # samples per block of a gain curve
+
+
 def _chunk_rms(wav: np.ndarray, chunk: int) -> np.ndarray:
     """RMS per chunk of a float32 clip [T] (float64 [S]); a short last chunk uses its own length.
     Measured RMS_BLOCK_CHUNKS chunks at a time (as `RmsAmplitude.chunk_rms`)."""
@@ -96,35 +106,31 @@ def _levels_db(side: list[int], opts: dict[str, Any]) -> np.ndarray:
 
 
 def _interpolate(gains: np.ndarray, num_samples: int, chunk: int, start: int = 0) -> np.ndarray:
+    """`RmsAmplitude._interpolate`'s float64 arithmetic, element for element, in blocks of
+    CURVE_BLOCK samples whose float64 temporaries stay in cache (twice as fast on a long clip)."""
     if num_samples == 0:
         return np.ones(0, dtype=np.float32)
     if len(gains) == 1:
         return np.full(num_samples, gains[0], dtype=np.float32)
-    pos = (np.arange(start, start + num_samples, dtype=np.float64) + 0.5) / chunk - 0.5
-    pos = np.clip(pos, 0.0, float(len(gains) - 1))
-    left = np.minimum(np.floor(pos), len(gains) - 2).astype(np.int64)
-    frac = pos - left
-    curve = gains[left] + (gains[left + 1] - gains[left]) * frac
-    return curve.astype(np.float32)
+    out = np.empty(num_samples, dtype=np.float32)
+    for lo in range(0, num_samples, CURVE_BLOCK):
+        hi = min(num_samples, lo + CURVE_BLOCK)
+        left, frac = level_match.curve_position(start + lo, start + hi, chunk, len(gains))
+        out[lo:hi] = gains[left] + (gains[left + 1] - gains[left]) * frac
+    return out
 
 
 def rms_match_level(wav: np.ndarray, side: list[int], sample_rate: int, opts: dict[str, Any],
                     max_db: float = 6.0) -> np.ndarray:
-    """Restored float32 [T] -> each 1 s chunk set to the RMS the side info carries (mirror of
-    `RmsAmplitude.match_level`: floor chunks untouched, gains limited to +-max_db)."""
+    """Restored float32 [T] -> each 1 s chunk set to the RMS the side info carries (the gains of
+    `RmsAmplitude.match_level`, from the same `formats/level_match.py`: floor chunks untouched,
+    gains limited to +-max_db)."""
     chunk = int(round(opts["chunk_seconds"] * sample_rate))
-    actual = _chunk_rms(wav, chunk)
-    s = actual.shape[0]
+    s = max(0, math.ceil(wav.shape[0] / chunk))
     levels = _levels_db(side[:s], opts)
-    limit = 10.0 ** (max_db / 20.0)
-    gains = np.clip(np.power(10.0, levels / 20.0) / np.maximum(actual, 1e-12), 1.0 / limit, limit)
-    gains = np.where(levels > opts["floor_db"] + opts["step_db"] / 2, gains, 1.0)
-    out = np.empty_like(wav)
-    step = RMS_BLOCK_CHUNKS * chunk
-    for lo in range(0, wav.shape[0], step):
-        piece = wav[lo: lo + step]
-        out[lo: lo + step] = piece * _interpolate(gains, piece.shape[0], chunk, lo)
-    return out
+    active = levels > opts["floor_db"] + opts["step_db"] / 2
+    y = np.asarray(wav, dtype=np.float32)
+    return level_match.scaled(y, level_match.match_gains(y, levels, chunk, active, max_db), chunk)
 
 
 def side_info(wav: np.ndarray, kind: str, sample_rate: int, opts: dict[str, Any]) -> list[int]:
@@ -174,6 +180,24 @@ def windows(total: int, chunk: int, context: int):
 
 
 # ---- the codec -------------------------------------------------------------------------------
+def session_options(threads: int = 1) -> Any:
+    """onnxruntime session options for a codec graph: `threads` intra-op threads (no spinning:
+    a thread that waits for work yields its core, which tokenize's other workers use), one
+    inter-op thread, sequential execution, all graph optimizations, and only errors logged (the
+    encoder's overridable `n_q` input draws a load-time warning). Denormals are kept: flushing
+    them measured no faster here, and the codes must stay PyTorch's."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
+
+
 class OnnxCodec:
     """encoder.onnx + decoder.onnx + config.json, run with onnxruntime on the CPU by default
     (`threads` intra-op threads: config.json's `threads`, else 1)."""
@@ -191,28 +215,88 @@ class OnnxCodec:
         self.level_match = bool(c["amplitude"].get("level_match", False))
         # (chunk, context) frames of the windows long clips run in; an export without them: one pass
         self.windows: dict[str, list[int] | None] = {k: c.get("windows", {}).get(k) for k in ("encode", "decode")}
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or c.get("threads", 1))
+        options = session_options(int(threads or c.get("threads", 1)))
         providers = providers or ["CPUExecutionProvider"]
         self.encoder = ort.InferenceSession(str(self.directory / c["encoder"]["file"]), options, providers=providers)
         self.decoder = ort.InferenceSession(str(self.directory / c["decoder"]["file"]), options, providers=providers)
+        self._session_args, self._zero_row = (options, providers), None  # `_unsent_decoder`, made when needed
+        # an export of version 2 on searches the frames asked for (inputs `keep_from`, `keep_to`),
+        # and its search can be cut to the stages asked for (`onnx_search.prefix_search`, with onnx)
+        inputs = [*self.encoder.get_inputs(), *self.encoder.get_overridable_initializers()]  # inputs with a default: the latter
+        self._keeps = "keep_from" in {i.name for i in inputs}
+        self._cuts = self._keeps and importlib.util.find_spec("onnx") is not None
+        self._prefix_sessions: dict[int, Any] = {}
+        self._threads, self._providers = int(threads or c.get("threads", 1)), providers
+        # a causal encoder's frames need no audio after them: windows end where their codes do
+        self.encoder_causal = bool(c.get("encoder_causal", False))
 
     def _windows(self, part: str, frames: int):
         chunk_context = self.windows[part]
         return windows(frames, *chunk_context) if chunk_context else windows(frames, max(frames, 1), 0)
 
-    def encode_normalized(self, wav: np.ndarray) -> np.ndarray:
-        """Normalized float32 [T] -> int64 codes [n_q, ceil(T / hop)] (all codebooks); the end
-        is zero-padded to a whole frame here, as the graph needs."""
+    def encode_normalized(self, wav: np.ndarray, n_q: int | None = None,
+                          keep: tuple[int, int] | None = None) -> np.ndarray:
+        """Normalized float32 [T] -> int64 codes [n_q, ceil(T / hop)] (None: all codebooks); the
+        end is zero-padded to a whole frame here, as the graph needs. Only the first `n_q`
+        stages are searched (greedy residual VQ: the same codes as the first n_q of all), and
+        only frames keep[0]:keep[1] (None: all), whose codes alone are returned."""
         w = np.asarray(wav, dtype=np.float32).reshape(-1)
         x = np.zeros((1, 1, -(-w.size // self.hop) * self.hop), dtype=np.float32)
         x[0, 0, : w.size] = w
-        return self.encoder.run(None, {"wav": x})[0][0]
+        n = self.n_q if n_q is None else int(n_q)
+        if not 1 <= n <= self.n_q:
+            raise ModelError(f"n_q={n}: the model has 1..{self.n_q} codebooks")
+        lo, hi = (0, x.shape[-1] // self.hop) if keep is None else keep
+        if not self._keeps:
+            return self.encoder.run(None, {"wav": x})[0][0][:n, lo:hi]
+        feeds = {"wav": x, "keep_from": np.array([lo], dtype=np.int64), "keep_to": np.array([hi], dtype=np.int64)}
+        return self._encoder_for(n).run(None, feeds)[0][0][:n]
 
-    def decode_normalized(self, codes: np.ndarray) -> np.ndarray:
+    def _encoder_for(self, n: int) -> Any:
+        """The encoder session that searches n stages: the file's (all of them) or a copy cut
+        after stage n, made once (where the `onnx` package is installed; else all, n kept)."""
+        if n == self.n_q or not self._cuts:
+            return self.encoder
+        if n not in self._prefix_sessions:
+            import onnx
+            import onnxruntime as ort
+
+            from telucodec.deploy.onnx_search import prefix_search
+
+            model = prefix_search(onnx.load(str(self.directory / self.config["encoder"]["file"])), n)
+            self._prefix_sessions[n] = ort.InferenceSession(model.SerializeToString(), session_options(self._threads),
+                                                            providers=self._providers)
+        return self._prefix_sessions[n]
+
+    def decode_normalized(self, codes: np.ndarray, decoder: Any = None) -> np.ndarray:
         """int64 codes [n, F], 1 <= n <= n_q -> normalized float32 [F * hop]."""
         c = np.asarray(codes, dtype=np.int64).reshape(1, -1, np.shape(codes)[-1])
-        return self.decoder.run(None, {"codes": c})[0][0, 0]
+        return (decoder or self.decoder).run(None, {"codes": c})[0][0, 0]
+
+    def _unsent_decoder(self, codes: np.ndarray, stage_counts: np.ndarray) -> tuple[np.ndarray, Any]:
+        """Per-frame stage counts (.tcd version 3): (codes whose unsent stages address a zero row,
+        a decoder session whose flat codebooks [n_q * K, D] have that row appended). The graph sums
+        one codebook row per stage; row s of frame t, unsent, gets the code (n_q - s) * K, which its
+        offset s * K turns into the zero row's index: the stage adds nothing, as `Codec.decode`."""
+        import onnxruntime as ort
+
+        k = int(self.config["codebook_size"])
+        if self._zero_row is None:
+            books = np.load(self.directory / self.config["codebooks"]["file"]).astype(np.float32)
+            flat = np.concatenate([books.reshape(-1, books.shape[-1]), np.zeros((1, books.shape[-1]), np.float32)])
+            options, providers = self._session_args
+            value = ort.OrtValue.ortvalue_from_numpy(flat)
+            options.add_initializer("flat_codebooks", value)  # the graph's codebook table (deploy/export.py)
+            try:
+                session = ort.InferenceSession(str(self.directory / self.config["decoder"]["file"]), options,
+                                               providers=providers)
+            except Exception as exc:  # an export whose decoder has no such table
+                raise ModelError(f"{self.directory}: this ONNX export cannot decode per-segment codebook counts "
+                                 f"({str(exc).splitlines()[0][:120]}); decode with the PyTorch runtime") from exc
+            self._zero_row = (session, value)  # the value must outlive the session
+        stages = np.arange(codes.shape[0])[:, None]
+        unsent = (self.n_q - stages) * k
+        return np.where(stages < np.asarray(stage_counts)[None, :], codes, unsent), self._zero_row[0]
 
     def encode(self, wav: Any, n_q: int | None = None, sample_rate: Any = None) -> OnnxCodes:
         """Mono audio (float or integer PCM, [T] or [T, 1]) at `sample_rate` (None: already at
@@ -224,20 +308,30 @@ class OnnxCodec:
         side = side_info(x, kind, rate, opts)
         pieces = []
         for lo, hi, keep_lo, keep_hi in self._windows("encode", -(-x.size // self.hop)):
+            hi = keep_hi if self.encoder_causal else hi  # no frame depends on the audio after it
             window = normalize_with(x[lo * self.hop: hi * self.hop], side, kind, rate, opts, lo * self.hop)
-            pieces.append(self.encode_normalized(window)[: n_q or self.n_q, keep_lo - lo: keep_hi - lo])
+            pieces.append(self.encode_normalized(window, n_q or self.n_q, (keep_lo - lo, keep_hi - lo)))
         return OnnxCodes(np.concatenate(pieces, axis=1), int(x.size), side)
 
-    def decode(self, codes: np.ndarray, side: list[int], num_samples: int) -> np.ndarray:
-        """Codes [n, F] + side info -> float32 audio [num_samples], unbounded (clip when writing)."""
-        c = np.asarray(codes, dtype=np.int64)
+    def decode(self, codes: np.ndarray, side: list[int], num_samples: int, side_kind: str | None = None,
+               stage_counts: np.ndarray | None = None) -> np.ndarray:
+        """Codes [n, F] + side info -> float32 audio [num_samples], unbounded (clip when writing).
+        `stage_counts` [F]: the stages each frame sends (None: all n); unsent ones add nothing.
+        `side_kind` (None: the export's amplitude): "none" for a stream's codes, which carry no
+        level: played at gain 1, no restore, no level match (as `Codec.decode`)."""
+        kind = self.amplitude_kind if side_kind is None else side_kind
+        if kind != self.amplitude_kind and not (kind == "none" and self.amplitude_kind == "rms"):
+            raise ModelError(f"codes carry '{kind}' amplitude side info, the model uses '{self.amplitude_kind}'")
+        c, decoder = np.asarray(codes, dtype=np.int64), None
+        if stage_counts is not None:
+            c, decoder = self._unsent_decoder(c, stage_counts)
         out = np.zeros(num_samples, dtype=np.float32)
         for lo, hi, keep_lo, keep_hi in self._windows("decode", c.shape[-1]):
-            y = self.decode_normalized(c[:, lo:hi])[(keep_lo - lo) * self.hop: (keep_hi - lo) * self.hop]
+            y = self.decode_normalized(c[:, lo:hi], decoder)[(keep_lo - lo) * self.hop: (keep_hi - lo) * self.hop]
             start = keep_lo * self.hop
-            y = restore(y, side, self.amplitude_kind, self.sample_rate, self.amplitude_options, start)
+            y = restore(y, side, kind, self.sample_rate, self.amplitude_options, start)
             y = y[: max(0, num_samples - start)]
             out[start: start + y.shape[0]] = y
-        if self.level_match:
+        if self.level_match and kind == "rms":
             out = rms_match_level(out, side, self.sample_rate, self.amplitude_options)
         return out

@@ -3,8 +3,8 @@ graphs whose state is explicit inputs and outputs, run by `telucodec.deploy.onnx
 
     export_streaming_onnx(model, "onnx/")   # writes, beside whatever else is in the folder:
 
-    OUT/stream_encoder.onnx   wav [1, F * hop] float32 (F whole frames, the model's rate, amplitude
-                              'none'), enc_state_0.. -> codes [n_q, F] int64, enc_state_out_0..
+    OUT/stream_encoder.onnx   wav [1, F * hop] float32 (F whole frames, the model's rate, at its own
+                              level: no normalization), enc_state_0.. -> codes [n_q, F] int64, enc_state_out_0..
                               (the encoder's stateful steps + every RVQ stage's nearest entry)
     OUT/stream_decoder.onnx   codes [n, F] int64 (1 <= n <= n_q), dec_state_0.. -> wav [1, F * hop],
                               dec_state_out_0.. (its first `delay` samples, over the whole stream,
@@ -12,7 +12,8 @@ graphs whose state is explicit inputs and outputs, run by `telucodec.deploy.onnx
     OUT/stream_decoder_flush.onnx   dec_state_0.. -> wav [1, delay]: the last samples at the end
                               (only where `delay` > 0)
     OUT/streaming.json        rates, n_q, every state's name and shape, delay, lookahead, model_id,
-                              and the parity report
+                              side_kind ("none": streams carry no level side info, an `rms` model's
+                              too; its decoder output plays at gain 1), and the parity report
 
 F is dynamic: one run per push, whatever it holds. The graphs are the streaming steps of
 `telucodec/model/stream_steps.py` made under `portable()` (plain Conv / ConvTranspose nodes, the
@@ -39,35 +40,44 @@ from torch import nn
 from torch.nn import functional as F
 
 from telucodec.deploy.export import DECODER_TOLERANCE, OPSET, mismatches_are_near_ties, parity_wav
+from telucodec.deploy.onnx_rewrite import convs_as_2d_file
+from telucodec.deploy.onnx_search import replace_first_output_by_search
 from telucodec.errors import TelucodecError
-from telucodec.model.clustering import nearest_entry
 from telucodec.model.codec import Codec
 from telucodec.model.stream_steps import Step, portable
 from telucodec.model.streaming import decoder_streamer, encoder_streamer, latency_samples
 
 ENCODER_FILE, DECODER_FILE, FLUSH_FILE = "stream_encoder.onnx", "stream_decoder.onnx", "stream_decoder_flush.onnx"
+FRAME_ENCODER_FILE, FRAME_DECODER_FILE = "stream_encoder_frame.onnx", "stream_decoder_frame.onnx"
+STREAMING_VERSION = 2  # streaming.json "version": 2 adds the one-frame graphs ("frame_file")
 CONFIG_FILE = "streaming.json"
 PARITY_CHUNK_MS = 20
 
 
-class StreamEncoderGraph(nn.Module):
-    """(wav [1, 1, F * hop], *state) -> (codes [n_q, F], *new state)."""
+class StreamLatentGraph(nn.Module):
+    """(wav [1, 1, F * hop], *state) -> (latent [F, D], *new state): the encoder's steps; the
+    exported file gets the search appended (`onnx_search.replace_first_output_by_search`)."""
 
-    def __init__(self, step: Step, codebooks: torch.Tensor):
+    def __init__(self, step: Step):
         super().__init__()
         self.step = step
-        self.register_buffer("codebooks", codebooks)
-        self.register_buffer("norms", codebooks.pow(2).sum(-1))  # constants, not recomputed per run
 
     def forward(self, wav: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         latent, new = self.step.step(wav, list(state))  # [1, D, F]
-        residual = latent[0].t()  # [F, D]
-        codes = []
-        for book, norms in zip(self.codebooks, self.norms):  # VectorQuantizer.nearest's search, its residual
-            index = nearest_entry(residual, book, norms)
-            residual = residual - F.embedding(index, book)
-            codes.append(index)
-        return (torch.stack(codes), *new)
+        return (latent[0].t(), *new)
+
+
+def convs_for_graphs(step: Any) -> None:
+    """Steps (a chain's, recursively) that run a depthwise conv as one multiply-add per tap run it
+    as one conv instead: in a graph each tap is a Slice, a Mul and an Add node, nine nodes where
+    one Conv does (onnxruntime's cost per node, ~0.5-1 us, is what a frame's graph spends most on).
+    (Tried and dropped: transposed convs as a matrix product + overlap-add of padded pieces; on
+    one frame of the shipped decoder 46 more nodes and small batched MatMuls cost what
+    ConvTranspose did.)"""
+    for child in getattr(step, "steps", ()):
+        convs_for_graphs(child)
+    if getattr(step, "kind", None) == "taps":
+        step.kind, step._run = "conv", step._conv
 
 
 class StreamDecoderGraph(nn.Module):
@@ -122,7 +132,7 @@ def streaming_export_refusal(model: Codec) -> str | None:
     """Why `export_streaming_onnx` would refuse `model` (one line), or None when it can export it:
     for `export-onnx`, which writes streaming graphs beside the offline ones where a model streams."""
     try:
-        latency_samples(model)  # the streams' own checks and words: causal, amplitude 'none'
+        latency_samples(model)  # the streams' own checks and words: causal, amplitude 'none' or 'rms'
         encoder_streamer(model.encoder)  # an encoder that streams (not `stft`)
     except Exception as exc:
         return f"streaming ONNX export: {exc}"
@@ -140,7 +150,7 @@ def export_streaming_onnx(model: Codec, out_dir: str | Path,
     """Write stream_encoder.onnx, stream_decoder.onnx (+ stream_decoder_flush.onnx) and
     streaming.json to `out_dir`, then check them against the PyTorch streams on a real clip.
     Returns streaming.json's content; raises TelucodecError for a model that cannot stream (not
-    causal, amplitude other than 'none', an `stft` encoder, factorized codebooks, the LSTM) or
+    causal, the `lufs` amplitude, an `stft` encoder, factorized codebooks, the LSTM) or
     when the graphs disagree with PyTorch."""
     refusal = streaming_export_refusal(model)
     if refusal:
@@ -161,29 +171,43 @@ def export_streaming_onnx(model: Codec, out_dir: str | Path,
         dec_state = [t[None] for t in dec_step.init("cpu")]
         enc_in = [f"enc_state_{i}" for i in range(len(enc_state))]
         dec_in = [f"dec_state_{i}" for i in range(len(dec_state))]
+        convs_for_graphs(enc_step)
+        convs_for_graphs(dec_step)
         frames = torch.export.Dim("frames", min=1, max=100_000)
         n = torch.export.Dim("n_q", min=1, max=model.max_n_q) if model.max_n_q > 1 else None
-        _export(StreamEncoderGraph(enc_step, codebooks), (torch.zeros(1, 1, 3 * hop), *enc_state),
-                ["wav", *enc_in], ["codes", *[f"enc_state_out_{i}" for i in range(len(enc_state))]],
-                {"wav": {2: hop * frames}, "state": (None,) * len(enc_in)}, out / ENCODER_FILE)
-        example = torch.zeros(model.max_n_q, 3, dtype=torch.long)
-        _export(StreamDecoderGraph(dec_step, codebooks), (example, *dec_state),
-                ["codes", *dec_in], ["wav", *[f"dec_state_out_{i}" for i in range(len(dec_state))]],
-                {"codes": {0: n, 1: frames} if n else {1: frames}, "state": (None,) * len(dec_in)}, out / DECODER_FILE)
+        norms = codebooks.pow(2).sum(-1)  # as nearest_entry computes them
+        enc_out = ["latent", *[f"enc_state_out_{i}" for i in range(len(enc_state))]]
+        dec_out = ["wav", *[f"dec_state_out_{i}" for i in range(len(dec_state))]]
+        # the graphs for any number of frames, and the same for exactly one frame (static shapes:
+        # onnxruntime folds every slice bound, a fifth fewer nodes for the 20 ms push)
+        for file, count, dims in ((ENCODER_FILE, 3, {"wav": {2: hop * frames}}), (FRAME_ENCODER_FILE, 1, {"wav": None})):
+            _export(StreamLatentGraph(enc_step), (torch.zeros(1, 1, count * hop), *enc_state), ["wav", *enc_in],
+                    enc_out, {**dims, "state": (None,) * len(enc_in)}, out / file)
+            replace_first_output_by_search(out / file, codebooks.numpy(), norms.numpy())
+            convs_as_2d_file(out / file)
+        for file, count, dims in ((DECODER_FILE, 3, {"codes": {0: n, 1: frames} if n else {1: frames}}),
+                                  (FRAME_DECODER_FILE, 1, {"codes": {0: n} if n else None})):
+            example = torch.zeros(model.max_n_q, count, dtype=torch.long)
+            _export(StreamDecoderGraph(dec_step, codebooks), (example, *dec_state), ["codes", *dec_in], dec_out,
+                    {**dims, "state": (None,) * len(dec_in)}, out / file)
+            convs_as_2d_file(out / file)
         if dec_step.delay:
             _export(FlushGraph(dec_step), tuple(dec_state), dec_in, ["wav"], {"state": (None,) * len(dec_in)},
                     out / FLUSH_FILE)
     config: dict[str, Any] = {
-        "format": "telucodec-onnx-streaming", "version": 1, "model_id": model.model_id,
+        "format": "telucodec-onnx-streaming", "version": STREAMING_VERSION, "model_id": model.model_id,
         "sample_rate": model.sample_rate, "hop_length": hop, "frame_rate": model.frame_rate,
         "n_q": model.max_n_q, "codebook_size": model.config.quantizer.codebook_size, "opset": OPSET,
         "latency_samples": latency, "decoder_delay_samples": dec_step.delay,
+        "side_kind": "none",  # a stream carries no level: model/streaming.py
         "encoder": {"file": ENCODER_FILE, "input": "wav [1, 1, F * hop] float32 in [-1, 1], F >= 1 whole frames",
                     "output": "codes [n_q, F] int64 (keep the first n for fewer kbps)",
+                    "frame_file": FRAME_ENCODER_FILE,  # the same graph for F = 1 exactly
                     "states": [[name, list(t.shape)] for name, t in zip(enc_in, enc_state)]},
         "decoder": {"file": DECODER_FILE, "input": "codes [n, F] int64, 1 <= n <= n_q",
                     "output": "wav [1, 1, F * hop] float32; the stream's first decoder_delay_samples precede its output",
                     "states": [[name, list(t.shape)] for name, t in zip(dec_in, dec_state)],
+                    "frame_file": FRAME_DECODER_FILE,
                     "flush": FLUSH_FILE if dec_step.delay else None},
         "note": "states start as float32 zeros of these shapes; each run's *_state_out_i is the next run's *_state_i",
     }

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from telucodec.deploy.export import window_frames
+from telucodec.deploy.export import EXPORT_VERSION, window_frames
 from telucodec.errors import TelucodecError
 from telucodec.formats.codes import Codes
 from telucodec.model.codec import Codec
@@ -106,7 +106,8 @@ class OnnxRuntime(_ModelFacts):
 
     def decode(self, codes: Codes, check_model: bool = True) -> np.ndarray:
         self.model.check_decodable(codes, check_model)
-        return self.codec.decode(codes.codes.numpy(), list(codes.side), codes.num_samples)
+        return self.codec.decode(codes.codes.numpy(), list(codes.side), codes.num_samples, codes.side_kind,
+                                 None if codes.uniform else codes.frame_counts)
 
     def worker_factory(self) -> Callable[[], OnnxRuntime]:
         return functools.partial(_onnx_in_worker, self.model.to_bytes(), str(self.directory), self.note, self.threads)
@@ -165,14 +166,15 @@ def codes_identical(config: dict[str, Any]) -> bool:
 
 
 def usable_export(directory: Path, model: Codec) -> dict[str, Any] | None:
-    """The config.json of an export of exactly `model` in `directory` that passed its parity check
-    and records the windows the model runs long clips in; None otherwise."""
+    """The config.json of an export of exactly `model` in `directory`, made by this code's
+    exporter (`EXPORT_VERSION`: an older export is made again, never run), that passed its parity
+    check and records the windows the model runs long clips in; None otherwise."""
     try:
         config = json.loads((directory / "config.json").read_text())
     except (OSError, ValueError):
         return None
     if (not isinstance(config, dict) or config.get("format") != "telucodec-onnx"
-            or config.get("model_id") != model.model_id or config.get("windows") != window_frames(model)
+            or config.get("version") != EXPORT_VERSION or config.get("model_id") != model.model_id or config.get("windows") != window_frames(model)
             or not config.get("parity", {}).get("passed")):
         return None
     files = [config.get(part, {}).get("file", "") for part in ("encoder", "decoder")]

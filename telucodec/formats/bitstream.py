@@ -5,13 +5,14 @@ A file is a fixed 44-byte little-endian header followed by the payload::
 
     offset size  field
      0      4    magic b"TLCD"
-     4      1    format version (u8: 1 or 2, see "Versions")
+     4      1    format version (u8: 1, 2 or 3, see "Versions")
      5      1    flags (u8): version 1: bit 0 = codes are entropy coded (static ANS), other bits 0;
-                 version 2: exactly 0x02 = codes are context coded
+                 version 2: exactly 0x02 = codes are context coded; version 3: 0x00 (plain),
+                 0x01 (static ANS) or 0x02 (context coded)
      6      8    model id (the 16 hex chars of `Codes.model_id` as 8 raw bytes)
     14      4    sample rate (u32, 8000..48000)
     18      8    number of samples of the original clip (u64, >= 1)
-    26      1    n_q, number of codebooks (u8, 1..64)
+    26      1    n_q, number of codebooks (u8, 1..64; version 3: the most any frame sends)
     27      1    codebook bits (u8, 1..16)
     28      2    frame rate in Hz (u16, 1..1000)
     30      1    side-info kind (u8: 0 none, 1 rms, 2 lufs)
@@ -52,9 +53,30 @@ in the frame), then zero bytes until the coded part is at least ceil(n_q * F / 3
 bound on what a parser may allocate, as above; the decoder reads bytes past the end as zeros and
 refuses nonzero bytes after the last frame).
 
-Versions: version 2 adds only the context-coded payload. The writer writes version 1 for plain
-and static-ANS files (byte for byte what earlier releases wrote, so they read them) and version 2
-only for context-coded ones, which an older reader refuses as "newer than this telucodec".
+Version 3: per-segment codebook counts (rate control's, `formats/rate.py`). Frame t sends only
+stages 0..count[t]-1; the decoder adds nothing for the others. The payload starts with a count
+block, then the side info as above, then the codes of the coding the flags name:
+
+    u16 segment length L in frames (>= 1); u8 base count m (1 <= m < n_q); then one value per
+    segment (ceil(F / L) segments, the last one possibly shorter), count - m, packed at
+    w = bit_length(n_q - m) bits each, zero-padded to a whole byte. The counts span exactly
+    m..n_q (some segment sends m stages, some n_q: uniform counts are written as version 1 or 2).
+
+    plain (0x00): the sent codes at `codebook bits` each, codebook-major (stage 0's codes of the
+        frames that send it, then stage 1's, ...), as one bit string zero-padded to a whole byte;
+    static ANS (0x01): per stage s, a version-1 segment (mode 0 or 1, as above) of the F_s codes
+        of the frames that send stage s (F_s in place of F);
+    context (0x02): the tables' 4-byte tag, then the range-coded sent codes (frame-major; a stage
+        the previous frame did not send is coded in the context of a stream's first frame).
+
+The code part (after the side info; for context coding, after the tag) is zero-padded to at least
+ceil(n_q * F / 32) bytes: the same bound as version 2, so the [n_q, F] array a reader allocates
+stays within 32 code slots per payload byte however the counts are set.
+
+Versions: version 2 adds only the context-coded payload, version 3 only per-segment counts. The
+writer writes version 1 for plain and static-ANS files (byte for byte what earlier releases wrote,
+so they read them) and version 2 for context-coded ones, whenever every frame sends every stage;
+version 3 only when counts differ, which an older reader refuses as "newer than this telucodec".
 
 Bits are packed most significant bit first (numpy's default `bitorder="big"`).
 No pickle anywhere: every field is a fixed-size integer written with `struct`.
@@ -64,7 +86,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -75,14 +97,15 @@ from telucodec.formats.codes import SIDE_KINDS, TCD_RANGES, Codes
 from telucodec.formats.context_coder import decode_codes, encode_codes
 from telucodec.formats.context_tables import TABLES_FILE, ContextTables, tables_for
 from telucodec.formats.entropy import decode_codebook, encode_codebook
+from telucodec.formats.segment_counts import pack_counts, read_counts, sent_mask, stage_counts_of
 
 MAGIC = b"TLCD"
-FORMAT_VERSION = 2  # the newest version this telucodec reads and writes
-VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # the newest version this telucodec reads and writes
+VERSIONS = (1, 2, 3)
 
 FLAG_ENTROPY = 1
 FLAG_CONTEXT = 2
-KNOWN_FLAGS = {1: (0, FLAG_ENTROPY), 2: (FLAG_CONTEXT,)}  # version -> the flag values it allows
+KNOWN_FLAGS = {1: (0, FLAG_ENTROPY), 2: (FLAG_CONTEXT,), 3: (0, FLAG_ENTROPY, FLAG_CONTEXT)}  # version -> flags
 TAG_SIZE = 4
 CONTEXT_CODES_PER_BYTE = 32  # a context-coded part holds at most this many codes per byte
 CODINGS = ("plain", "static_ans", "context")
@@ -113,6 +136,16 @@ class BitstreamHeader:
     side_count: int
     payload_length: int
     crc32: int
+    segment_frames: int = 0      # version 3: frames per segment (0: every frame sends n_q stages)
+    segment_counts: bytes = b""  # version 3: the stages each segment sends, one byte each
+    count_bytes: int = 0         # version 3: size of the count block at the payload's start
+
+    def frame_counts(self) -> np.ndarray:
+        """int64 [F]: the stages each frame sends (n_q everywhere before version 3)."""
+        if not self.segment_frames:
+            return np.full(self.num_frames, self.n_q, dtype=np.int64)
+        per_segment = np.frombuffer(self.segment_counts, dtype=np.uint8).astype(np.int64)
+        return np.repeat(per_segment, self.segment_frames)[: self.num_frames]
 
     @property
     def entropy_coded(self) -> bool:
@@ -167,6 +200,15 @@ def _validate_fields(
 def _min_payload(h: BitstreamHeader) -> int:
     """Smallest payload the header allows; for plain files also the exact size."""
     f = h.num_frames
+    if h.segment_frames:  # version 3: sizes of the sent codes, the code part >= n_q * F / 32 bytes
+        counts = h.frame_counts()
+        per_stage = np.bincount(counts, minlength=h.n_q + 1)[::-1].cumsum()[::-1][1:]  # F_s, s = 0..n_q-1
+        bound, head = -(-h.n_q * f // CONTEXT_CODES_PER_BYTE), h.count_bytes + h.side_bytes
+        if h.context_coded:
+            return head + TAG_SIZE + bound
+        if h.entropy_coded:
+            return head + max(bound, sum(max(2, -(-int(fs) // 8)) for fs in per_stage))
+        return head + max(bound, -(-int(counts.sum()) * h.codebook_bits // 8))
     if h.context_coded:
         return h.side_bytes + TAG_SIZE + -(-h.n_q * f // CONTEXT_CODES_PER_BYTE)
     if h.entropy_coded:
@@ -253,6 +295,10 @@ def read_header(data: bytes) -> BitstreamHeader:
         payload_length=payload_length,
         crc32=crc_stored,
     )
+    if version == 3:  # the count block, bounded by the payload before anything is allocated
+        seg, counts, count_bytes = read_counts(data[HEADER_SIZE:], n_q, header.num_frames,
+                                               header.side_bytes, -(-n_q * header.num_frames // CONTEXT_CODES_PER_BYTE))
+        header = replace(header, segment_frames=seg, segment_counts=counts, count_bytes=count_bytes)
     need = _min_payload(header)
     plain_mismatch = not header.entropy_coded and need != payload_length
     if plain_mismatch or need > payload_length:
@@ -304,6 +350,21 @@ def _codes_array(codes: Codes) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
+def _code_part(arr: np.ndarray, counts: np.ndarray, bits: int, entropy: bool,
+               tables: ContextTables | None) -> list[bytes]:
+    """Version 3: the code part of the payload for per-frame stage `counts` (module docstring)."""
+    sent = sent_mask(counts, arr.shape[0])
+    bound = -(-arr.shape[0] * arr.shape[1] // CONTEXT_CODES_PER_BYTE)
+    if tables is not None:
+        coded = encode_codes(tables, arr, counts)
+        return [tables.tag, coded, bytes(max(0, bound - len(coded)))]
+    if entropy:
+        coded = b"".join(encode_codebook(row[keep], bits) for row, keep in zip(arr, sent))
+    else:
+        coded = pack_bits(np.concatenate([row[keep] for row, keep in zip(arr, sent)]), bits)
+    return [coded, bytes(max(0, bound - len(coded)))]
+
+
 def tables_fit(tables: ContextTables | None, n_q: int, codebook_bits: int) -> bool:
     """Whether `tables` can context-code n_q codebooks of `codebook_bits` bits."""
     return tables is not None and tables.bits == codebook_bits and n_q <= tables.n_stages
@@ -314,17 +375,22 @@ def write_bitstream(codes: Codes, entropy: bool = False, tables: ContextTables |
 
     With `entropy=True` the file is flagged entropy coded and each quantizer is stored in the
     smaller of raw and ANS form, so it is never more than n_q bytes larger than a plain file.
-    With `tables` (a model's `ContextTables`) it is a context-coded version-2 file instead.
+    With `tables` (a model's `ContextTables`) it is a context-coded version-2 file instead. Codes whose
+    `stage_counts` differ between frames make a version-3 file (per-segment counts) in that coding.
     """
     arr = _codes_array(codes)
+    counts = stage_counts_of(codes.stage_counts, arr)  # None: every frame sends every stage
     side = np.asarray([int(v) for v in codes.side], dtype=np.int64)
     side_bits = 16 if side.size and int(side.max()) > 0xFF else 8
     parts = [pack_bits(side, side_bits)]
     version, flags = 1, FLAG_ENTROPY if entropy else 0
-    if tables is not None:
-        if not tables_fit(tables, arr.shape[0], codes.codebook_bits):
-            raise BitstreamError(f"the entropy tables code {tables.n_stages} codebooks of {tables.bits} bits, "
-                                 f"not {arr.shape[0]} of {codes.codebook_bits}")
+    if tables is not None and not tables_fit(tables, arr.shape[0], codes.codebook_bits):
+        raise BitstreamError(f"the entropy tables code {tables.n_stages} codebooks of {tables.bits} bits, "
+                             f"not {arr.shape[0]} of {codes.codebook_bits}")
+    if counts is not None:  # version 3: the count block first, then the side info and the sent codes
+        parts = [pack_counts(counts, arr.shape[0]), *parts, *_code_part(arr, counts, codes.codebook_bits, entropy, tables)]
+        version, flags = 3, FLAG_CONTEXT if tables is not None else flags
+    elif tables is not None:
         coded = encode_codes(tables, arr)
         need = -(-arr.size // CONTEXT_CODES_PER_BYTE)
         parts += [tables.tag, coded, bytes(max(0, need - len(coded)))]
@@ -384,10 +450,13 @@ def read_arrays(data: bytes, expected_model_id: str | None = None,
             f"wrong model: file was encoded by model {header.model_id}, this model is {expected_model_id}"
         )
     payload = data[HEADER_SIZE:]
-    side = unpack_bits(payload[: header.side_bytes], header.side_bits, header.side_count)
+    side_at = header.count_bytes  # 0 before version 3
+    side = unpack_bits(payload[side_at : side_at + header.side_bytes], header.side_bits, header.side_count)
     f, n_q, bits = header.num_frames, header.n_q, header.codebook_bits
     if header.context_coded:
         arr = _read_context(header, payload, tables if tables is not None else tables_for(header.model_id))
+    elif header.segment_frames:
+        arr = _read_sent(header, payload)
     elif header.entropy_coded:
         pos = header.side_bytes
         rows = []
@@ -408,9 +477,35 @@ def read_arrays(data: bytes, expected_model_id: str | None = None,
     return header, np.ascontiguousarray(arr, dtype=np.int64), [int(v) for v in side]
 
 
+def _read_sent(header: BitstreamHeader, payload: bytes) -> np.ndarray:
+    """Version 3, plain or static ANS: the sent codes into [n_q, F] (unsent codes 0), the code
+    part's padding checked (zero bytes, only up to ceil(n_q * F / 32))."""
+    n_q, f, bits = header.n_q, header.num_frames, header.codebook_bits
+    sent = sent_mask(header.frame_counts(), n_q)
+    start = pos = header.count_bytes + header.side_bytes
+    arr = np.zeros((n_q, f), dtype=np.int64)
+    if header.entropy_coded:
+        for q in range(n_q):
+            arr[q, sent[q]], pos = decode_codebook(payload, pos, int(sent[q].sum()), bits, q)
+    else:
+        total = int(sent.sum())
+        values = unpack_bits(payload[pos:], bits, total)
+        arr[sent] = values  # boolean indexing walks stage by stage, frame by frame: codebook-major
+        pos += -(-total * bits // 8)
+        if total * bits % 8 and payload[pos - 1] & ((1 << (8 - total * bits % 8)) - 1):
+            raise BitstreamError("bad field value: nonzero padding bits after the codes")
+    want = max(pos - start, -(-n_q * f // CONTEXT_CODES_PER_BYTE))
+    if len(payload) - start != want:
+        raise BitstreamError(f"sizes inconsistent: the code part is {len(payload) - start} bytes, its codes "
+                             f"and padding make {want}")
+    if any(payload[pos:]):
+        raise BitstreamError("bad field value: nonzero padding bytes after the codes")
+    return arr
+
+
 def _read_context(header: BitstreamHeader, payload: bytes, tables: ContextTables | None) -> np.ndarray:
     """The codes of a context-coded payload, after checking the tables are the ones it names."""
-    pos = header.side_bytes
+    pos = header.count_bytes + header.side_bytes
     tag = payload[pos : pos + TAG_SIZE]
     if tables is None:
         raise BitstreamError(f"context-coded file: needs the entropy tables of model {header.model_id} "
@@ -421,7 +516,8 @@ def _read_context(header: BitstreamHeader, payload: bytes, tables: ContextTables
     if not tables_fit(tables, header.n_q, header.codebook_bits):
         raise BitstreamError(f"context-coded file: {header.n_q} codebooks of {header.codebook_bits} bits, "
                              f"the entropy tables code {tables.n_stages} of {tables.bits}")
-    return decode_codes(tables, payload[pos + TAG_SIZE :], header.n_q, header.num_frames)
+    counts = header.frame_counts() if header.segment_frames else None
+    return decode_codes(tables, payload[pos + TAG_SIZE :], header.n_q, header.num_frames, counts)
 
 
 def read_bitstream(data: bytes, expected_model_id: str | None = None,
@@ -439,6 +535,7 @@ def read_bitstream(data: bytes, expected_model_id: str | None = None,
         codebook_bits=header.codebook_bits,
         side_kind=header.side_kind,
         side=side,
+        stage_counts=header.frame_counts() if header.segment_frames else None,
     )
 
 
@@ -447,6 +544,7 @@ def describe(data: bytes) -> dict[str, Any]:
     "coding": how the codes are stored: "plain", "static_ans" or "context"."""
     h = read_header(data)
     duration = h.duration_s
+    mean_n_q = float(h.frame_counts().mean()) if h.segment_frames else float(h.n_q)
     return {
         "format_version": h.format_version,
         "model_id": h.model_id,
@@ -456,7 +554,7 @@ def describe(data: bytes) -> dict[str, Any]:
         "n_q": h.n_q,
         "codebook_bits": h.codebook_bits,
         "frame_rate": h.frame_rate,
-        "kbps_nominal": h.n_q * h.codebook_bits * h.frame_rate / 1000.0,
+        "kbps_nominal": mean_n_q * h.codebook_bits * h.frame_rate / 1000.0,
         "kbps_actual": len(data) * 8 / duration / 1000.0,
         "num_frames": h.num_frames,
         "side_kind": h.side_kind,
@@ -465,6 +563,8 @@ def describe(data: bytes) -> dict[str, Any]:
         "coding": h.coding,
         "bytes": len(data),
         "header_bytes": HEADER_SIZE,
+        "n_q_mean": mean_n_q,  # version 3: the mean stages per frame (n_q is the most any frame sends)
+        "segment_frames": h.segment_frames,  # version 3: frames per segment of one count; else 0
     }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from telucodec.errors import ModelError
 
 if TYPE_CHECKING:  # only for the annotation: importing the format costs no torch import
@@ -47,6 +49,10 @@ class Codes:
                   (empty for "none"; one value per chunk for "rms"; one gain for "lufs").
     num_samples:  length of the original clip in samples at `sample_rate`.
     model_id:     16 hex chars identifying the model that made the codes.
+    stage_counts: None (every frame sends all n_q stages), or int [F]: how many stages each frame
+                  sends, 1..n_q (rate control's per-segment counts, .tcd version 3). The one
+                  representation of "not sent": frame t sends stages 0..stage_counts[t]-1, its
+                  codes at the other stages are 0 and add nothing to the decoded latent.
     """
 
     codes: torch.Tensor
@@ -57,6 +63,7 @@ class Codes:
     codebook_bits: int
     side_kind: str = "none"
     side: list[int] = field(default_factory=list)
+    stage_counts: np.ndarray | None = None
 
     @property
     def n_q(self) -> int:
@@ -69,8 +76,25 @@ class Codes:
     def prefixes(self) -> list[Codes]:
         """[these codes' first n codebooks, for n = 1 .. n_q], as views: what a greedy search gives
         at every stage count (its codes are prefixes of each other), for rate control."""
-        return [replace(self, codes=self.codes[:n]) for n in range(1, self.n_q + 1)]
+        counts = self.stage_counts
+        return [replace(self, codes=self.codes[:n], stage_counts=None if counts is None else np.minimum(counts, n))
+                for n in range(1, self.n_q + 1)]
+
+    @property
+    def frame_counts(self) -> np.ndarray:
+        """int64 [F]: the stages each frame sends (n_q everywhere when `stage_counts` is None)."""
+        if self.stage_counts is None:
+            return np.full(self.num_frames, self.n_q, dtype=np.int64)
+        return np.asarray(self.stage_counts, dtype=np.int64)
+
+    @property
+    def uniform(self) -> bool:
+        """Every frame sends every one of the n_q stages."""
+        return self.stage_counts is None or bool(np.all(np.asarray(self.stage_counts) == self.n_q))
 
     @property
     def kbps_nominal(self) -> float:
-        return self.n_q * self.codebook_bits * self.frame_rate / 1000.0
+        """Raw code bits per second: n_q x codebook bits x frame rate, with the mean count per
+        frame in place of n_q when frames send different counts."""
+        n = self.n_q if self.uniform or self.num_frames == 0 else float(np.mean(self.frame_counts))
+        return n * self.codebook_bits * self.frame_rate / 1000.0

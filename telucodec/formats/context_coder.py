@@ -15,6 +15,11 @@ always 0 and is not written; at the end the encoder picks the value in its final
 most trailing zero bits and drops the trailing zero bytes: the decoder reads missing bytes as 0.
 A decoder that meets a value no code maps to (damaged data) raises BitstreamError; it never
 reads past what it is given, and never runs longer than the frames it is asked for.
+
+Per-frame stage counts (`counts`, .tcd version 3): frame t codes only its stages
+0..counts[t]-1. A stage the previous frame did not send has no previous code: it is coded in the
+context of a stream's first frame (previous code 2**bits, no repeat mass). The previous stage in
+the same frame is always sent. The streaming coder keeps uniform counts (None).
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ def _check_n_q(tables: ContextTables, n_q: int) -> None:
         raise BitstreamError(f"context coding: n_q={n_q}, the entropy tables cover 1..{tables.n_stages} codebooks")
 
 
-def intervals(tables: ContextTables, codes: np.ndarray, prev: np.ndarray) -> tuple[list[int], list[int]]:
-    """(start, frequency) of every code of `codes` [n_q, f] in coding order (frame-major);
-    `prev` [n_q]: the codes of the frame before (2**bits where there is none)."""
+def intervals(tables: ContextTables, codes: np.ndarray, prev: np.ndarray,
+              counts: np.ndarray | None = None) -> tuple[list[int], list[int]]:
+    """(start, frequency) of every sent code of `codes` [n_q, f] in coding order (frame-major);
+    `prev` [n_q]: the codes of the frame before (2**bits where there is none); `counts` [f]: the
+    stages each frame sends (None: all)."""
     n_q, f = codes.shape
     starts = np.empty((n_q, f), dtype=np.int64)
     freqs = np.empty((n_q, f), dtype=np.int64)
@@ -46,12 +53,27 @@ def intervals(tables: ContextTables, codes: np.ndarray, prev: np.ndarray) -> tup
         prev_class, stage_class, context, cdf, freq, repeat = tables.lookups()[q][:6]
         c = codes[q]
         p = np.concatenate((prev[q : q + 1], c[:-1]))
+        if counts is not None:  # the frame before did not send stage q: no previous code
+            p[1:] = np.where(counts[:-1] > q, p[1:], tables.size)
         b = stage_class[codes[q - 1]] if q else np.zeros(f, dtype=np.int64)
         k = context[prev_class[p], b]
         r = repeat[k]
         starts[q] = cdf[k, c] + np.where(c > p, r, 0)  # p == 2**bits (no frame before): no repeat
         freqs[q] = freq[k, c] + np.where(c == p, r, 0)
-    return starts.T.ravel().tolist(), freqs.T.ravel().tolist()
+    if counts is None:
+        return starts.T.ravel().tolist(), freqs.T.ravel().tolist()
+    sent = (np.arange(n_q)[:, None] < counts[None, :]).T
+    return starts.T[sent].tolist(), freqs.T[sent].tolist()
+
+
+def _as_counts(counts: np.ndarray | None, n_q: int, f: int) -> np.ndarray | None:
+    """Per-frame stage counts, checked: int [f], each 1..n_q (None passes through)."""
+    if counts is None:
+        return None
+    c = np.asarray(counts)
+    if c.shape != (f,) or c.dtype.kind not in "iu" or (f and (int(c.min()) < 1 or int(c.max()) > n_q)):
+        raise BitstreamError(f"context coding: stage counts must be {f} integers in 1..{n_q}")
+    return c.astype(np.int64, copy=False)
 
 
 def _as_codes(codes: np.ndarray, n_q: int, size: int) -> np.ndarray:
@@ -78,15 +100,20 @@ class ContextEncoder:
         self._low, self._range, self._cache, self._pending, self._started = 0, _TOP - 1, 0, 0, False
         self._finished = False
 
-    def push(self, codes: np.ndarray) -> bytes:
+    def push(self, codes: np.ndarray, counts: np.ndarray | None = None) -> bytes:
+        """`counts` [f]: the stages each frame sends (None: all n_q); only sent codes are coded."""
         if self._finished:
             raise BitstreamError("context coding: push after finish")
         arr = _as_codes(codes, self.n_q, self.tables.size)
+        counts = _as_counts(counts, self.n_q, arr.shape[1])
         out = bytearray()
         for lo in range(0, arr.shape[1], _BLOCK):  # in blocks: a long clip's Python ints stay few
             block = arr[:, lo : lo + _BLOCK]
-            starts, freqs = intervals(self.tables, block, self._prev)
+            sent = None if counts is None else counts[lo : lo + _BLOCK]
+            starts, freqs = intervals(self.tables, block, self._prev, sent)
             self._prev = block[:, -1].copy()
+            if sent is not None:  # a stage the last frame did not send: no previous code for the next
+                self._prev[sent[-1]:] = self.tables.size
             low, rng = self._low, self._range
             for s, f in zip(starts, freqs):
                 r = rng >> TOTAL_BITS
@@ -139,11 +166,13 @@ class _NeedMore(Exception):
 class ContextDecoder:
     """Bytes in, frames out: `feed(data)` returns the frames [n_q, f] the bytes so far determine;
     `finish(n_frames)` decodes up to `n_frames` in all, reading missing bytes as 0, and refuses
-    nonzero bytes left after them. Together they return what `decode_codes` returns."""
+    nonzero bytes left after them. Together they return what `decode_codes` returns. `counts`:
+    the stages each frame of the whole stream sends (None: all); unsent codes come out as 0."""
 
-    def __init__(self, tables: ContextTables, n_q: int):
+    def __init__(self, tables: ContextTables, n_q: int, counts: np.ndarray | None = None):
         _check_n_q(tables, n_q)
         self.tables, self.n_q = tables, n_q
+        self._counts = None if counts is None else _as_counts(counts, n_q, len(counts)).tolist()
         self.frames = 0
         self._buf = bytearray()
         self._pos = 0
@@ -166,6 +195,8 @@ class ContextDecoder:
             raise BitstreamError("context coding: finish called twice")
         if n_frames < self.frames:
             raise BitstreamError(f"context coding: {self.frames} frames already decoded, more than {n_frames}")
+        if self._counts is not None and n_frames > len(self._counts):
+            raise BitstreamError(f"context coding: stage counts for {len(self._counts)} frames, not {n_frames}")
         self._finished = True
         out = self._decode(n_frames - self.frames, final=True)
         if any(self._buf[self._pos:]):
@@ -183,10 +214,14 @@ class ContextDecoder:
         size, buf, n = self.tables.size, self._buf, len(self._buf)
         stages = [lk[6:] for lk in self.tables.lookups()[: self.n_q]]
         pos, code, rng, prev = self._pos, self._code, self._range, self._prev
+        counts, n_q = self._counts, self.n_q
+        if counts is not None:
+            limit = min(limit, len(counts) - self.frames)
         while len(frames) < limit:
             saved, frame = (pos, code, rng), []
+            sent = stages if counts is None else stages[: counts[self.frames + len(frames)]]
             try:
-                for q, (prev_class, stage_class, context, cdf, repeat) in enumerate(stages):
+                for q, (prev_class, stage_class, context, cdf, repeat) in enumerate(sent):
                     p = prev[q]
                     k = context[prev_class[p]][stage_class[frame[q - 1]] if q else 0]
                     row, rep = cdf[k], repeat[k]
@@ -218,8 +253,12 @@ class ContextDecoder:
             except _NeedMore:
                 pos, code, rng = saved
                 break
+            if len(frame) < n_q:  # unsent stages: code 0, and no previous code for the next frame
+                prev = frame + [size] * (n_q - len(frame))
+                frame = frame + [0] * (n_q - len(frame))
+            else:
+                prev = frame
             frames.append(frame)
-            prev = frame
             if len(frames) == _BLOCK:
                 blocks.append(np.asarray(frames, dtype=np.int64).T)
                 limit -= _BLOCK
@@ -242,14 +281,17 @@ class ContextDecoder:
         return c, row[c], row[c + 1] - row[c]
 
 
-def encode_codes(tables: ContextTables, codes: np.ndarray) -> bytes:
-    """All frames of `codes` [n_q, F] -> range-coded bytes (one push and finish)."""
+def encode_codes(tables: ContextTables, codes: np.ndarray, counts: np.ndarray | None = None) -> bytes:
+    """All frames of `codes` [n_q, F] -> range-coded bytes (one push and finish); `counts` [F]:
+    the stages each frame sends (None: all), the others are not coded."""
     enc = ContextEncoder(tables, int(np.shape(codes)[0]))
-    return enc.push(codes) + enc.finish()
+    return enc.push(codes, counts) + enc.finish()
 
 
-def decode_codes(tables: ContextTables, data: bytes, n_q: int, n_frames: int) -> np.ndarray:
-    """Inverse of `encode_codes`: int64 [n_q, n_frames]; damaged data raises BitstreamError."""
-    dec = ContextDecoder(tables, n_q)
+def decode_codes(tables: ContextTables, data: bytes, n_q: int, n_frames: int,
+                 counts: np.ndarray | None = None) -> np.ndarray:
+    """Inverse of `encode_codes`: int64 [n_q, n_frames] (unsent codes 0); damaged data raises
+    BitstreamError."""
+    dec = ContextDecoder(tables, n_q, counts)
     dec._buf += data
     return dec.finish(n_frames)

@@ -25,16 +25,18 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from telucodec.config import CodecConfig
+from telucodec.config import ADDED_LATER, CodecConfig
 from telucodec.errors import ModelError, TelucodecError
 from telucodec.formats.codes import Codes, carried_frame_rate
 from telucodec.formats.context_tables import TABLES_FILE, ContextTables, register
 from telucodec.formats.pcm import input_samples
 from telucodec.formats.pcm import pcm_to_float as numpy_pcm_to_float
-from telucodec.model.amplitude import get_amplitude
+from telucodec.formats.rate import register_entry_gains
+from telucodec.model.amplitude import Amplitude, get_amplitude
 from telucodec.model.families import build_decoder, build_encoder, build_quantizer
 from telucodec.model.quantizer import QuantizerOutput
-from telucodec.model.streaming import StreamDecoder, StreamEncoder, encoder_reach_frames
+from telucodec.model.sent_stages import check_stage_counts, decode_sent
+from telucodec.model.streaming import LEVELLESS_AMPLITUDES, StreamDecoder, StreamEncoder, encoder_reach_frames
 from telucodec.model.weights import StateMatch as StateMatch  # re-exported: older imports
 from telucodec.model.weights import load_matching_state as load_matching_state
 from telucodec.model.weights import load_shipped_tensors
@@ -75,9 +77,15 @@ class Codec(nn.Module):
         self.encoder = build_encoder(mc)      # model/families.py: one table entry per family
         self.quantizer = build_quantizer(mc.latent_dim, config.quantizer)
         self.decoder = build_decoder(mc)
-        self.amplitude = get_amplitude(mc.amplitude, mc.sample_rate)
         if mc.level_match and mc.amplitude != "rms":
             raise ModelError(f"level_match needs the 'rms' amplitude strategy, not '{mc.amplitude}'")
+        if mc.amplitude != "rms" and mc.rms_target_db != ADDED_LATER["rms_target_db"]:
+            raise ModelError(f"rms_target_db needs the 'rms' amplitude strategy, not '{mc.amplitude}'")
+        try:
+            self.amplitude = get_amplitude(mc.amplitude, mc.sample_rate,
+                                           **({"target_db": mc.rms_target_db} if mc.amplitude == "rms" else {}))
+        except ValueError as exc:
+            raise ModelError(f"config: {exc}") from None
 
     # ---- facts ---------------------------------------------------------------------------
     @property
@@ -143,6 +151,8 @@ class Codec(nn.Module):
         self.__dict__["_model_id_cache"] = (fingerprint, model_id)
         if tables is not None:  # so the .tcd writer and reader find them from a file's model id
             register(model_id, tables)
+        if not self.config.quantizer.codebook_dim:  # rate control's fill order (formats/rate.py)
+            register_entry_gains(model_id, self.quantizer.codebooks().double().pow(2).sum(-1).cpu().numpy())
         return model_id
 
     @property
@@ -198,32 +208,51 @@ class Codec(nn.Module):
 
     @torch.no_grad()
     def encode(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None, kbps: float | None = None,
-               beam: int = 1) -> Codes:
+               beam: int = 1, level: bool = True) -> Codes:
         """Mono audio at `sample_rate` (None: the model's) -> Codes at the nominal n_q of `kbps`
-        (`formats/rate.py` fits a file to an actual rate); `beam` > 1: `clustering.beam_search`."""
-        return self.encode_prefixes(wav, sample_rate, self.n_q_for_kbps(kbps), beam)[-1]
+        (`formats/rate.py` fits a file to an actual rate); `beam` > 1: `clustering.beam_search`.
+        `level=False`: no level side info (side kind "none"), the input coded at its own level, as
+        a stream codes it (model/streaming.py); the model's own for a `none` model."""
+        return self.encode_prefixes(wav, sample_rate, self.n_q_for_kbps(kbps), beam, level)[-1]
 
     @torch.no_grad()
     def encode_prefixes(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None,
-                        n_q: int | None = None, beam: int = 1) -> list[Codes]:
+                        n_q: int | None = None, beam: int = 1, level: bool = True) -> list[Codes]:
         """[`encode`'s Codes at n = 1 .. n_q codebooks], from one encoder pass and one search:
         greedy codes are views of one array (`Codes.prefixes`); a beam's differ per count."""
         n_q = n_q or self.max_n_q
-        x, side = self._encoder_input(wav, sample_rate)
+        kind = self._side_kind(level)
+        amplitude = self._amplitude_for(kind)
+        x, side = self._encoder_input(wav, sample_rate, amplitude)
         side_ints = [int(v) for v in side[0].round().long().tolist()] if side.numel() else []
         if beam == 1:
             codes = torch.cat([self.quantizer.encode(latent, n_q)[..., keep].cpu()
-                               for latent, keep in self._encoder_windows(x, side)], dim=-1)[0]
-            return self.make_codes(codes, x.shape[-1], side_ints).prefixes()
+                               for latent, keep in self._encoder_windows(x, side, amplitude)], dim=-1)[0]
+            return self.make_codes(codes, x.shape[-1], side_ints, kind).prefixes()
         pieces = [[c[..., keep].cpu() for c in self.quantizer.encode_prefixes(latent, n_q, beam)]
-                  for latent, keep in self._encoder_windows(x, side)]
-        return [self.make_codes(torch.cat(per_n, dim=-1)[0], x.shape[-1], side_ints) for per_n in zip(*pieces)]
+                  for latent, keep in self._encoder_windows(x, side, amplitude)]
+        return [self.make_codes(torch.cat(per_n, dim=-1)[0], x.shape[-1], side_ints, kind) for per_n in zip(*pieces)]
 
-    def make_codes(self, codes: torch.Tensor, num_samples: int, side: list[int]) -> Codes:
-        """Codes [n, F] of a `num_samples` clip (with its amplitude side info) as this model's."""
+    def make_codes(self, codes: torch.Tensor, num_samples: int, side: list[int], side_kind: str | None = None) -> Codes:
+        """Codes [n, F] of a `num_samples` clip (with its amplitude side info) as this model's;
+        `side_kind` None: the model's amplitude ("none" for a stream's codes, which carry no level)."""
         return Codes(codes=codes, num_samples=num_samples, model_id=self.model_id, sample_rate=self.sample_rate,
-                     frame_rate=self.frame_rate, codebook_bits=self.codebook_bits, side_kind=self.amplitude.kind,
-                     side=side)
+                     frame_rate=self.frame_rate, codebook_bits=self.codebook_bits,
+                     side_kind=side_kind or self.amplitude.kind, side=side)
+
+    def _side_kind(self, level: bool) -> str:
+        """The side kind `encode` writes: the model's, or "none" for `level=False` (refused for an
+        amplitude that cannot run without its level: LEVELLESS_AMPLITUDES)."""
+        if level or self.amplitude.kind == "none":
+            return self.amplitude.kind
+        if self.amplitude.kind not in LEVELLESS_AMPLITUDES:
+            raise ModelError(f"level=False: a '{self.amplitude.kind}' model cannot code without its level side info")
+        return "none"
+
+    def _amplitude_for(self, side_kind: str) -> Amplitude:
+        """What normalizes and restores codes of `side_kind`: the model's amplitude, or for
+        level-less codes ("none") of a level-carrying model, the identity (gain 1)."""
+        return self.amplitude if side_kind == self.amplitude.kind else get_amplitude("none", self.sample_rate)
 
     @torch.no_grad()
     def latents(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
@@ -232,14 +261,16 @@ class Codec(nn.Module):
         x, side = self._encoder_input(wav, sample_rate)
         return torch.cat([latent[..., keep].cpu() for latent, keep in self._encoder_windows(x, side)], dim=-1)[0]
 
-    def _encoder_input(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encoder_input(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None,
+                       amplitude: Amplitude | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(audio [1, 1, T] at the model's rate, its amplitude side info [1, S]) for `encode`."""
         x = self._as_mono_tensor(wav, self.sample_rate if sample_rate is None else sample_rate).view(1, 1, -1)
         if x.shape[-1] == 0:
             raise ModelError("input audio is empty")
-        return x, self.amplitude.side_info(x).to(torch.float32)  # whole clip, cheap
+        return x, (amplitude or self.amplitude).side_info(x).to(torch.float32)  # whole clip, cheap
 
-    def _encoder_windows(self, x: torch.Tensor, side: torch.Tensor) -> Iterator[tuple[torch.Tensor, slice]]:
+    def _encoder_windows(self, x: torch.Tensor, side: torch.Tensor,
+                         amplitude: Amplitude | None = None) -> Iterator[tuple[torch.Tensor, slice]]:
         """(latent [1, D, frames] of one window, the slice of its frames to keep) covering the clip:
         windows of ENCODE_CHUNK_SECONDS with the encoder's exact reach as context where that is
         bounded, else the generic chunks. The one path from audio to latents of `encode`/`latents`."""
@@ -250,7 +281,7 @@ class Codec(nn.Module):
         for lo, hi, keep_lo, keep_hi in bounds:
             # exactly forward()'s normalized, hop-padded input, one window at a time
             window = x[..., lo * self.hop: hi * self.hop].to(device)
-            window = self.amplitude.normalize_with(window, side.to(device), lo * self.hop)
+            window = (amplitude or self.amplitude).normalize_with(window, side.to(device), lo * self.hop)
             window = F.pad(window, (0, (hi - lo) * self.hop - window.shape[-1]))
             yield self.encoder(window), slice(keep_lo - lo, keep_hi - lo)
 
@@ -265,14 +296,16 @@ class Codec(nn.Module):
         size = self.config.quantizer.codebook_size
         if codes.codes.numel() and (int(codes.codes.min()) < 0 or int(codes.codes.max()) >= size):
             raise ModelError(f"code values must be in 0..{size - 1}, got {int(codes.codes.min())}..{int(codes.codes.max())}")
-        if self.amplitude.kind != "none" and not codes.side:
-            raise ModelError(f"codes carry no '{self.amplitude.kind}' amplitude side info")
+        if codes.side_kind != "none" and not codes.side:
+            raise ModelError(f"codes carry no '{codes.side_kind}' amplitude side info")
+        check_stage_counts(codes.stage_counts, codes.n_q, codes.num_frames)
 
     def check_decodable(self, codes: Codes, check_model: bool = True) -> None:
         """Refuse (ModelError) codes this model cannot decode, for every runtime (deploy/runtimes.py)."""
         if check_model and codes.model_id != self.model_id:
             raise ModelError(f"codes were made by model {codes.model_id}, this model is {self.model_id}")
-        if codes.side_kind != self.amplitude.kind:
+        levelless = codes.side_kind == "none" and self.amplitude.kind in LEVELLESS_AMPLITUDES  # a stream's
+        if codes.side_kind != self.amplitude.kind and not levelless:
             raise ModelError(f"codes carry '{codes.side_kind}' amplitude side info, the model uses '{self.amplitude.kind}'")
         if codes.n_q > self.max_n_q or codes.n_q < 1:
             raise ModelError(f"codes have n_q={codes.n_q}, the model supports 1..{self.max_n_q}")
@@ -286,25 +319,28 @@ class Codec(nn.Module):
         self.check_decodable(codes, check_model)
         device = next(self.parameters()).device
         c = codes.codes.to(device).long().unsqueeze(0)
+        counts = None if codes.uniform else torch.as_tensor(codes.frame_counts, device=device)  # stages per frame
         side = torch.tensor([codes.side], dtype=torch.float32, device=device).view(1, -1)
+        amplitude = self._amplitude_for(codes.side_kind)  # gain 1 for level-less codes
         out = torch.empty(codes.num_samples, dtype=torch.float32)  # filled window by window
         for lo, hi, keep_lo, keep_hi in self._chunk_bounds(c.shape[-1]):
-            y = self.decoder(self.quantizer.decode(c[..., lo:hi]))
+            y = self.decoder(decode_sent(self.quantizer, c[..., lo:hi], None if counts is None else counts[lo:hi]))
             y = y[..., (keep_lo - lo) * self.hop: (keep_hi - lo) * self.hop]
             start = keep_lo * self.hop
-            y = self.amplitude.restore(y, side, start)[0, 0, : codes.num_samples - start]
+            y = amplitude.restore(y, side, start)[0, 0, : codes.num_samples - start]
             out[start: start + y.shape[-1]] = y.cpu()
-        if self.config.model.level_match:
+        if self.config.model.level_match and amplitude.kind == "rms":
             out = self.amplitude.match_level(out.view(1, 1, -1), side.cpu())[0, 0]
         return out
 
     # ---- streaming (causal models; see telucodec/model/streaming.py) ------------------------
     def stream_encoder(self, kbps: float | None = None) -> StreamEncoder:
-        """Chunks of audio in, codes of each completed frame out; equals `encode` exactly."""
+        """Chunks of audio in, codes of each completed frame out; equals `encode(..., level=False)`
+        exactly (a stream carries no level side info: the input is coded at its own level)."""
         return StreamEncoder(self, kbps)
 
     def stream_decoder(self) -> StreamDecoder:
-        """Chunks of codes in, audio of each final frame out; equals `decode` exactly."""
+        """Chunks of codes in, audio of each final frame out; equals `decode` of level-less codes."""
         return StreamDecoder(self)
 
     # ---- files ---------------------------------------------------------------------------

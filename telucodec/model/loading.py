@@ -29,7 +29,7 @@ from telucodec.formats.context_tables import TABLES_FILE
 from telucodec.model.codec import Codec, load_shipped_tensors
 
 PRETRAINED_DIR = Path(__file__).parents[1] / "pretrained"
-DEFAULT_MODEL = "telugu-v6"
+DEFAULT_MODEL = "telugu-v7"
 CHECKPOINT_FORMAT = 1
 
 

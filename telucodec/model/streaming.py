@@ -23,8 +23,15 @@ the SEANet and SoundStream decoders emit a frame's samples as soon as its codes 
 inverse STFT overlaps later frames, so it holds back `lookahead` frames (2 with n_fft = 4 hops).
 `latency_samples(model)` is the sum: algorithmic latency, compute time not included.
 
-Limits: amplitude strategies other than `none` measure levels over whole seconds of audio, and the
-`stft` encoder reads whole STFT windows (no `stream_layers`); both are refused with a clear error.
+Level: a stream has no second ahead to measure, so it carries no level side info. An `rms` model
+streams as if its level were not sent: the encoder codes the input at its own level (gain 1, no
+normalization) and the decoder plays its output at gain 1, with no level match. Offline, that is
+`encode(..., level=False)` (codes of side kind "none") and `decode` of those codes, which is what
+such a stream equals; a .tcd of stream codes (`make_codes(..., side_kind="none")`) decodes with
+the same model. `lufs` models (one loudness per whole clip) are refused.
+
+Limits: the `stft` encoder reads whole STFT windows (no `stream_layers`); it is refused with a
+clear error.
 An LSTM model streams exactly from its whole past; offline `encode`/`decode` run such a model in
 20 s windows with 2 s of context (`CHUNK_SECONDS`), so past 20 s the two differ and the stream is
 the exact one.
@@ -92,12 +99,17 @@ def decoder_frames(decoder: nn.Module) -> tuple[int, int]:
     return decoder.stream_frames()
 
 
+# Amplitude strategies whose models also run without level side info: streams, `encode(level=False)`
+# and the decode of codes of side kind "none" (gain 1: no normalize, restore or level match).
+LEVELLESS_AMPLITUDES: tuple[str, ...] = ("none", "rms")
+
+
 def _check_streamable(model: Streamable) -> None:
     if not model.config.model.causal:
         raise ModelError("streaming needs a causal model (ModelConfig.causal = true); this one looks ahead")
-    if model.amplitude.kind != "none":
-        raise ModelError(f"streaming supports amplitude 'none' only; this model uses '{model.amplitude.kind}' "
-                         "(its level is measured over whole seconds, which would add that much latency)")
+    if model.amplitude.kind not in LEVELLESS_AMPLITUDES:
+        raise ModelError(f"streaming supports amplitude 'none' or 'rms' (a stream carries no level side info); "
+                         f"this model uses '{model.amplitude.kind}', whose level is one loudness of the whole clip")
 
 
 def encoder_streamer(encoder: nn.Module) -> Step:
@@ -184,7 +196,11 @@ class StreamEncoder:
 
     Takes what `Codec.encode` takes (float or integer PCM, [n] or [n, 1], numpy or torch), at the
     model's sample rate. A frame is encoded once its last sample has arrived: each push runs the
-    encoder on its new whole frames only, every conv continuing from its state."""
+    encoder on its new whole frames only, every conv continuing from its state. The input is coded
+    at its own level, whatever the model's amplitude: the codes are `encode(..., level=False)`'s,
+    of side kind "none" (`side_kind`)."""
+
+    side_kind = "none"  # what a .tcd of a stream's codes carries: no level side info
 
     def __init__(self, model: Streamable, kbps: float | None = None):
         _check_streamable(model)
@@ -237,7 +253,8 @@ class StreamDecoder:
     """Feed codes [n_q, frames] of any length; get the audio of every frame that is final.
 
     Each push runs the decoder on its new frames only, every layer continuing from its state;
-    the spectral decoder's inverse STFT holds its last frames back until later frames overlap them."""
+    the spectral decoder's inverse STFT holds its last frames back until later frames overlap them.
+    The output plays at gain 1 (no restore, no level match): `decode` of side kind "none" codes."""
 
     def __init__(self, model: Streamable):
         _check_streamable(model)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from telucodec.formats import level_match
 from telucodec.model.amplitude.base import Amplitude, check_side, check_wav, dequantize_db, quantize_db
 
 
@@ -69,6 +70,9 @@ class RmsAmplitude(Amplitude):
             raise ValueError(f"rms amplitude: chunk_seconds={chunk_seconds} is under one sample")
         if step_db <= 0:
             raise ValueError(f"rms amplitude: step_db must be positive, got {step_db}")
+        if not (math.isfinite(target_db) and floor_db < target_db <= 0.0):
+            raise ValueError(f"rms amplitude: target_db={target_db} must be a level in dBFS above floor_db={floor_db} "
+                             "and at most 0")
         if floor_db < min_db:
             raise ValueError(f"rms amplitude: floor_db={floor_db} is below the quantizer's "
                              f"lowest level min_db={min_db}")
@@ -154,7 +158,7 @@ class RmsAmplitude(Amplitude):
         curve = g_left + (g_right - g_left) * frac
         return curve.to(torch.float32)[:, None, :]
 
-    def match_level(self, wav: Tensor, side: Tensor, max_db: float = 6.0, block_chunks: int = 64) -> Tensor:
+    def match_level(self, wav: Tensor, side: Tensor, max_db: float = 6.0) -> Tensor:
         """Decoded, restored wav [B,1,T] -> the same wav with each chunk's RMS set to the level
         the side info carries (gains interpolated between chunk centres as in ``gain_curve``).
 
@@ -163,21 +167,18 @@ class RmsAmplitude(Amplitude):
         pull it toward silence). Matching at decode time makes the delivered level exact
         whatever the network learned. Chunks at the silence floor are left alone, and a gain
         is limited to +-``max_db`` so a decoder that fails on a chunk is not amplified into
-        noise. Not differentiable training-time machinery: ``Codec.decode`` applies it after
-        the last window, ``block_chunks`` chunks at a time so an hour-long clip stays small.
+        noise. The gains are solved so that each chunk's RMS *after* the interpolated curve is
+        its level (`formats/level_match.py`, shared with the ONNX runner). Not differentiable
+        training-time machinery: ``Codec.decode`` applies it after the last window, on the CPU.
         """
         check_wav(wav)
         check_side(side, wav.shape[0])
-        with torch.no_grad():
-            actual = self.chunk_rms(wav)
-            levels = self.levels_db(side.to(actual.device))[:, : actual.shape[1]]
-            limit = 10.0 ** (max_db / 20.0)
-            gains = (torch.pow(10.0, levels / 20.0) / actual.clamp_min(1e-12)).clamp(1.0 / limit, limit)
-            gains = torch.where(levels > self.floor_db + self.step_db / 2, gains, torch.ones_like(gains))
-            out = torch.empty_like(wav)
-            step = block_chunks * self.chunk_samples
-            for lo in range(0, wav.shape[-1], step):
-                piece = wav[..., lo: lo + step]
-                curve = self._interpolate(gains, piece.shape[-1], lo).to(device=wav.device, dtype=wav.dtype)
-                out[..., lo: lo + step] = piece * curve
-        return out
+        s = self.num_side_values(wav.shape[-1])
+        levels = self.levels_db(side.detach().cpu())[:, :s].numpy()
+        rows = []
+        for b in range(wav.shape[0]):
+            y = wav[b, 0].detach().cpu().to(torch.float32).numpy()
+            active = levels[b] > self.floor_db + self.step_db / 2
+            gains = level_match.match_gains(y, levels[b], self.chunk_samples, active, max_db)
+            rows.append(torch.from_numpy(level_match.scaled(y, gains, self.chunk_samples)))
+        return torch.stack(rows)[:, None].to(device=wav.device, dtype=wav.dtype)
