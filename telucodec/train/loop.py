@@ -419,6 +419,17 @@ class Trainer:
             dist.destroy_process_group()
 
 
+def _leave_without_teardown(code: int) -> None:
+    """End a finished non-main DDP rank now. Its work is done (the ranks met at a barrier and the
+    process group is destroyed, `Trainer._finish`), yet about one exit in six of a 2-process gloo
+    run aborted in the interpreter's teardown ("terminate called without an active exception":
+    a C++ thread of the distributed runtime still joinable), which torchrun reports as a failed
+    run. Rank 0 writes every file and exits normally; the others have nothing left to write."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def train_from_args(args: argparse.Namespace) -> int:
     if args.overfit_check:
         from telucodec.train.overfit import overfit_check
@@ -431,7 +442,10 @@ def train_from_args(args: argparse.Namespace) -> int:
         previous_hook = threading.excepthook
         threading.excepthook = lambda a: None if disk_full(a.exc_value) else previous_hook(a)
         try:
-            return trainer.run()
+            code = trainer.run()
+            if trainer.world > 1 and not trainer.is_main:
+                _leave_without_teardown(code)
+            return code
         except TrainingHalted as exc:
             where = (f"; last good checkpoint: {last}" if last.exists() else
                      "; no checkpoint was written yet" + (f" ({trainer.root} removed)" if undo() else ""))
