@@ -69,6 +69,13 @@ def pick_clips(data_dir: Path, speakers: list[str], n: int, seconds: float, samp
     return clips
 
 
+def describe_model(model, name: str | None) -> str:
+    """"model ID (NAME; amplitude A, level_match B)": what a level table was measured on."""
+    mc = model.config.model
+    return (f"model {model.model_id} ({Path(name).name if name else 'shipped default'}; amplitude "
+            f"{mc.amplitude}, level_match {str(mc.level_match).lower()})")
+
+
 def to_peak(wav: np.ndarray, peak_dbfs: float) -> np.ndarray:
     return (wav / max(float(np.abs(wav).max()), 1e-9) * 10 ** (peak_dbfs / 20)).astype(np.float32)
 
@@ -130,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     except TelucodecError as exc:
         print(f"level_sweep: error: {exc}", file=sys.stderr)
         return 1
-    mc = model.config.model
-    print(f"model {model.model_id} ({Path(args.model).name if args.model else 'shipped default'}; amplitude "
-          f"{mc.amplitude}, level_match {str(mc.level_match).lower()}); {len(clips)} clips x {args.seconds:g} s "
+    print(f"{describe_model(model, args.model)}; {len(clips)} clips x {args.seconds:g} s "
           f"from {args.data_dir or 'examples/te_cv'}{' speakers ' + ','.join(speakers) if speakers else ''}; "
           f"{time.time() - start:.0f} s")
     print("output/input RMS ratio, mean over clips (min-max); decoded audio clipped to [-1, 1]\n")

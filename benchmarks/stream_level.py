@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
-from level_sweep import parse_numbers, pick_clips, to_peak
+from level_sweep import EXAMPLES, describe_model, parse_numbers, pick_clips, to_peak
 
 import telucodec
 from telucodec.errors import TelucodecError
@@ -93,16 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         levels = parse_numbers(args.levels, "--levels")
         torch.set_num_threads(1)
         model = telucodec.load_model(args.model)
-        data_dir = Path(args.data_dir) if args.data_dir else Path(__file__).resolve().parents[1] / "examples" / "te_cv"
+        data_dir = Path(args.data_dir) if args.data_dir else EXAMPLES
         clips = pick_clips(data_dir, [], args.clips, args.seconds, model.sample_rate)
         start = time.time()
         results = measure(model, clips, levels, args.kbps, model.sample_rate * args.chunk_ms // 1000)
     except TelucodecError as exc:
         print(f"stream_level: error: {exc}", file=sys.stderr)
         return 1
-    mc = model.config.model
-    print(f"model {model.model_id} ({Path(args.model).name if args.model else 'shipped default'}; amplitude "
-          f"{mc.amplitude}, level_match {str(mc.level_match).lower()}); {len(clips)} clips x {args.seconds:g} s "
+    print(f"{describe_model(model, args.model)}; {len(clips)} clips x {args.seconds:g} s "
           f"from {data_dir}; {args.kbps:g} kbps (n_q {model.n_q_for_kbps(args.kbps)}); streams pushed "
           f"{args.chunk_ms} ms at a time; {time.time() - start:.0f} s")
     print(f"streams equal the offline level-less codes: {results['codes_equal']}; audio max abs diff "

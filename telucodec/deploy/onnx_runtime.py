@@ -115,8 +115,7 @@ def _interpolate(gains: np.ndarray, num_samples: int, chunk: int, start: int = 0
     out = np.empty(num_samples, dtype=np.float32)
     for lo in range(0, num_samples, CURVE_BLOCK):
         hi = min(num_samples, lo + CURVE_BLOCK)
-        left, frac = level_match.curve_position(start + lo, start + hi, chunk, len(gains))
-        out[lo:hi] = gains[left] + (gains[left + 1] - gains[left]) * frac
+        out[lo:hi] = level_match.curve(gains, start + lo, start + hi, chunk)
     return out
 
 
@@ -180,6 +179,18 @@ def windows(total: int, chunk: int, context: int):
 
 
 # ---- the codec -------------------------------------------------------------------------------
+def prefix_session(path: str | Path, n: int, threads: int, providers: list[str]) -> Any:
+    """An onnxruntime session of the encoder graph at `path` cut after search stage n
+    (`onnx_search.prefix_search`, made in memory; needs the onnx package): the same first n codes."""
+    import onnx
+    import onnxruntime as ort
+
+    from telucodec.deploy.onnx_search import prefix_search
+
+    model = prefix_search(onnx.load(str(path)), n)
+    return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=providers)
+
+
 def session_options(threads: int = 1) -> Any:
     """onnxruntime session options for a codec graph: `threads` intra-op threads (no spinning:
     a thread that waits for work yields its core, which tokenize's other workers use), one
@@ -258,14 +269,8 @@ class OnnxCodec:
         if n == self.n_q or not self._cuts:
             return self.encoder
         if n not in self._prefix_sessions:
-            import onnx
-            import onnxruntime as ort
-
-            from telucodec.deploy.onnx_search import prefix_search
-
-            model = prefix_search(onnx.load(str(self.directory / self.config["encoder"]["file"])), n)
-            self._prefix_sessions[n] = ort.InferenceSession(model.SerializeToString(), session_options(self._threads),
-                                                            providers=self._providers)
+            self._prefix_sessions[n] = prefix_session(self.directory / self.config["encoder"]["file"], n,
+                                                      self._threads, self._providers)
         return self._prefix_sessions[n]
 
     def decode_normalized(self, codes: np.ndarray, decoder: Any = None) -> np.ndarray:

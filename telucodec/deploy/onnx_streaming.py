@@ -42,7 +42,7 @@ class _Graph:
                  providers: list[str] | None, frame_file: str | None = None, search_stages: int | None = None):
         import onnxruntime as ort
 
-        from telucodec.deploy.onnx_runtime import session_options
+        from telucodec.deploy.onnx_runtime import prefix_session, session_options
 
         providers = providers or ["CPUExecutionProvider"]
 
@@ -50,12 +50,7 @@ class _Graph:
             """The graph, or (an encoder with `search_stages`) a copy that searches only those."""
             if search_stages is None:
                 return ort.InferenceSession(str(path), session_options(threads), providers=providers)
-            import onnx
-
-            from telucodec.deploy.onnx_search import prefix_search
-
-            model = prefix_search(onnx.load(str(path)), search_stages)
-            return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=providers)
+            return prefix_session(path, search_stages, threads, providers)
 
         self.session = session(directory / file)
         self.frame = session(directory / frame_file) if frame_file and (directory / frame_file).is_file() else None

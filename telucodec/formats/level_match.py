@@ -36,6 +36,13 @@ def curve_position(start: int, stop: int, chunk: int, num_chunks: int,
     return left, pos - left
 
 
+def curve(gains: np.ndarray, start: int, stop: int, chunk: int, total: int | None = None) -> np.ndarray:
+    """float64 values at samples start..stop-1 of the curve of knot `gains` [S >= 2], linear in
+    amplitude between knots (`curve_position`; `total`: the last knot at a short last chunk's centre)."""
+    left, frac = curve_position(start, stop, chunk, gains.shape[0], total)
+    return gains[left] + (gains[left + 1] - gains[left]) * frac
+
+
 def match_gains(wav: np.ndarray, levels_db: np.ndarray, chunk: int, active: np.ndarray,
                 max_db: float = 6.0) -> np.ndarray:
     """float64 [S]: the knot gains that set every active chunk of `wav` [T] (float32, S chunks of
@@ -94,6 +101,5 @@ def scaled(wav: np.ndarray, gains: np.ndarray, chunk: int) -> np.ndarray:
     out = np.empty_like(wav)
     for lo in range(0, t, BLOCK):
         hi = min(t, lo + BLOCK)
-        left, frac = curve_position(lo, hi, chunk, s, t)
-        out[lo:hi] = wav[lo:hi] * (gains[left] + (gains[left + 1] - gains[left]) * frac).astype(np.float32)
+        out[lo:hi] = wav[lo:hi] * curve(gains, lo, hi, chunk, t).astype(np.float32)
     return out

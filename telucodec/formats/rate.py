@@ -131,10 +131,19 @@ def expected_gain(codes: Codes) -> float:
     (the model's registered entry energies), or without them the number of codes sent."""
     arr, counts = np.asarray(codes.codes, dtype=np.int64), codes.frame_counts
     sent = np.arange(codes.n_q)[:, None] < counts[None, :]
-    entry = _GAINS.get(codes.model_id.lower())
-    if entry is None or entry.shape[0] < codes.n_q or entry.shape[1] < 1 << codes.codebook_bits:
+    entry = _entry_gains(codes, codes.n_q)
+    if entry is None:
         return float(sent.sum())
     return float(entry[np.arange(codes.n_q)[:, None], arr][sent].sum())
+
+
+def _entry_gains(codes: Codes, n_q: int) -> np.ndarray | None:
+    """The registered |entry|^2 table of the codes' model when it covers `n_q` stages of codes of
+    their width, else None (`register_entry_gains`)."""
+    entry = _GAINS.get(codes.model_id.lower())
+    if entry is None or entry.shape[0] < n_q or entry.shape[1] < 1 << codes.codebook_bits:
+        return None
+    return entry
 
 
 def _choice(codes: Codes, seconds: float, budget_bits: float) -> RateChoice:
@@ -168,9 +177,9 @@ def _gains_and_bits(candidates: Sequence[Codes]) -> tuple[np.ndarray, np.ndarray
     stages: its last code), and [N, F] the bits it is estimated to cost."""
     top = candidates[-1]
     n, f = len(candidates), top.num_frames
-    entry = _GAINS.get(top.model_id.lower())
+    entry = _entry_gains(top, n)
     last = np.stack([np.asarray(c.codes)[-1] for c in candidates])  # [N, F]: stage s of candidate s + 1
-    if entry is not None and entry.shape[0] >= n and entry.shape[1] >= 1 << top.codebook_bits:
+    if entry is not None:
         gains = entry[np.arange(n)[:, None], last]
     else:  # no energies registered: every code is worth the same, the cheapest go first
         gains = np.ones((n, f))
