@@ -16,9 +16,11 @@ CLI's default path on an S-second file as a user would (fresh processes, OMP_NUM
 time with start-up, peak RSS, which runtime `auto` chose; the first call makes the export) and
 with `--runtime torch`. `--ray_tokenize N` tokenizes N copies of examples/ through Ray on 2 CPUs
 with each runtime (audio hours per wall hour). `--streaming` adds the stateful streams' rows
-(20 ms and 80 ms chunks, torch and the streaming ONNX graphs) through
-`benchmarks/streaming_cost.py`'s loop (its own table has the rest); Lyra's row runs its graphs frame
-by frame (20 ms), so it is the streaming rows' anchor as well. `--cpu_time` times in-process rows
+(20 ms and 80 ms chunks, torch and the streaming ONNX graphs), each side timed on its own pass as
+a call runs it (the sender encodes, the receiver decodes) and as Lyra's row is timed, plus a
+"loopback" row at 20 ms with both sides push by push in one thread (`benchmarks/streaming_cost.py`'s
+loop; its own table has the rest); Lyra's row runs its graphs frame by frame (20 ms), so it is the
+streaming rows' anchor as well. `--cpu_time` times in-process rows
 by the thread's CPU time: on a machine that other processes share, the fair clock.
 
 RTF = compute seconds per second of audio (lower is faster; 0.01 = 100x faster than real time, the
@@ -188,14 +190,14 @@ def print_table(rows: list[Row], opus: Row | None, seconds: float) -> None:
 
     clock = "thread CPU time" if CLOCK is time.thread_time else "wall clock"
     print(f"\nreal speech, {seconds:.1f} s (examples/te_cv); RTF = compute s / audio s ({clock}), lower is faster")
-    print(f"{'system':26s} {'thr':>3s} {'enc RTF':>9s} {'dec RTF':>9s} {'enc xRT':>8s} {'dec xRT':>8s} "
+    print(f"{'system':30s} {'thr':>3s} {'enc RTF':>9s} {'dec RTF':>9s} {'enc xRT':>8s} {'dec xRT':>8s} "
           f"{'enc xOpus':>10s} {'dec xOpus':>10s}  note")
     for r in rows:
         enc_ratio = r.encode_rtf / opus.encode_rtf if opus and r.encode_rtf else None
         dec_ratio = r.decode_rtf / opus.decode_rtf if opus and r.decode_rtf else None
         enc_rt = 1 / r.encode_rtf if r.encode_rtf else None
         dec_rt = 1 / r.decode_rtf if r.decode_rtf else None
-        print(f"{r.system:26s} {r.threads:3d} {fmt(r.encode_rtf, 9, '.4f')} {fmt(r.decode_rtf, 9, '.4f')} "
+        print(f"{r.system:30s} {r.threads:3d} {fmt(r.encode_rtf, 9, '.4f')} {fmt(r.decode_rtf, 9, '.4f')} "
               f"{fmt(enc_rt, 8, '.0f')} {fmt(dec_rt, 8, '.0f')} "
               f"{fmt(enc_ratio, 10, '.1f')} {fmt(dec_ratio, 10, '.1f')}  {r.note}")
 
@@ -297,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                 if isinstance(found, str):
                     skipped.append(f"streaming: {found}")
                 for label, enc, dec in [] if isinstance(found, str) else found:
-                    note = ("onnxruntime, deploy/onnx_streaming.py" if "(onnx)" in label
-                            else "Codec.stream_encoder/decoder") + ", live-style pushes"
+                    note = (("onnxruntime, deploy/onnx_streaming.py" if "(onnx" in label else "Codec.stream_encoder/decoder")
+                            + (", both sides push by push" if "loopback" in label else ", each side on its own"))
                     rows.append(Row(label, 1, enc, dec, note))
         if not snac_why:
             rows.append(time_snac(wav, n, args.repeats))

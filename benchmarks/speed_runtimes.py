@@ -123,13 +123,30 @@ def print_ray_rows(rows: list[tuple[str, dict]]) -> None:
         print(f"{runtime:8s} {s['seconds']:7.1f} {s['audio_hours_per_hour']:17.0f}  {s['runtime_note']}")
 
 
+def each_side(enc, dec, wav: np.ndarray, chunk: int, clock) -> tuple[float, float]:
+    """(encoder seconds, decoder seconds) of one stream, each side timed on its own as it runs in
+    a call (the sender encodes, the receiver decodes) and as Lyra's row is timed: every chunk
+    pushed through the encoder, then every push's codes through the decoder."""
+    t0 = clock()
+    codes = [enc.push(wav[start: start + chunk]) for start in range(0, len(wav), chunk)] + [enc.flush()]
+    t_enc = clock() - t0
+    t0 = clock()
+    for c in codes:
+        dec.push(c)
+    dec.flush()
+    return t_enc, clock() - t0
+
+
 def streaming_rows(model, wav: np.ndarray, sample_rate: int, kbps: float, repeats: int,
                    chunks_ms: tuple[int, ...] = (20, 80), clock=time.perf_counter) -> list[tuple[str, float, float]] | str:
-    """Stateful streams at each of `chunks_ms` through `benchmarks/streaming_cost.py`'s `stream`
-    loop, best of `repeats` by `clock`: PyTorch's (`Codec.stream_encoder()` / `stream_decoder()`)
-    and, with onnxruntime, the streaming ONNX graphs (`deploy/onnx_streaming_export.py`, exported
-    to a temporary folder first, run by `deploy/onnx_streaming.py`). [(label, encode RTF, decode
-    RTF)], or why not (a str). The streaming benchmark's own table has more."""
+    """Stateful streams at each of `chunks_ms`, each side timed on its own (`each_side`), and at
+    the first chunk size also both sides push by push in one thread ("loopback":
+    `benchmarks/streaming_cost.py`'s `stream` loop, where each side's weights leave the cache
+    while the other runs), best of `repeats` by `clock`: PyTorch's (`Codec.stream_encoder()` /
+    `stream_decoder()`) and, with onnxruntime, the streaming ONNX graphs
+    (`deploy/onnx_streaming_export.py`, exported to a temporary folder first, run by
+    `deploy/onnx_streaming.py`). [(label, encode RTF, decode RTF)], or why not (a str). The
+    streaming benchmark's own table has more."""
     try:  # by its path: benchmarks/ stays off sys.path (its bottleneck.py shadows the package pandas uses)
         spec = importlib.util.spec_from_file_location("streaming_cost", Path(__file__).resolve().parent / "streaming_cost.py")
         streaming_cost = importlib.util.module_from_spec(spec)
@@ -159,8 +176,11 @@ def streaming_rows(model, wav: np.ndarray, sample_rate: int, kbps: float, repeat
         for chunk_ms in chunks_ms:
             chunk = sample_rate * chunk_ms // 1000
             for name, make in makers:
-                best = min((streaming_cost.stream(*make(), wav, chunk)[2:] for _ in range(repeats)), key=sum)
+                best = min((each_side(*make(), wav, chunk, clock) for _ in range(repeats)), key=sum)
                 rows.append((f"stream {chunk_ms} ms ({name})", best[0] / seconds, best[1] / seconds))
+                if chunk_ms == chunks_ms[0]:  # both sides in one thread, push by push
+                    best = min((streaming_cost.stream(*make(), wav, chunk)[2:] for _ in range(repeats)), key=sum)
+                    rows.append((f"stream {chunk_ms} ms ({name}, loopback)", best[0] / seconds, best[1] / seconds))
     except Exception as exc:  # a model that cannot stream (non-causal, amplitude lufs)
         return f"{type(exc).__name__}: {exc}"
     finally:

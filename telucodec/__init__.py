@@ -8,7 +8,7 @@ tests/test_layering.py):
     model/        the codec (encoder, quantizer, decoders, amplitude, streaming) and loading it
     evaluation/   metrics, baselines, `telucodec eval`, reports and plots
     train/, deploy/   the training job; ONNX export + numpy runtime, datasets -> token shards
-    api           load_model, compress, decompress
+    api           load_model, compress, decompress, open_streams
     cli/          the `telucodec` command
 
 Names are imported on first use (PEP 562), so `import telucodec.tokens` or
@@ -28,11 +28,12 @@ __version__ = "0.1.0"
 _moved.install()
 
 _LAZY = {"compress": "telucodec.api", "decompress": "telucodec.api", "load_model": "telucodec.api",
+         "open_streams": "telucodec.api",
          "Codes": "telucodec.formats.codes"}
 _SUBMODULES = {"api": "telucodec.api", "codes": "telucodec.formats.codes", "tokens": "telucodec.formats.tokens",
                "onnx_runtime": "telucodec.deploy.onnx_runtime"}
 
-__all__ = ["Codes", "compress", "decompress", "load_model", "tokens", "__version__"]
+__all__ = ["Codes", "compress", "decompress", "load_model", "open_streams", "tokens", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

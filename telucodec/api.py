@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from telucodec.deploy.runtimes import Runtime, choose_runtime
+from telucodec.deploy.stream_runtimes import Streams
+from telucodec.deploy.stream_runtimes import open_streams as _open_streams
 from telucodec.errors import BitstreamError
 from telucodec.formats.bitstream import describe, read_bitstream, write_bitstream, write_smallest
 from telucodec.formats.codes import Codes
@@ -37,7 +39,7 @@ from telucodec.model.loading import (
 )
 
 __all__ = ["DEFAULT_MODEL", "PRETRAINED_DIR", "compress", "decompress", "default_model_dir", "load_model",
-           "read_codes", "read_weights", "runtime_for"]
+           "open_streams", "read_codes", "read_weights", "runtime_for"]
 
 log = logging.getLogger("telucodec")
 
@@ -49,6 +51,21 @@ def runtime_for(model: Codec, runtime: str | None = None, beam: int = 1) -> Runt
     if chosen.name == "torch" and "onnx was asked for" in chosen.note:
         warnings.warn(chosen.note, UserWarning, stacklevel=3)
     return chosen
+
+
+def open_streams(model: Codec | None = None, kbps: float | None = None, runtime: str | None = None) -> Streams:
+    """A live stream encoder and decoder for a causal model (default: the shipped one):
+    `.encoder.push(chunk)` -> int64 codes [n_q, frames completed], `.decoder.push(codes)` ->
+    float32 audio of the frames now final, `flush()` at the end; numpy out whichever runtime runs.
+    `kbps`: the codebooks the stream sends (None: all). `runtime`: "auto" (the streaming ONNX
+    graphs where they run with PyTorch's codes, made once and cached), "torch" or "onnx"; `.note`
+    says which ran. A stream carries no level (an `rms` model codes the input at its own level).
+    Asking for "onnx" where it cannot run gives torch and a UserWarning saying why."""
+    model = model if model is not None else load_model()
+    streams = _open_streams(model, runtime, kbps=kbps, log=log.info)
+    if streams.runtime == "torch" and "onnx was asked for" in streams.note:
+        warnings.warn(streams.note, UserWarning, stacklevel=2)
+    return streams
 
 
 def compress(wav: np.ndarray | torch.Tensor, sample_rate: int, model: Codec | None = None,

@@ -30,6 +30,55 @@ def as_unprivileged(cmd: list[str]) -> list[str]:
     return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *cmd]
 
 
+def model_copy_with_config(model_dir: Path, dest: Path, config: str, edit) -> Path:
+    """A copy of the model folder `model_dir` at `dest` whose JSON file `config` (a path inside
+    it, e.g. an export's config) was changed in place by `edit(dict)`."""
+    import json
+
+    shutil.copytree(model_dir, dest)
+    path = dest / config
+    content = json.loads(path.read_text())
+    edit(content)
+    path.write_text(json.dumps(content))
+    return dest
+
+
+def hide_onnxruntime(monkeypatch) -> None:
+    """The runtimes find no onnxruntime installed (every other package as it is)."""
+    from telucodec.deploy import runtimes
+
+    real = runtimes.importlib.util.find_spec
+    monkeypatch.setattr(runtimes.importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else real(name))
+
+
+def break_exporter(monkeypatch, target: str) -> list[int]:
+    """Replace the exporter `target` ("module.function", called as (model, folder, ...)) by one
+    that writes half a file into its folder, then fails as a model it cannot trace would.
+    Returns the list it appends to on each call."""
+    calls: list[int] = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        Path(args[1]).mkdir(parents=True, exist_ok=True)
+        (Path(args[1]) / "half-written.onnx").write_bytes(b"x")
+        raise RuntimeError("Unsupported operator aten::mystery")
+
+    monkeypatch.setattr(target, broken)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """$TELUCODEC_CACHE_DIR in a temporary folder for one test module (the runtimes' exports are
+    made there), and the default runtime unset (auto)."""
+    mp = pytest.MonkeyPatch()
+    folder = tmp_path_factory.mktemp("cache")
+    mp.setenv("TELUCODEC_CACHE_DIR", str(folder))
+    mp.delenv("TELUCODEC_RUNTIME", raising=False)
+    yield folder
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def example_clips() -> list[Path]:
     clips = sorted(EXAMPLES.rglob("*.flac"))

@@ -134,6 +134,23 @@ def test_readme_python_snippet_runs_as_pasted(tmp_path) -> None:
     assert ignored.returncode == 0, f"{written[0]} is not git-ignored"
 
 
+def test_readme_streaming_snippet_runs_as_pasted(tmp_path) -> None:
+    """The streams snippet, from the repository root: the shipped model streams through the
+    streaming ONNX graphs (made into a fresh cache), every pushed sample comes back."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    snippet = next(b for b in blocks if "telucodec.open_streams" in b)
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    env = {**_env(), "TELUCODEC_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("TELUCODEC_RUNTIME", None)
+    proc = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    note, line = proc.stdout.splitlines()
+    assert note.startswith("runtime: onnx (onnxruntime streaming graphs"), note
+    streamed, total = map(int, re.fullmatch(r"(\d+) samples streamed of (\d+)", line).groups())
+    assert total <= streamed < total + 320  # the last frame completed by zeros, as offline encode pads
+
+
 def test_readme_names_the_defaults_and_how_to_reach_the_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "source .venv/bin/activate" in readme and ".venv/bin/telucodec" in readme

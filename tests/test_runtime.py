@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import break_exporter, hide_onnxruntime, model_copy_with_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,17 +36,6 @@ def tiny(amplitude: str = "rms", seed: int = 0, **model_fields) -> Codec:
     cfg = get_config("tiny")
     torch.manual_seed(seed)
     return Codec(replace(cfg, model=replace(cfg.model, amplitude=amplitude, **model_fields))).eval()
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """$TELUCODEC_CACHE_DIR in a temporary folder, and the default runtime unset (auto)."""
-    mp = pytest.MonkeyPatch()
-    folder = tmp_path_factory.mktemp("cache")
-    mp.setenv("TELUCODEC_CACHE_DIR", str(folder))
-    mp.delenv("TELUCODEC_RUNTIME", raising=False)
-    yield folder
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -178,14 +168,8 @@ def test_what_cannot_run_on_onnx_falls_back_to_torch_with_a_note(case, requested
         cfg.quantizer.codebook_dim = 4
         model = Codec(cfg).eval()
     if case == "no-onnxruntime":
-        real = R.importlib.util.find_spec
-        monkeypatch.setattr(R.importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else real(name))
-    calls = []
-    if case == "export-fails":
-        def broken(*args, **kwargs):
-            calls.append(1)
-            raise RuntimeError("Unsupported operator aten::mystery")
-        monkeypatch.setattr("telucodec.deploy.export.export_onnx", broken)
+        hide_onnxruntime(monkeypatch)
+    calls = break_exporter(monkeypatch, "telucodec.deploy.export.export_onnx") if case == "export-fails" else []
     chosen = R.choose_runtime(model, requested)
     assert chosen.name == "torch"
     want = {"no-onnxruntime": "onnxruntime is not installed", "factorized": "factorized codebooks",
@@ -200,12 +184,8 @@ def test_what_cannot_run_on_onnx_falls_back_to_torch_with_a_note(case, requested
 
 
 def test_an_export_whose_codes_differ_is_used_only_when_asked_for(model, model_dir, tmp_path):
-    folder = tmp_path / "model"
-    shutil.copytree(model_dir, folder)
-    config_file = folder / "onnx" / "config.json"
-    config = json.loads(config_file.read_text())
-    config["parity"].update(encoder_codes_identical=False, encoder_codes_mismatched=3)
-    config_file.write_text(json.dumps(config))
+    folder = model_copy_with_config(model_dir, tmp_path / "model", "onnx/config.json",
+                                    lambda c: c["parity"].update(encoder_codes_identical=False, encoder_codes_mismatched=3))
     auto = R.choose_runtime(model, "auto", model_path=folder)
     assert auto.name == "torch" and "differ" in auto.note
     asked = R.choose_runtime(model, "onnx", model_path=folder)

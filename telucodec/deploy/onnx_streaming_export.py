@@ -44,12 +44,13 @@ from telucodec.deploy.onnx_rewrite import convs_as_2d_file
 from telucodec.deploy.onnx_search import replace_first_output_by_search
 from telucodec.errors import TelucodecError
 from telucodec.model.codec import Codec
-from telucodec.model.stream_steps import Step, portable
+from telucodec.model.stream_steps import Step, portable, rank4_ready
 from telucodec.model.streaming import decoder_streamer, encoder_streamer, latency_samples
 
 ENCODER_FILE, DECODER_FILE, FLUSH_FILE = "stream_encoder.onnx", "stream_decoder.onnx", "stream_decoder_flush.onnx"
 FRAME_ENCODER_FILE, FRAME_DECODER_FILE = "stream_encoder_frame.onnx", "stream_decoder_frame.onnx"
-STREAMING_VERSION = 2  # streaming.json "version": 2 adds the one-frame graphs ("frame_file")
+STREAMING_VERSION = 3  # streaming.json "version": 2 adds the one-frame graphs ("frame_file"); 3: transposed
+# convs as polyphase convs (their state: input frames), tensors and states 4-D where every step runs so
 CONFIG_FILE = "streaming.json"
 PARITY_CHUNK_MS = 20
 
@@ -58,13 +59,13 @@ class StreamLatentGraph(nn.Module):
     """(wav [1, 1, F * hop], *state) -> (latent [F, D], *new state): the encoder's steps; the
     exported file gets the search appended (`onnx_search.replace_first_output_by_search`)."""
 
-    def __init__(self, step: Step):
+    def __init__(self, step: Step, rank4: bool = False):
         super().__init__()
-        self.step = step
+        self.step, self.rank4 = step, rank4
 
     def forward(self, wav: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        latent, new = self.step.step(wav, list(state))  # [1, D, F]
-        return (latent[0].t(), *new)
+        latent, new = self.step.step(wav[:, :, None] if self.rank4 else wav, list(state))  # [1, D, (1,) F]
+        return (latent.reshape(latent.shape[1], -1).t(), *new)
 
 
 def convs_for_graphs(step: Any) -> None:
@@ -83,16 +84,21 @@ def convs_for_graphs(step: Any) -> None:
 class StreamDecoderGraph(nn.Module):
     """(codes [n, F], *state) -> (wav [1, 1, F * hop], *new state)."""
 
-    def __init__(self, step: Step, codebooks: torch.Tensor):
+    def __init__(self, step: Step, codebooks: torch.Tensor, rank4: bool = False):
         super().__init__()
-        self.step, self.codebook_size = step, codebooks.shape[1]
+        self.step, self.codebook_size, self.rank4 = step, codebooks.shape[1], rank4
         self.register_buffer("table", codebooks.reshape(-1, codebooks.shape[-1]))  # [n_q * K, D]
 
     def forward(self, codes: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         offsets = torch.arange(codes.shape[0], device=codes.device)[:, None] * self.codebook_size
-        latent = F.embedding(codes + offsets, self.table).sum(0).t()[None]  # [1, D, F]
+        summed = F.embedding(codes + offsets, self.table).sum(0)  # [F, D]
+        if isinstance(codes.shape[1], int) and codes.shape[1] == 1:  # the one-frame graph: no transpose
+            latent = summed.reshape(1, -1, 1, 1) if self.rank4 else summed.reshape(1, -1, 1)
+        else:
+            latent = summed.t()[None]  # [1, D, F]
+            latent = latent[:, :, None] if self.rank4 else latent
         wav, new = self.step.step(latent, list(state))
-        return (wav, *new)
+        return (wav.reshape(1, 1, -1), *new)
 
 
 class FlushGraph(nn.Module):
@@ -166,13 +172,15 @@ def export_streaming_onnx(model: Codec, out_dir: str | Path,
     hop, codebooks = model.hop, model.quantizer.codebooks().detach().float()
     with torch.no_grad(), portable():
         enc_step, dec_step = encoder_streamer(model.encoder), decoder_streamer(model.decoder)
-        # a batch dimension of 1 on every tensor: the graphs' convs then need no reshaping
-        enc_state = [t[None] for t in enc_step.init("cpu")]
-        dec_state = [t[None] for t in dec_step.init("cpu")]
-        enc_in = [f"enc_state_{i}" for i in range(len(enc_state))]
-        dec_in = [f"dec_state_{i}" for i in range(len(dec_state))]
+        # a batch dimension of 1 on every tensor: the graphs' convs then need no reshaping; where
+        # every step runs 4-D, tensors and states are [1, C, 1, T] (2-D convs end to end)
         convs_for_graphs(enc_step)
         convs_for_graphs(dec_step)
+        enc4, dec4 = rank4_ready(enc_step), rank4_ready(dec_step)
+        enc_state = [t[None, :, None] if enc4 else t[None] for t in enc_step.init("cpu")]
+        dec_state = [t[None, :, None] if dec4 else t[None] for t in dec_step.init("cpu")]
+        enc_in = [f"enc_state_{i}" for i in range(len(enc_state))]
+        dec_in = [f"dec_state_{i}" for i in range(len(dec_state))]
         frames = torch.export.Dim("frames", min=1, max=100_000)
         n = torch.export.Dim("n_q", min=1, max=model.max_n_q) if model.max_n_q > 1 else None
         norms = codebooks.pow(2).sum(-1)  # as nearest_entry computes them
@@ -181,14 +189,14 @@ def export_streaming_onnx(model: Codec, out_dir: str | Path,
         # the graphs for any number of frames, and the same for exactly one frame (static shapes:
         # onnxruntime folds every slice bound, a fifth fewer nodes for the 20 ms push)
         for file, count, dims in ((ENCODER_FILE, 3, {"wav": {2: hop * frames}}), (FRAME_ENCODER_FILE, 1, {"wav": None})):
-            _export(StreamLatentGraph(enc_step), (torch.zeros(1, 1, count * hop), *enc_state), ["wav", *enc_in],
+            _export(StreamLatentGraph(enc_step, enc4), (torch.zeros(1, 1, count * hop), *enc_state), ["wav", *enc_in],
                     enc_out, {**dims, "state": (None,) * len(enc_in)}, out / file)
             replace_first_output_by_search(out / file, codebooks.numpy(), norms.numpy())
             convs_as_2d_file(out / file)
         for file, count, dims in ((DECODER_FILE, 3, {"codes": {0: n, 1: frames} if n else {1: frames}}),
                                   (FRAME_DECODER_FILE, 1, {"codes": {0: n} if n else None})):
             example = torch.zeros(model.max_n_q, count, dtype=torch.long)
-            _export(StreamDecoderGraph(dec_step, codebooks), (example, *dec_state), ["codes", *dec_in], dec_out,
+            _export(StreamDecoderGraph(dec_step, codebooks, dec4), (example, *dec_state), ["codes", *dec_in], dec_out,
                     {**dims, "state": (None,) * len(dec_in)}, out / file)
             convs_as_2d_file(out / file)
         if dec_step.delay:

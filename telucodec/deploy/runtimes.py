@@ -227,30 +227,60 @@ def make_export(model: Codec, target: Path, log: Callable[[str], None] | None = 
     second process never leaves half an export there). Raises TelucodecError saying why it failed."""
     from telucodec.deploy.export import default_parity_clip, export_onnx
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     if log is not None:
         log(f"exporting the model to ONNX for the onnx runtime, once: {target}")
     clip = default_parity_clip()
+    return write_export_folder(
+        target, lambda tmp: export_onnx(model, tmp, clip if clip is not None else synthetic_parity_clip(model.sample_rate)),
+        lambda folder: usable_export(folder, model), "config.json")
+
+
+def write_export_folder(target: Path, write: Callable[[Path], Any], usable: Callable[[Path], dict[str, Any] | None],
+                        config_file: str) -> dict[str, Any]:
+    """Run `write(tmp)` into a folder beside `target`, then rename it into place (an export of the
+    folder's old weights there is replaced; one that another process just put there and that is
+    `usable` is kept). Returns the folder's `config_file` (JSON); raises TelucodecError with the
+    exporter's first line when `write` fails, leaving nothing behind."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        export_onnx(model, tmp, clip if clip is not None else synthetic_parity_clip(model.sample_rate))
+        write(tmp)
     except Exception as exc:  # whatever the exporter raises for a model it cannot trace
         shutil.rmtree(tmp, ignore_errors=True)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise TelucodecError(f"ONNX export failed: {first[:200]}") from exc
-    config = json.loads((tmp / "config.json").read_text())
+    config = json.loads((tmp / config_file).read_text())
     try:
         os.rename(tmp, target)
     except OSError:
-        if usable_export(target, model) is not None:  # another process put one there first: keep it
+        if usable(target) is not None:  # another process put one there first: keep it
             shutil.rmtree(tmp, ignore_errors=True)
-            return json.loads((target / "config.json").read_text())
+            return json.loads((target / config_file).read_text())
         stale = target.parent / f".{target.name}.stale-{os.getpid()}"  # an export of the folder's old weights
         os.rename(target, stale)
         os.rename(tmp, target)
         shutil.rmtree(stale, ignore_errors=True)
     return config
+
+
+def make_once(make: Callable[[], dict[str, Any]], failed: Path) -> tuple[dict[str, Any], str] | str:
+    """(`make()`'s config, ", made in N s"), or why no export can be had (a str): the failure
+    recorded in `failed` by an earlier try, or this try's, then recorded there so that later
+    runs do not try again (delete the file to retry)."""
+    if failed.is_file():
+        return f"{failed.read_text().strip()} (earlier; delete {failed} to try again)"
+    started = time.monotonic()
+    try:
+        config = make()
+    except TelucodecError as exc:
+        try:
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            failed.write_text(f"{exc}\n")
+        except OSError:
+            pass  # a read-only cache: the export is tried again next time
+        return str(exc)
+    return config, f", made in {time.monotonic() - started:.0f} s"
 
 
 def is_export(directory: Path) -> bool:
@@ -297,20 +327,10 @@ def choose_runtime(model: Codec, requested: str | None = None, *, model_path: st
         return fallback(why)
     made = ""
     if found is None:
-        failed = cache_dir() / "onnx" / f"{model.model_id}.failed"
-        if failed.is_file():
-            return fallback(f"{failed.read_text().strip()} (earlier; delete {failed} to try again)")
-        started = time.monotonic()
-        try:
-            found = (target, make_export(model, target, log))
-        except TelucodecError as exc:
-            try:
-                failed.parent.mkdir(parents=True, exist_ok=True)
-                failed.write_text(f"{exc}\n")
-            except OSError:
-                pass  # a read-only cache: the export is tried again next time
-            return fallback(str(exc))
-        made = f", made in {time.monotonic() - started:.0f} s"
+        made_now = make_once(lambda: make_export(model, target, log), cache_dir() / "onnx" / f"{model.model_id}.failed")
+        if isinstance(made_now, str):
+            return fallback(made_now)
+        found, made = (target, made_now[0]), made_now[1]
     directory, config = found
     if not codes_identical(config):
         parity = config.get("parity", {})

@@ -16,6 +16,7 @@ unsqueeze around every conv.
     causal conv            state: its last `dilation * (k - 1) - (stride - 1)` input samples
                            (the left padding offline adds, then the real past)
     causal transposed conv state: the `k - stride` outputs that overlap the next input frame, bias-free
+                           (made under `portable()`: its last ceil(k / stride) - 1 input frames)
     elementwise            no state (activations)
     chain, residual        their children's states, concatenated in order
 
@@ -80,6 +81,15 @@ class Step(Protocol):
     def flush(self, state: State) -> torch.Tensor | None: ...
 
 
+def conv_any_rank(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1,
+                  dilation: int = 1, groups: int = 1) -> torch.Tensor:
+    """A 1-D conv (no padding) of x [.., C, T], or of x [1, C, 1, T] as the 2-D conv it equals
+    (a graph of 4-D steps: `rank4_ready`)."""
+    if x.dim() == 4:
+        return F.conv2d(x, weight[:, :, None], bias, (1, stride), 0, (1, dilation), groups)
+    return F.conv1d(x, weight, bias, stride, 0, dilation, groups)
+
+
 class ConvStep:
     """A causal Conv1d: x [Cin, n * stride] -> [Cout, n]; state [Cin, context].
 
@@ -130,7 +140,7 @@ class ConvStep:
         return self._run(window, x.shape[-1]), [window[..., x.shape[-1]:]]
 
     def _conv(self, window: torch.Tensor, _: int) -> torch.Tensor:
-        return F.conv1d(window, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return conv_any_rank(window, self.weight, self.bias, self.stride, self.dilation, self.groups)
 
     def _taps(self, window: torch.Tensor, n: int) -> torch.Tensor:
         d, taps = self.dilation, self.taps
@@ -162,7 +172,16 @@ class ConvTransposeStep:
     """A causal ConvTranspose1d (the last k - stride outputs trimmed offline): x [Cin, n] ->
     [Cout, n * stride]; state: the bias-free overlap [Cout, k - stride] the next frame adds to.
     Grouped ones run as a batched matrix product and an overlap-add (`F.fold`), ~2x faster on a
-    frame or two than `F.conv_transpose1d`; the others, and steps made under `portable()`, stay that."""
+    frame or two than `F.conv_transpose1d`; the others stay that.
+
+    Made under `portable()` (for a graph), it runs as its polyphase form instead: output sample
+    t * stride + p is the sum over r of tap p + r * stride applied to input frame t - r, so it is a
+    causal conv of kernel m = ceil(k / stride) over the input frames giving Cout * stride channels
+    (channel c * stride + p: phase p of output channel c), interleaved into time by a reshape;
+    state: the last m - 1 input frames [Cin, m - 1]. onnxruntime runs ConvTranspose by a matrix
+    product and col2im on plain layout; the conv takes its blocked (NCHWc) kernels and needs no
+    overlap-add nodes: on one frame of telugu-v7's decoder the four transposed convs cost about
+    a third of the graph's time before (docs/speed-runtimes.md)."""
 
     delay = 0
 
@@ -174,16 +193,48 @@ class ConvTransposeStep:
         self.overlap = k - stride
         if self.overlap < 0:
             raise ModelError(f"streaming: a transposed conv of kernel {k} with stride {stride} leaves gaps")
-        self.n_state = 1 if self.overlap else 0
         self.portable = is_portable()
-        self.as_matmul = groups > 1 and not self.portable
+        if self.portable:
+            self._polyphase_weights()
+            return
+        self.n_state = 1 if self.overlap else 0
+        self.as_matmul = groups > 1
         if self.as_matmul:  # [g, Cout/g * k, Cin/g] @ x [g, Cin/g, n] -> each frame's k outputs per channel
             self.w_cols = self.weight.reshape(groups, cin // groups, per_group * k).transpose(1, 2).contiguous()
 
+    def _polyphase_weights(self) -> None:
+        """The conv form (see the class): weight [Cout * s, Cin / g, m], channel (c, p) of group
+        g from taps p, p + s, ... of the transposed weight, newest input frame last."""
+        s, g, m = self.stride, self.groups, -(-self.k // self.stride)
+        cin, per_group, _ = self.weight.shape
+        padded = F.pad(self.weight, (0, m * s - self.k)).reshape(g, cin // g, per_group, m, s)
+        # [g, Cin/g, Cout/g, r, p] -> [g, Cout/g, p, Cin/g, r], r = m - 1 - tap (the newest frame last)
+        w = padded.permute(0, 2, 4, 1, 3).flip(-1)
+        self.phase_weight = w.reshape(g * per_group * s, cin // g, m).contiguous()
+        self.phase_bias = None if self.bias is None else self.bias[:, 0].repeat_interleave(s)
+        self.history, self.in_channels = m - 1, cin
+        self.n_state = 1 if self.history else 0
+
     def init(self, device: torch.device | str) -> State:
+        if self.portable:
+            return [torch.zeros(self.in_channels, self.history, device=device)] if self.history else []
         return [torch.zeros(self.channels, self.overlap, device=device)] if self.overlap else []
 
+    def _polyphase(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        n = x.shape[-1]
+        window = torch.cat([state[0], x], dim=-1) if self.history else x
+        z = conv_any_rank(window, self.phase_weight, self.phase_bias, groups=self.groups)  # [.., Cout * s, (1,) n]
+        lead, mid = (z.shape[:-3], (1,)) if z.dim() == 4 else (z.shape[:-2], ())
+        if isinstance(n, int) and n == 1:  # one frame (a graph of static shape): the phases are time already
+            y = z.reshape(*lead, self.channels, *mid, self.stride)
+        else:
+            y = z.reshape(*lead, self.channels, self.stride, n).transpose(-1, -2)
+            y = y.reshape(*lead, self.channels, *mid, n * self.stride)
+        return y, ([window[..., n:]] if self.history else state)
+
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        if self.portable:
+            return self._polyphase(x, state)
         n = x.shape[-1]
         if self.as_matmul:
             cols = torch.bmm(self.w_cols, x.reshape(self.groups, -1, n))
@@ -193,10 +244,7 @@ class ConvTransposeStep:
         else:
             y = F.conv_transpose1d(x, self.weight, None, self.stride, groups=self.groups)  # [.., (n-1)s + k]
         if self.overlap:
-            if self.portable:  # as a graph: no in-place write into a slice
-                y = torch.cat([y[..., : self.overlap] + state[0], y[..., self.overlap:]], dim=-1)
-            else:
-                y[..., : self.overlap] += state[0]
+            y[..., : self.overlap] += state[0]
         n *= self.stride
         out = y[..., :n] if self.bias is None else y[..., :n] + self.bias
         return out, ([y[..., n:]] if self.overlap else state)
@@ -291,6 +339,19 @@ class ResidualStep(ChainStep):
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         y, out = super().step(x, state)
         return x + y, out
+
+
+def rank4_ready(step: Step) -> bool:
+    """Whether every step of `step` (made under `portable()`) also runs on 4-D tensors
+    [1, C, 1, T] with 4-D states [1, C, 1, k]: convs, transposed convs, activations and their
+    chains. A graph traced so is 2-D convs end to end, where onnxruntime keeps its blocked conv
+    layout without a squeeze and an unsqueeze around every conv (one-frame graphs spend most of
+    their time per node)."""
+    if isinstance(step, ChainStep):
+        return all(rank4_ready(child) for child in step.steps)
+    if isinstance(step, ConvStep):
+        return step.kind == "conv"  # the per-tap form broadcasts [C, 1] taps: 3-D only
+    return isinstance(step, ElementwiseStep) or (isinstance(step, ConvTransposeStep) and step.portable)
 
 
 def streamer(layer: nn.Module | Step) -> Step:
