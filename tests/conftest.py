@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -28,6 +29,22 @@ def as_unprivileged(cmd: list[str]) -> list[str]:
     if shutil.which("setpriv") is None:
         pytest.skip("root without setpriv: file permissions cannot be tested")
     return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *cmd]
+
+
+def as_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
+    """float samples in [-1, 1] -> that dtype's PCM (integers: full scale of the dtype)."""
+    if dtype.startswith("float"):
+        return x.astype(dtype)
+    info = np.iinfo(dtype)
+    if info.min == 0:  # unsigned: centred on the middle code
+        return np.clip(np.round(x * 128 + 128), 0, 255).astype(dtype)
+    return np.clip(np.round(x * (float(info.max) + 1)), info.min, info.max).astype(dtype)
+
+
+def cut_pieces(total: int, cuts: list[int]) -> list[tuple[int, int]]:
+    """[0, total) cut at each of `cuts` (taken modulo total + 1): the (start, end) pieces in order."""
+    points = sorted({0, total, *(c % (total + 1) for c in cuts)})
+    return list(zip(points[:-1], points[1:]))
 
 
 def model_copy_with_config(model_dir: Path, dest: Path, config: str, edit) -> Path:

@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import as_dtype
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,16 +37,6 @@ def rms_export(tmp_path_factory, example_clips):
     out = tmp_path_factory.mktemp("pcm_onnx")
     export_onnx(model, out, parity_clip=example_clips[0])
     return model, OnnxCodec(out)
-
-
-def as_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
-    """float samples in [-1, 1] -> that dtype's PCM (integers: full scale of the dtype)."""
-    if dtype.startswith("float"):
-        return x.astype(dtype)
-    info = np.iinfo(dtype)
-    if info.min == 0:  # unsigned: centred on the middle code
-        return np.clip(np.round(x * 128 + 128), 0, 255).astype(dtype)
-    return np.clip(np.round(x * (float(info.max) + 1)), info.min, info.max).astype(dtype)
 
 
 def speechy(rng: np.random.Generator, n: int, level: float) -> np.ndarray:

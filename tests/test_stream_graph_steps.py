@@ -10,6 +10,7 @@ groups, dilation) and chunkings, within float rounding.
 from __future__ import annotations
 
 import torch
+from conftest import cut_pieces
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -27,11 +28,6 @@ from telucodec.model.stream_steps import (
 )
 
 TOLERANCE = 1e-5
-
-
-def _chunks(total: int, cuts: list[int]) -> list[tuple[int, int]]:
-    points = sorted({0, total, *(c % (total + 1) for c in cuts)})
-    return list(zip(points[:-1], points[1:]))
 
 
 def _run(step, x: torch.Tensor, pieces: list[tuple[int, int]], rank4: bool) -> torch.Tensor:
@@ -58,7 +54,7 @@ def test_a_graphs_transposed_conv_is_the_offline_one(groups, cin, cout, stride, 
     x = torch.randn(cin * groups, frames)
     with torch.no_grad():
         offline = conv(x[None])[0, :, : frames * stride]  # causal: the last k - stride outputs trimmed
-        streamed = _run(step, x, _chunks(frames, cuts), rank4)
+        streamed = _run(step, x, cut_pieces(frames, cuts), rank4)
     assert streamed.shape == offline.shape
     assert float((streamed - offline).abs().max()) < TOLERANCE
 
@@ -79,7 +75,7 @@ def test_a_graphs_conv_gives_the_same_on_4d_tensors(groups, cin, cout, k, stride
     x = torch.randn(cin * groups, frames * stride)
     context = dilation * (k - 1) - (stride - 1)
     offline = F.conv1d(F.pad(x[None], (context, 0)), weight, bias, stride, 0, dilation, groups)[0]
-    pieces = [(lo * stride, hi * stride) for lo, hi in _chunks(frames, cuts)]
+    pieces = [(lo * stride, hi * stride) for lo, hi in cut_pieces(frames, cuts)]
     for rank4 in (False, True):
         streamed = _run(step, x, pieces, rank4)
         assert float((streamed - offline).abs().max()) < TOLERANCE

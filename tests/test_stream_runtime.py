@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import break_exporter, hide_onnxruntime, model_copy_with_config
+from conftest import as_dtype, break_exporter, cut_pieces, hide_onnxruntime, model_copy_with_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -56,16 +56,8 @@ def speech() -> np.ndarray:
     return load_audio(sorted(EXAMPLES.rglob("*.flac"))[2])
 
 
-def _as(x: np.ndarray, dtype: str) -> np.ndarray:
-    if dtype.startswith("int"):
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x * (info.max + 1.0)), info.min, info.max).astype(dtype)
-    return x.astype(dtype)
-
-
 def _run(streams: S.Streams, wav: np.ndarray, cuts: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    points = sorted({0, len(wav), *(c % (len(wav) + 1) for c in cuts)})
-    codes = [streams.encoder.push(wav[a:b]) for a, b in zip(points[:-1], points[1:])] + [streams.encoder.flush()]
+    codes = [streams.encoder.push(wav[a:b]) for a, b in cut_pieces(len(wav), cuts)] + [streams.encoder.flush()]
     for c in codes:
         assert isinstance(c, np.ndarray) and c.dtype == np.int64
     audio = [streams.decoder.push(c) for c in codes] + [streams.decoder.flush()]
@@ -79,7 +71,7 @@ def _run(streams: S.Streams, wav: np.ndarray, cuts: list[int]) -> tuple[np.ndarr
        dtype=st.sampled_from(["int16", "int32", "float64", "float32"]),
        cuts=st.lists(st.integers(0, 24_000), max_size=6), kbps=st.sampled_from([None, 1.5, 3.0]))
 def test_auto_streams_through_onnx_with_pytorchs_codes(model, model_dir, speech, start, length, gain, dtype, cuts, kbps):
-    wav = _as(speech[start: start + length] * gain, dtype)
+    wav = as_dtype(speech[start: start + length] * gain, dtype)
     onnx = S.open_streams(model, "auto", kbps=kbps, model_path=model_dir)
     assert onnx.runtime == "onnx" and "made in" not in onnx.note  # the kept export, not made again
     torch_streams = S.open_streams(model, "torch", kbps=kbps, model_path=model_dir)

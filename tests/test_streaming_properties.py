@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from conftest import as_dtype
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -53,12 +54,7 @@ def _speech() -> np.ndarray:
 
 def _input(start: int, length: int, gain: float, dtype: str, column: bool, as_tensor: bool):
     """A piece of real speech as the caller might hold it: PCM of `dtype`, [T] or [T, 1]."""
-    x = _speech()[start: start + length].astype(np.float64) * gain
-    if dtype.startswith("int"):
-        info = np.iinfo(dtype)
-        x = np.clip(np.round(x * (info.max + 1.0)), info.min, info.max).astype(dtype)
-    else:
-        x = x.astype(dtype)
+    x = as_dtype(_speech()[start: start + length].astype(np.float64) * gain, dtype)
     x = x[:, None] if column else x
     return torch.from_numpy(x) if as_tensor else x
 

@@ -91,13 +91,8 @@ class StreamDecoderGraph(nn.Module):
 
     def forward(self, codes: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         offsets = torch.arange(codes.shape[0], device=codes.device)[:, None] * self.codebook_size
-        summed = F.embedding(codes + offsets, self.table).sum(0)  # [F, D]
-        if isinstance(codes.shape[1], int) and codes.shape[1] == 1:  # the one-frame graph: no transpose
-            latent = summed.reshape(1, -1, 1, 1) if self.rank4 else summed.reshape(1, -1, 1)
-        else:
-            latent = summed.t()[None]  # [1, D, F]
-            latent = latent[:, :, None] if self.rank4 else latent
-        wav, new = self.step.step(latent, list(state))
+        latent = F.embedding(codes + offsets, self.table).sum(0).t()[None]  # [1, D, F]
+        wav, new = self.step.step(latent[:, :, None] if self.rank4 else latent, list(state))
         return (wav.reshape(1, 1, -1), *new)
 
 

@@ -169,13 +169,20 @@ def usable_export(directory: Path, model: Codec) -> dict[str, Any] | None:
     """The config.json of an export of exactly `model` in `directory`, made by this code's
     exporter (`EXPORT_VERSION`: an older export is made again, never run), that passed its parity
     check and records the windows the model runs long clips in; None otherwise."""
+    config = checked_export_config(directory, "config.json", "telucodec-onnx", EXPORT_VERSION, model)
+    return config if config is not None and config.get("windows") == window_frames(model) else None
+
+
+def checked_export_config(directory: Path, config_file: str, fmt: str, version: int, model: Codec) -> dict[str, Any] | None:
+    """`directory`'s `config_file` (JSON) when it describes an export in format `fmt` of exactly
+    this `version` and `model`, whose parity check passed and whose encoder and decoder files are
+    there; None otherwise (missing, unreadable, another model's or version's: made again)."""
     try:
-        config = json.loads((directory / "config.json").read_text())
+        config = json.loads((directory / config_file).read_text())
     except (OSError, ValueError):
         return None
-    if (not isinstance(config, dict) or config.get("format") != "telucodec-onnx"
-            or config.get("version") != EXPORT_VERSION or config.get("model_id") != model.model_id or config.get("windows") != window_frames(model)
-            or not config.get("parity", {}).get("passed")):
+    if (not isinstance(config, dict) or config.get("format") != fmt or config.get("version") != version
+            or config.get("model_id") != model.model_id or not config.get("parity", {}).get("passed")):
         return None
     files = [config.get(part, {}).get("file", "") for part in ("encoder", "decoder")]
     return config if all(f and (directory / f).is_file() for f in files) else None
@@ -225,14 +232,22 @@ def synthetic_parity_clip(sample_rate: int, seconds: float = 4.0) -> np.ndarray:
 def make_export(model: Codec, target: Path, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Export `model` into `target` (written beside it, then renamed into place: a crash or a
     second process never leaves half an export there). Raises TelucodecError saying why it failed."""
-    from telucodec.deploy.export import default_parity_clip, export_onnx
+    from telucodec.deploy.export import export_onnx
 
     if log is not None:
         log(f"exporting the model to ONNX for the onnx runtime, once: {target}")
+    clip = runtime_parity_clip(model)
+    return write_export_folder(target, lambda tmp: export_onnx(model, tmp, clip),
+                               lambda folder: usable_export(folder, model), "config.json")
+
+
+def runtime_parity_clip(model: Codec) -> Path | np.ndarray:
+    """The clip an export made by a runtime switch checks parity on: the first example clip, or
+    where examples/ is not installed a synthetic speech-like one."""
+    from telucodec.deploy.export import default_parity_clip
+
     clip = default_parity_clip()
-    return write_export_folder(
-        target, lambda tmp: export_onnx(model, tmp, clip if clip is not None else synthetic_parity_clip(model.sample_rate)),
-        lambda folder: usable_export(folder, model), "config.json")
+    return clip if clip is not None else synthetic_parity_clip(model.sample_rate)
 
 
 def write_export_folder(target: Path, write: Callable[[Path], Any], usable: Callable[[Path], dict[str, Any] | None],

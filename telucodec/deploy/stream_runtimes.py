@@ -22,7 +22,6 @@ folder outside the package, else `cache_dir()/onnx/<model_id>-stream/`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +31,11 @@ import numpy as np
 
 from telucodec.deploy.runtimes import (
     check_runtime_name,
+    checked_export_config,
     export_places,
     make_once,
     onnx_obstacle,
-    synthetic_parity_clip,
+    runtime_parity_clip,
     write_export_folder,
 )
 from telucodec.model.codec import Codec
@@ -82,27 +82,16 @@ def usable_stream_export(directory: Path, model: Codec) -> dict[str, Any] | None
     exporter (`STREAMING_VERSION`: an older one is made again), that passed its parity check."""
     from telucodec.deploy.onnx_streaming_export import CONFIG_FILE, STREAMING_VERSION
 
-    try:
-        config = json.loads((directory / CONFIG_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if (not isinstance(config, dict) or config.get("format") != "telucodec-onnx-streaming"
-            or config.get("version") != STREAMING_VERSION or config.get("model_id") != model.model_id
-            or not config.get("parity", {}).get("passed")):
-        return None
-    files = [config.get(part, {}).get("file", "") for part in ("encoder", "decoder")]
-    return config if all(f and (directory / f).is_file() for f in files) else None
+    return checked_export_config(directory, CONFIG_FILE, "telucodec-onnx-streaming", STREAMING_VERSION, model)
 
 
 def make_stream_export(model: Codec, target: Path, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Write `model`'s streaming graphs into `target` whole (beside it, then renamed into place)."""
-    from telucodec.deploy.export import default_parity_clip
     from telucodec.deploy.onnx_streaming_export import CONFIG_FILE, export_streaming_onnx
 
     if log is not None:
         log(f"exporting the model's streaming graphs to ONNX for the onnx runtime, once: {target}")
-    clip = default_parity_clip()
-    clip = clip if clip is not None else synthetic_parity_clip(model.sample_rate)
+    clip = runtime_parity_clip(model)
     return write_export_folder(target, lambda tmp: export_streaming_onnx(model, tmp, clip),
                                lambda folder: usable_stream_export(folder, model), CONFIG_FILE)
 

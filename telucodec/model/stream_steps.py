@@ -225,12 +225,8 @@ class ConvTransposeStep:
         window = torch.cat([state[0], x], dim=-1) if self.history else x
         z = conv_any_rank(window, self.phase_weight, self.phase_bias, groups=self.groups)  # [.., Cout * s, (1,) n]
         lead, mid = (z.shape[:-3], (1,)) if z.dim() == 4 else (z.shape[:-2], ())
-        if isinstance(n, int) and n == 1:  # one frame (a graph of static shape): the phases are time already
-            y = z.reshape(*lead, self.channels, *mid, self.stride)
-        else:
-            y = z.reshape(*lead, self.channels, self.stride, n).transpose(-1, -2)
-            y = y.reshape(*lead, self.channels, *mid, n * self.stride)
-        return y, ([window[..., n:]] if self.history else state)
+        y = z.reshape(*lead, self.channels, self.stride, n).transpose(-1, -2)
+        return y.reshape(*lead, self.channels, *mid, n * self.stride), ([window[..., n:]] if self.history else state)
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         if self.portable:
