@@ -89,7 +89,7 @@ def split_clips(corpus: dict, val_speakers: set[str]) -> tuple[list[np.ndarray],
 
 
 def measure(clips: list[np.ndarray], tables: ContextTables, n_qs: list[int], model_id: str,
-            hop: int, sample_rate: int, frame_rate: int, bits: int) -> list[dict]:
+            hop: int, sample_rate: int, frame_rate: int, bits: list[int]) -> list[dict]:
     """Bytes per second of real .tcd files of `clips` at each n_q: plain, static ANS (the smaller
     of plain and static ANS: what the writer picked before context coding), context, and what
     `write_smallest` picks now; plus the ideal context code length."""
@@ -100,7 +100,8 @@ def measure(clips: list[np.ndarray], tables: ContextTables, n_qs: list[int], mod
         picked = {"plain": 0, "static_ans": 0, "context": 0}
         for c in clips:
             codes = Codes(codes=torch.from_numpy(c[:n_q].copy()), num_samples=c.shape[1] * hop, model_id=model_id,
-                          sample_rate=sample_rate, frame_rate=frame_rate, codebook_bits=bits)
+                          sample_rate=sample_rate, frame_rate=frame_rate, codebook_bits=max(bits[:n_q]),
+                          stage_bits=tuple(bits[:n_q]) if len(set(bits[:n_q])) > 1 else ())
             plain = write_bitstream(codes)
             ans = write_bitstream(codes, entropy=True)
             ctx = write_bitstream(codes, tables=tables)
@@ -112,7 +113,7 @@ def measure(clips: list[np.ndarray], tables: ContextTables, n_qs: list[int], mod
             total["smallest"] += len(best)
             picked[describe(best)["coding"]] += 1
         ideal = stage_cost_bits(tables, clips, n_q).sum() / 8 / seconds
-        rows.append({"n_q": n_q, "kbps": n_q * bits * frame_rate / 1000, "clips": len(clips), "seconds": seconds,
+        rows.append({"n_q": n_q, "kbps": sum(bits[:n_q]) * frame_rate / 1000, "clips": len(clips), "seconds": seconds,
                      **{f"{k}_Bps": v / seconds for k, v in total.items()}, "ideal_context_Bps": ideal,
                      "saving_vs_plain": 1 - total["smallest"] / total["plain"],
                      "saving_vs_static_ans": 1 - total["smallest"] / total["static_ans"], "picked": picked})
@@ -148,12 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"--val_speakers: not in {a.data_dir}: {', '.join(sorted(missing))}")
     train, held = split_clips(corpus, val)
     t0 = time.perf_counter()
-    tables = fit_tables(train, model.codebook_bits, a.prev_classes_first, a.prev_classes, a.stage_classes, a.contexts)
+    tables = fit_tables(train, model.stage_bits, a.prev_classes_first, a.prev_classes, a.stage_classes, a.contexts)
     print(f"fitted on {len(train)} clips of the training speakers in {time.perf_counter() - t0:.0f} s: "
-          f"{tables.nbytes() / 1024:.0f} KiB of tables, digest {tables.digest[:16]}")
+          f"{tables.nbytes() / 1024:.0f} KiB of tables for stages of {tables.stage_bits} bits, digest {tables.digest[:16]}")
     report = {"model": str(a.model_dir), "tables_bytes": tables.nbytes(), "digest": tables.digest, "rates": []}
     if held:
-        kw = dict(hop=model.hop, sample_rate=model.sample_rate, frame_rate=model.frame_rate, bits=model.codebook_bits)
+        kw = dict(hop=model.hop, sample_rate=model.sample_rate, frame_rate=model.frame_rate, bits=model.stage_bits)
         rows = measure(held, tables, [int(x) for x in a.n_q.split(",")], model.model_id, **kw)
         report["rates"] = rows
         print(f"held-out speakers: {len(held)} clips, {rows[0]['seconds']:.0f} s; bytes per second of .tcd files")

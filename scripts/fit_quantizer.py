@@ -4,6 +4,9 @@
     python scripts/fit_quantizer.py --model lyra-v2 --data_dir state/train_manifest.tsv \
         --val_speakers A,B --n_q 12 --bits 10 --ema_epochs 2 --out state/lyra-rvq12x10
 
+`--bits` may give each stage its own width: `--bits 15x2,10x14` is two 15-bit stages (32,768
+entries) then fourteen 10-bit ones (n_q is then the number of stages listed).
+
 Encodes the training clips once (the held-out speakers are left out) through `Codec.latents`, the
 path `Codec.encode` runs, starts every stage by k-means on the residual the stages before it
 leave, refines with the quantizer's own EMA / dead-code / quantizer-dropout updates over the
@@ -31,13 +34,29 @@ from telucodec.model.loading import load_model
 from telucodec.train import quantizer_fit as qf
 
 
+def stage_widths(bits: str, n_q: int) -> list[int]:
+    """`--bits`: "10" (every one of n_q stages) or "15x2,10x14" / "15,15,10" (each stage's own)."""
+    try:
+        if "," not in bits and "x" not in bits:
+            return [int(bits)] * n_q
+        widths = []
+        for part in bits.split(","):
+            width, _, count = part.partition("x")
+            widths += [int(width)] * int(count or 1)
+    except ValueError:
+        sys.exit(f"--bits {bits}: expected a width (10) or widths per stage (15x2,10x14)")
+    if not widths or not all(1 <= w <= 16 for w in widths):
+        sys.exit(f"--bits {bits}: every width must be 1..16 bits")
+    return widths
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     p.add_argument("--model", required=True, help="model folder, checkpoint or shipped name (e.g. lyra-v2)")
     p.add_argument("--data_dir", required=True)
     p.add_argument("--val_speakers", default="", help="speakers to leave out (comma-separated)")
     p.add_argument("--n_q", type=int, default=12)
-    p.add_argument("--bits", type=int, default=10, help="bits per code: codebook size 2**bits")
+    p.add_argument("--bits", default="10", help="bits per code (codebook size 2**bits), or per stage: 15x2,10x14")
     p.add_argument("--kmeans_iters", type=int, default=12)
     p.add_argument("--sample", type=int, default=120_000, help="frames each stage's k-means sees")
     p.add_argument("--ema_epochs", type=int, default=2)
@@ -50,10 +69,13 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.process_time()
     source = load_model(a.model)
     cfg = source.config.upgraded()  # a new model: the current config version (model id: its own weights)
-    quant = replace(cfg.quantizer, n_q=a.n_q, codebook_size=2 ** a.bits, kmeans_iters=a.kmeans_iters,
+    widths = stage_widths(a.bits, a.n_q)
+    sizes = tuple(2 ** b for b in widths)
+    quant = replace(cfg.quantizer, n_q=len(widths), codebook_size=max(sizes),
+                    codebook_sizes=sizes if len(set(sizes)) > 1 else (), kmeans_iters=a.kmeans_iters,
                     kmeans_init=True, quantizer_dropout=True, update="ema",
                     dead_code_steps=cfg.quantizer.dead_code_steps or 50)
-    model = Codec(replace(cfg, name=f"{cfg.name}-rvq{a.n_q}x{a.bits}", quantizer=quant))
+    model = Codec(replace(cfg, name=f"{cfg.name}-rvq{a.bits.replace(',', '-')}", quantizer=quant))
     state = {k: v for k, v in source.state_dict().items() if not k.startswith("quantizer.")}
     model.load_state_dict({**model.state_dict(), **state})
     model.eval()

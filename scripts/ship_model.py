@@ -24,13 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 import torch
 
 from telucodec.api import load_model
-from telucodec.model.loading import load_checkpoint, resolve
+from telucodec.model.loading import DEFAULT_MODEL, load_checkpoint, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
-CARD = """# {name}: telucodec's default Telugu speech codec
+CARD = """# {name}: {role}
 
 A {params:.2f} M-parameter neural speech codec (preset `{preset}`: {encoder} encoder, residual VQ
-{n_q} x {codebook_size}, {decoder} decoder, amplitude strategy `{amplitude}`{level_note}) at 16 kHz,
+{stages}, {decoder} decoder, amplitude strategy `{amplitude}`{level_note}) at 16 kHz,
 50 frames/s, serving {kbps_list} kbps from one model (quantizer dropout). Weights: fp16
 safetensors, loaded as fp32. Model id `{model_id}`.
 {origin}
@@ -72,6 +72,17 @@ Made by:
 Speech at 16 kHz. Judge it with the eval table, not with SNR: no codec at these bitrates reaches high
 SNR. Not for music. Quality on unseen recording conditions is unknown beyond the table.
 """
+
+
+def stage_text(sizes: list[int]) -> str:
+    """"16 x 1024", or "2 x 32768 + 14 x 1024" where the stages differ in size."""
+    runs: list[list[int]] = []
+    for size in sizes:
+        if runs and runs[-1][1] == size:
+            runs[-1][0] += 1
+        else:
+            runs.append([1, size])
+    return " + ".join(f"{n} x {size}" for n, size in runs)
 
 
 def run_totals(exp: Path) -> dict:
@@ -186,15 +197,16 @@ def main() -> None:
                          for r in runs)
     summary = json.loads((exp / "summary.json").read_text())
     card = CARD.format(
-        name=args.name, params=sum(p.numel() for p in model.parameters()) / 1e6, preset=cfg.name,
+        name=args.name, role=("telucodec's default Telugu speech codec" if args.name == DEFAULT_MODEL
+                              else f"a Telugu speech codec shipped with telucodec (`--model {args.name}`)"),
+        params=sum(p.numel() for p in model.parameters()) / 1e6, preset=cfg.name,
         encoder=cfg.model.encoder, origin=("\n" + Path(args.origin).read_text().strip() + "\n" if args.origin else ""),
-        n_q=cfg.quantizer.n_q, codebook_size=cfg.quantizer.codebook_size, decoder=cfg.model.decoder,
+        stages=stage_text(cfg.quantizer.stage_sizes), decoder=cfg.model.decoder,
         amplitude=cfg.model.amplitude,
         level_note=", decoded level matched to the sent chunk RMS" if cfg.model.level_match else "",
         notes=("\n" + rebase_links(Path(args.notes).read_text().strip(), Path(args.notes).parent, out) + "\n"
                if args.notes else ""),
-        kbps_list=f"{model.kbps_per_codebook():g}, {2 * model.kbps_per_codebook():g}, ... "
-                  f"{model.max_n_q * model.kbps_per_codebook():g}",
+        kbps_list=f"{model.nominal_kbps(1):g}, {model.nominal_kbps(2):g}, ... {model.nominal_kbps():g}",
         model_id=shipped.model_id, cpu_hours=seconds / 3600, train_minutes=summary["train_seconds"] / 60,
         train_clips=summary["train_clips"],
         val_speakers=", ".join(cfg.train.val_speakers) or "hash split", steps=steps, batch=cfg.train.batch_size,

@@ -238,10 +238,39 @@ class QuantizerConfig:
     min_n_q_dropout: int = 1
     dropout_fraction: float = 0.0           # > 0: per-item dropout on this fraction of items (DAC: 0.5); 0: per batch
     codebook_dim: int = 0                   # > 0: DAC's factorized codes, searched L2-normalized in this many dims
+    codebook_sizes: tuple[int, ...] = ()    # per-stage entry counts (n_q powers of two, the largest
+                                            # `codebook_size`); () = every stage `codebook_size`
+
+    @property
+    def stage_sizes(self) -> list[int]:
+        """The entry count of each of the n_q stages."""
+        return list(self.codebook_sizes) if self.codebook_sizes else [self.codebook_size] * self.n_q
+
+    @property
+    def stage_bits(self) -> list[int]:
+        """The code width in bits of each stage (what a .tcd file spends on a plain code)."""
+        return [max(1, (size - 1).bit_length()) for size in self.stage_sizes]
 
     @property
     def codebook_bits(self) -> int:
+        """The widest stage's code width: every code of the model fits it."""
         return max(1, (self.codebook_size - 1).bit_length())
+
+    def check_sizes(self) -> None:
+        """Refuse per-stage sizes the quantizer and the .tcd format cannot carry, in one line."""
+        sizes = self.codebook_sizes
+        if not sizes:
+            return
+        where = f"config: quantizer.codebook_sizes = {list(sizes)}"[:120]
+        if len(sizes) != self.n_q:
+            raise TelucodecError(f"{where}: needs one size per stage, n_q = {self.n_q}")
+        if any(size < 2 or size & (size - 1) for size in sizes):
+            raise TelucodecError(f"{where}: every size must be a power of two >= 2")
+        if max(sizes) != self.codebook_size:
+            raise TelucodecError(f"{where}: quantizer.codebook_size must be the largest of them ({max(sizes)}), "
+                                 f"not {self.codebook_size}")
+        if self.codebook_dim:
+            raise TelucodecError(f"{where}: per-stage sizes need plain stages (quantizer.codebook_dim 0)")
 
 
 @dataclass
@@ -420,6 +449,8 @@ class CodecConfig:
                 and ADDED_LATER.get(k, object()) != v}
         arch.update({f"{p}_options": getattr(model, f"{p}_options") for p in PARTS if getattr(model, f"{p}_options")})
         arch.update({k: v for k, v in asdict(self.quantizer).items() if k in ("n_q", "codebook_size")})
+        if len(set(self.quantizer.codebook_sizes)) > 1:  # only where they differ: every uniform model's id stays
+            arch["codebook_sizes"] = list(self.quantizer.codebook_sizes)
         return arch
 
 
@@ -432,13 +463,16 @@ ARCH_COUNTS = {"residual_layers", "spectral_layers", "spectral_fine_layers", "en
                "n_q", "kmeans_iters", "ratios"}
 
 
+TUPLE_ELEMENTS = {("quantizer", "codebook_sizes"): int}  # list fields whose default is empty: their element type
+
+
 def _checked(section: str, key: str, value: Any, default: Any) -> Any:
     """`value` as the type of `default` (a list for a tuple field), or a one-line TelucodecError."""
     where = f"config: {section}.{key} = {json.dumps(value)[:60]}"
     if isinstance(default, tuple):
         if not isinstance(value, list | tuple):
             raise TelucodecError(f"{where}: expected a list")
-        element = type(default[0]) if default else str
+        element = type(default[0]) if default else TUPLE_ELEMENTS.get((section, key), str)
         return tuple(_checked(section, key, v, element()) for v in value)
     if isinstance(default, bool) or isinstance(default, str):
         ok = type(value) is type(default)
@@ -460,6 +494,7 @@ def check_config(config: CodecConfig) -> None:
     encoder and decoder: the families registered) and a model whose frame rate is not a whole
     number (`ModelConfig.frame_rate`)."""
     _check_names(config.model)
+    config.quantizer.check_sizes()
     for (section, key), accepted in NAME_FIELDS.items():
         value = getattr(getattr(config, section), key)
         if value not in accepted:

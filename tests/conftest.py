@@ -115,3 +115,27 @@ def trained_tiny(tmp_path_factory) -> Path:
                "--learning_rate", "1e-3", "--quiet"])
     assert rc == 0
     return root / "tiny"
+
+
+def assert_pieces_round_trip(tables, arr, cuts: list[int], byte_cuts: list[int]) -> None:
+    """Frames of `arr` [n_q, F] pushed to a ContextEncoder in the pieces `cuts` make give the whole
+    clip's bytes; those bytes fed to a ContextDecoder in the pieces `byte_cuts` make (each piece with
+    the frames announced) give the frames back, never one the encoder has not taken."""
+    from telucodec.formats.context_coder import ContextDecoder, ContextEncoder, encode_codes
+
+    n_q, frames = arr.shape
+    whole = encode_codes(tables, arr)
+    enc, sent = ContextEncoder(tables, n_q), []
+    for lo, hi in zip([0, *sorted(cuts)], [*sorted(cuts), frames]):
+        lo, hi = min(lo, frames), min(hi, frames)
+        sent.append((enc.push(arr[:, lo:hi]), enc.frames))
+    sent.append((enc.finish(), enc.frames))
+    assert b"".join(b for b, _ in sent) == whole
+    dec, got = ContextDecoder(tables, n_q), []
+    for data, taken in sent:
+        ends = sorted(c % (len(data) + 1) for c in byte_cuts)
+        for i, j in zip([0, *ends], [*ends, len(data)]):
+            got.append(dec.feed(data[i:j], taken))
+            assert dec.frames <= taken
+    got.append(dec.finish(frames))
+    np.testing.assert_array_equal(np.concatenate(got, axis=1), arr)

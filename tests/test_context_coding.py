@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_pieces_round_trip
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +28,7 @@ from telucodec.formats.bitstream import (
     write_smallest,
 )
 from telucodec.formats.codes import Codes
-from telucodec.formats.context_coder import ContextDecoder, ContextEncoder, decode_codes, encode_codes
+from telucodec.formats.context_coder import ContextDecoder, decode_codes, encode_codes
 from telucodec.formats.context_fit import fit_tables, stage_cost_bits
 from telucodec.formats.context_tables import TABLES_FILE, TOTAL, ContextTables, StageTables, register
 
@@ -135,23 +136,7 @@ def test_streaming_equals_whole_file(fitted, seed, frames, kind, n_q, cuts, byte
     """Frames pushed in any pieces give the whole-file bytes; bytes fed in any pieces give the
     frames, each as soon as its bytes are in, never a frame the encoder has not taken."""
     tables = fitted[0]
-    arr = make_codes_for(tables, n_q, frames, kind, seed)
-    whole = encode_codes(tables, arr)
-    enc, sent = ContextEncoder(tables, n_q), []
-    for lo, hi in zip([0, *sorted(cuts)], [*sorted(cuts), frames]):
-        lo, hi = min(lo, frames), min(hi, frames)
-        sent.append((enc.push(arr[:, lo:hi]), enc.frames))
-    sent.append((enc.finish(), enc.frames))
-    assert b"".join(b for b, _ in sent) == whole
-    dec, got = ContextDecoder(tables, n_q), []
-    for data, taken in sent:  # the transport re-cuts the bytes, each piece with the frames announced
-        pieces = [data[i:j] for i, j in zip([0, *sorted(c % (len(data) + 1) for c in byte_cuts)],
-                                            [*sorted(c % (len(data) + 1) for c in byte_cuts), len(data)])]
-        for piece in pieces:
-            got.append(dec.feed(piece, taken))
-            assert dec.frames <= taken
-    got.append(dec.finish(frames))
-    np.testing.assert_array_equal(np.concatenate(got, axis=1), arr)
+    assert_pieces_round_trip(tables, make_codes_for(tables, n_q, frames, kind, seed), cuts, byte_cuts)
 
 
 def test_carry_through_pending_bytes_round_trips(monkeypatch) -> None:

@@ -11,8 +11,9 @@ import torch
 from telucodec import losses as L
 from telucodec.config import PRESETS, CodecConfig, QuantizerConfig, get_config
 from telucodec.errors import TelucodecError
+from telucodec.model.clustering import kmeans
 from telucodec.model.codec import Codec, load_matching_state
-from telucodec.model.quantizer import ResidualVQ, VectorQuantizer, kmeans
+from telucodec.model.quantizer import ResidualVQ, VectorQuantizer
 from telucodec.model.seanet import SEANetDecoder, SEANetEncoder
 from telucodec.model.spectral import InverseSTFT
 

@@ -4,10 +4,11 @@ codes), a stream gives exactly offline's codes and, within float rounding, offli
 
 The models: the shipped default (telugu-v5, SoundStream encoder and decoder) and small random
 causal models of the other families (SEANet encoder + SEANet or spectral decoder, and SEANet with
-the bottleneck LSTM, whose state a stream carries), and a small `rms` model with `level_match`,
-whose streams carry no level: offline's reference is then `encode(..., level=False)` (codes of
-side kind "none", the input coded at its own level) and its decode (gain 1, no level match).
-For `none` models `level=False` changes nothing, so every model is checked against the same call."""
+the bottleneck LSTM, whose state a stream carries), a small model whose stages differ in size
+(256, 256, then 16 entries), and a small `rms` model with `level_match`, whose streams carry no
+level: offline's reference is then `encode(..., level=False)` (codes of side kind "none", the input
+coded at its own level) and its decode (gain 1, no level match). For `none` models `level=False`
+changes nothing, so every model is checked against the same call."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from telucodec.formats.audio import load_audio
 from telucodec.model.codec import Codec
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "te_cv"
-MODELS = ("telugu-v5", "tiny", "spectral", "tiny-lstm", "tiny-rms")
+MODELS = ("telugu-v5", "tiny", "spectral", "tiny-lstm", "tiny-rms", "tiny-mixed")
 DTYPES = ("int16", "int32", "float64", "float32")
 AUDIO_TOLERANCE = 1e-5
 
@@ -35,10 +36,12 @@ AUDIO_TOLERANCE = 1e-5
 def _model(name: str) -> Codec:
     if name == "telugu-v5":
         return telucodec.load_model(name)
-    cfg = get_config(name.removesuffix("-lstm").removesuffix("-rms"))
+    cfg = get_config(name.removesuffix("-lstm").removesuffix("-rms").removesuffix("-mixed"))
     cfg.model.causal, cfg.model.amplitude, cfg.model.lstm = True, "none", name.endswith("-lstm")
     if name.endswith("-rms"):  # the shipped v7 setting: per-second level sent offline, matched at decode
         cfg.model.amplitude, cfg.model.level_match = "rms", True
+    if name.endswith("-mixed"):  # stages of different sizes (.tcd version 4): wide first, then narrow
+        cfg.quantizer.codebook_sizes = (256, 256, 16, 16, 16, 16, 16, 16)
     if name == "spectral":  # same structure as the preset, smaller: a faster test
         cfg.model.channels, cfg.model.latent_dim, cfg.model.decoder_hidden = 8, 32, 64
         cfg.model.spectral_layers = 2
@@ -130,7 +133,7 @@ def test_a_stream_after_reset_or_flush_starts_afresh(name, junk, how, sizes, sta
     rng = np.random.default_rng(junk)
     codes = enc.push(rng.uniform(-1, 1, junk).astype(np.float32))
     dec.push(codes)
-    dec.push(rng.integers(0, model.config.quantizer.codebook_size, (model.max_n_q, 3)))
+    dec.push(np.stack([rng.integers(0, size, 3) for size in model.config.quantizer.stage_sizes]))
     for stream in (enc, dec):
         getattr(stream, how)()
     wav = _speech()[start: start + 3000]

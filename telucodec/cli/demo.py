@@ -102,7 +102,7 @@ def round_trip(model: Codec, wav: np.ndarray, kbps: float | None, stem: Path) ->
     codes = read_bitstream(data, expected_model_id=model.model_id)
     out = model.decode(codes).numpy()
     write_audio(stem.with_name(stem.name + ".wav"), out, model.sample_rate)
-    return out, {"n_q": codes.n_q, "kbps_nominal": codes.n_q * model.kbps_per_codebook(), "bytes": len(data),
+    return out, {"n_q": codes.n_q, "kbps_nominal": model.nominal_kbps(codes.n_q), "bytes": len(data),
                  **score(wav, out, len(data), model.sample_rate)}
 
 
@@ -127,7 +127,7 @@ def shipped_round_trip(out: Path, clip: Path, log=print) -> dict[str, Any]:
     """Step 1: the shipped model at DEMO_KBPS next to Opus on `clip`."""
     model = load_model()
     wav = load_audio(clip, model.sample_rate)
-    top = model.max_n_q * model.kbps_per_codebook()
+    top = model.nominal_kbps()
     log(f"1. the shipped model {default_model_dir().name} (id {model.model_id}) on {clip} "
         f"({wav.size / model.sample_rate:.1f} s of Telugu speech)")
     write_audio(out / "example_input.wav", wav, model.sample_rate)

@@ -6,8 +6,11 @@
                         (the encoder + residual-VQ nearest-neighbour search, inside the graph: the
                         search is `deploy/onnx_search.py`'s, the convs 2-D: `deploy/onnx_rewrite.py`)
     OUT/decoder.onnx    codes [1, n, F] int64, 1 <= n <= n_q -> wav [1, 1, F * hop] float32, normalized
-    OUT/codebooks.npy   float32 [n_q, codebook_size, latent_dim]: the RVQ codebooks
-    OUT/config.json     sample rate, hop, n_q, codebook size/bits, amplitude kind + options,
+    OUT/codebooks.npy   float32 [n_q, codebook_size, latent_dim]: the RVQ codebooks; where the
+                        stages differ in size (`codebook_sizes`), every stage's entries in one
+                        table [sum(codebook_sizes), latent_dim], stage s from row sum(sizes[:s])
+    OUT/config.json     sample rate, hop, n_q, codebook size/bits (and each stage's:
+                        `codebook_sizes`, `stage_bits`), amplitude kind + options,
                         model_id, file and tensor names, the parity figures
 
 T, F and n are dynamic. Amplitude normalize/restore is not in the graphs (its side info is a
@@ -44,7 +47,10 @@ OPSET = 18
 # config.json "version": what the files hold. 2: the encoder's search is `onnx_search`'s (stages a
 # runner can cut, precomputed norms, a two-level argmin, `keep_from` / `keep_to` inputs), both
 # graphs' convs 2-D. A cached export of another version is made again
-# (`deploy/runtimes.usable_export`), so nobody runs an export older than this code.
+# (`deploy/runtimes.usable_export`), so nobody runs an export older than this code. Stages of
+# different sizes (issue 34) changed nothing for a model whose stages have one size (its files are
+# what version 2 wrote; config.json gains `codebook_sizes` / `stage_bits`, which a runner reads as
+# n_q x `codebook_size` where they are missing), so the version stayed 2.
 EXPORT_VERSION = 2
 # PyTorch inverts the decoder's STFT by FFT, the ONNX graph by DFT-basis matmuls (ONNX has no
 # irfft the exporter emits). Against a float64 decoder, the FFT output is off by 4e-7 and the
@@ -66,19 +72,37 @@ class LatentGraph(nn.Module):
         return self.encoder(wav)[0].transpose(0, 1)
 
 
+def flat_table(books: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(every stage's entries in one table [sum K_s, D], the row each stage starts at [n_q, 1]
+    int64, or None where the stages have one size K: stage s starts at s * K, as before issue 34)."""
+    sizes = [int(b.shape[0]) for b in books]
+    starts = None if len(set(sizes)) == 1 else torch.tensor([sum(sizes[:s]) for s in range(len(sizes))])[:, None]
+    return torch.cat(books), starts
+
+
+def stage_offsets(n: int, codebook_size: int, starts: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    """[n, 1] int64: what turns the codes of the first n stages into rows of `flat_table`'s table
+    (stage s: its start; s * codebook_size where the stages have one size)."""
+    if starts is None:
+        return torch.arange(n, device=device)[:, None] * codebook_size
+    return starts[:n]
+
+
 class DecoderGraph(nn.Module):
     """codes [1, n, F] (any n <= n_q) -> normalized wav [1, 1, F * hop]."""
 
     def __init__(self, model: Codec):
         super().__init__()
         self.decoder = model.decoder
-        books = _codebooks(model)
-        self.codebook_size = books.shape[1]
-        self.register_buffer("flat_codebooks", books.reshape(-1, books.shape[-1]))  # [n_q * K, D]
+        books = stage_books(model)
+        self.codebook_size = int(books[0].shape[0])
+        table, starts = flat_table(books)
+        # the table's name is what `onnx_runtime.OnnxCodec._unsent_decoder` replaces
+        self.register_buffer("flat_codebooks", table)  # [sum K_s, D]
+        self.register_buffer("stage_starts", starts)  # None for stages of one size: no constant
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        n = codes.shape[1]
-        offsets = torch.arange(n, device=codes.device)[:, None] * self.codebook_size
+        offsets = stage_offsets(codes.shape[1], self.codebook_size, self.stage_starts, codes.device)
         latent = F.embedding(codes[0] + offsets, self.flat_codebooks).sum(0)  # [F, D]
         return self.decoder(latent.t()[None])
 
@@ -104,8 +128,18 @@ def encoder_is_causal(model: Codec) -> bool:
     return True
 
 
-def _codebooks(model: Codec) -> torch.Tensor:
-    return model.quantizer.codebooks().float()  # the family interface (model/families.py)
+def stage_books(model: Codec) -> list[torch.Tensor]:
+    """Every stage's entries [K_s, D] float32 (the family interface, model/families.py)."""
+    return [book.float() for book in model.quantizer.stage_codebooks()]
+
+
+def codebooks_file(books: list[torch.Tensor]) -> tuple[np.ndarray, str]:
+    """codebooks.npy's array and its shape's words: stacked [n_q, K, D] where the stages have one
+    size (as every export before issue 34), else `flat_table`'s [sum K_s, D]."""
+    if len({int(b.shape[0]) for b in books}) == 1:
+        return torch.stack(books).numpy(), "[n_q, codebook_size, latent_dim] float32"
+    return torch.cat(books).numpy(), ("[sum(codebook_sizes), latent_dim] float32: stage s's entries from row "
+                                      "sum(codebook_sizes[:s])")
 
 
 def plain_copy(model: Codec) -> Codec:
@@ -237,17 +271,20 @@ def export_onnx(model: Codec, out_dir: str | Path, parity_clip: str | Path | np.
     frames = torch.export.Dim("frames", min=2)
     n = torch.export.Dim("n_q", min=1, max=model.max_n_q) if model.max_n_q > 1 else None
     _export(LatentGraph(plain), torch.zeros(1, 1, 7 * hop), "wav", LATENT, {2: samples}, out / ENCODER_FILE)
-    books = _codebooks(plain)
-    append_search(out / ENCODER_FILE, books.numpy(), books.pow(2).sum(-1).numpy())  # norms as nearest_entry's
+    books = stage_books(plain)
+    norms = [b.pow(2).sum(-1).numpy() for b in books]  # as nearest_entry computes them
+    append_search(out / ENCODER_FILE, [b.numpy() for b in books], norms)
     example = torch.zeros(1, model.max_n_q, 7, dtype=torch.long)
     _export(DecoderGraph(plain), example, "codes", "wav", {1: n, 2: frames} if n else {2: frames}, out / DECODER_FILE)
     convs_as_2d_file(out / DECODER_FILE)  # onnxruntime's blocked conv kernels (the encoder's: append_search)
-    np.save(out / CODEBOOKS_FILE, _codebooks(plain).numpy())
+    table, table_shape = codebooks_file(books)
+    np.save(out / CODEBOOKS_FILE, table)
     config = {
         "format": "telucodec-onnx", "version": EXPORT_VERSION, "model_id": model.model_id,
         "sample_rate": model.sample_rate, "hop_length": hop, "frame_rate": model.frame_rate,
         "n_q": model.max_n_q, "codebook_size": model.config.quantizer.codebook_size,
         "codebook_bits": model.codebook_bits, "latent_dim": model.config.model.latent_dim,
+        "codebook_sizes": model.config.quantizer.stage_sizes, "stage_bits": model.stage_bits,
         "causal": model.config.model.causal, "encoder_causal": encoder_is_causal(model), "opset": OPSET,
         "windows": window_frames(model),
         "amplitude": {"kind": model.amplitude.kind, "options": model.amplitude.options(),
@@ -259,7 +296,7 @@ def export_onnx(model: Codec, out_dir: str | Path, parity_clip: str | Path | np.
                               "onnx_search.prefix_search cuts the graph to search only those)"},
         "decoder": {"file": DECODER_FILE, "input": "codes [1, n, F] int64, 1 <= n <= n_q",
                     "output": "wav [1, 1, F * hop] float32, normalized (restore amplitude, trim to num_samples)"},
-        "codebooks": {"file": CODEBOOKS_FILE, "shape": "[n_q, codebook_size, latent_dim] float32"},
+        "codebooks": {"file": CODEBOOKS_FILE, "shape": table_shape},
     }
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     on_cpu = next(model.parameters()).device.type == "cpu"

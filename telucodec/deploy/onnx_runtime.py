@@ -30,7 +30,9 @@ the `onnx` package is installed only the codebooks a bitrate keeps (a copy of th
 cut after stage n, `onnx_search.prefix_search`: residual VQ's first n codes do not depend on the
 later stages); where the encoder is causal (`encoder_causal`) a window has no context after it.
 Otherwise every codebook of every frame is searched and the first n kept here. The decoder
-accepts any 1 <= n <= n_q codebooks.
+accepts any 1 <= n <= n_q codebooks, each stage's values within that stage's size: the stages
+may differ in size (config.json `codebook_sizes`, issue 34; an export without it: n_q stages of
+`codebook_size`), and `stage_bits` says each stage's code width for a .tcd writer.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class OnnxCodes:
     codes: np.ndarray                      # int64 [n_q, F]
     num_samples: int
     side: list[int] = field(default_factory=list)
+    stage_bits: tuple[int, ...] = ()       # as `Codes.stage_bits`: () when every stage has one width,
+                                           # else each sent stage's (the stages differ in size)
 
 
 # ---- amplitude (numpy mirror of telucodec.model.amplitude) -----------------------------------
@@ -178,6 +182,36 @@ def windows(total: int, chunk: int, context: int):
         start = end
 
 
+# ---- stages ----------------------------------------------------------------------------------
+def stage_sizes(config: dict[str, Any]) -> list[int]:
+    """Each stage's entry count from an export's config (config.json or streaming.json): its
+    `codebook_sizes`, or n_q x `codebook_size` (every export before stages could differ)."""
+    sizes = config.get("codebook_sizes")
+    return [int(k) for k in sizes] if sizes else [int(config["codebook_size"])] * int(config["n_q"])
+
+
+def bits_of(sizes: list[int]) -> list[int]:
+    """Each stage's code width in bits (`QuantizerConfig.stage_bits`)."""
+    return [max(1, (int(k) - 1).bit_length()) for k in sizes]
+
+
+def check_codes(codes: Any, sizes: list[int]) -> np.ndarray:
+    """Integer codes [n, F] with 1 <= n <= len(sizes) and stage s's values in 0..sizes[s] - 1 ->
+    int64; anything else a one-line ModelError (the decoder graph adds stage s's start to its
+    codes: a value past the stage's size would read another stage's entry, or none)."""
+    c = np.asarray(codes)
+    if c.dtype.kind not in "iu" or c.ndim != 2:
+        raise ModelError(f"codes must be integers [n_q, frames], got {c.dtype} {tuple(c.shape)}")
+    if not 1 <= c.shape[0] <= len(sizes):
+        raise ModelError(f"codes have n_q={c.shape[0]}, the model supports 1..{len(sizes)}")
+    if c.shape[1]:
+        low, high = c.min(axis=1), c.max(axis=1)
+        for q in np.nonzero((low < 0) | (high >= np.asarray(sizes[: c.shape[0]])))[0][:1].tolist():
+            where = f" of stage {q}" if len(set(sizes)) > 1 else ""
+            raise ModelError(f"code values{where} must be in 0..{sizes[q] - 1}, got {int(low[q])}..{int(high[q])}")
+    return c.astype(np.int64, copy=False)
+
+
 # ---- the codec -------------------------------------------------------------------------------
 def prefix_session(path: str | Path, n: int, threads: int, providers: list[str]) -> Any:
     """An onnxruntime session of the encoder graph at `path` cut after search stage n
@@ -220,6 +254,8 @@ class OnnxCodec:
         self.config: dict[str, Any] = json.loads((self.directory / CONFIG_FILE).read_text())
         c = self.config
         self.sample_rate, self.hop, self.n_q = int(c["sample_rate"]), int(c["hop_length"]), int(c["n_q"])
+        self.stage_sizes = stage_sizes(c)  # each stage's entries
+        self.stage_bits = bits_of(self.stage_sizes)  # each stage's code width (a .tcd's, Codes.stage_bits)
         self.model_id = str(c["model_id"])
         self.amplitude_kind = str(c["amplitude"]["kind"])
         self.amplitude_options: dict[str, Any] = dict(c["amplitude"]["options"])
@@ -280,15 +316,17 @@ class OnnxCodec:
 
     def _unsent_decoder(self, codes: np.ndarray, stage_counts: np.ndarray) -> tuple[np.ndarray, Any]:
         """Per-frame stage counts (.tcd version 3): (codes whose unsent stages address a zero row,
-        a decoder session whose flat codebooks [n_q * K, D] have that row appended). The graph sums
-        one codebook row per stage; row s of frame t, unsent, gets the code (n_q - s) * K, which its
-        offset s * K turns into the zero row's index: the stage adds nothing, as `Codec.decode`."""
+        a decoder session whose flat codebooks [sum K_s, D] have that row appended). The graph sums
+        one codebook row per stage; row s of frame t, unsent, gets the code sum K - start_s, which
+        its offset start_s (s * K for stages of one size K) turns into the zero row's index: the
+        stage adds nothing, as `Codec.decode`."""
         import onnxruntime as ort
 
-        k = int(self.config["codebook_size"])
+        total, starts = sum(self.stage_sizes), np.cumsum([0, *self.stage_sizes[:-1]])
         if self._zero_row is None:
             books = np.load(self.directory / self.config["codebooks"]["file"]).astype(np.float32)
-            flat = np.concatenate([books.reshape(-1, books.shape[-1]), np.zeros((1, books.shape[-1]), np.float32)])
+            flat = books.reshape(-1, books.shape[-1])  # a stacked [n_q, K, D] or a flat [sum K_s, D] file
+            flat = np.concatenate([flat, np.zeros((1, books.shape[-1]), np.float32)])
             options, providers = self._session_args
             value = ort.OrtValue.ortvalue_from_numpy(flat)
             options.add_initializer("flat_codebooks", value)  # the graph's codebook table (deploy/export.py)
@@ -300,7 +338,7 @@ class OnnxCodec:
                                  f"({str(exc).splitlines()[0][:120]}); decode with the PyTorch runtime") from exc
             self._zero_row = (session, value)  # the value must outlive the session
         stages = np.arange(codes.shape[0])[:, None]
-        unsent = (self.n_q - stages) * k
+        unsent = total - starts[: codes.shape[0], None]
         return np.where(stages < np.asarray(stage_counts)[None, :], codes, unsent), self._zero_row[0]
 
     def encode(self, wav: Any, n_q: int | None = None, sample_rate: Any = None) -> OnnxCodes:
@@ -316,7 +354,9 @@ class OnnxCodec:
             hi = keep_hi if self.encoder_causal else hi  # no frame depends on the audio after it
             window = normalize_with(x[lo * self.hop: hi * self.hop], side, kind, rate, opts, lo * self.hop)
             pieces.append(self.encode_normalized(window, n_q or self.n_q, (keep_lo - lo, keep_hi - lo)))
-        return OnnxCodes(np.concatenate(pieces, axis=1), int(x.size), side)
+        codes = np.concatenate(pieces, axis=1)
+        mixed = len(set(self.stage_bits)) > 1
+        return OnnxCodes(codes, int(x.size), side, tuple(self.stage_bits[: codes.shape[0]]) if mixed else ())
 
     def decode(self, codes: np.ndarray, side: list[int], num_samples: int, side_kind: str | None = None,
                stage_counts: np.ndarray | None = None) -> np.ndarray:
@@ -327,7 +367,7 @@ class OnnxCodec:
         kind = self.amplitude_kind if side_kind is None else side_kind
         if kind != self.amplitude_kind and not (kind == "none" and self.amplitude_kind == "rms"):
             raise ModelError(f"codes carry '{kind}' amplitude side info, the model uses '{self.amplitude_kind}'")
-        c, decoder = np.asarray(codes, dtype=np.int64), None
+        c, decoder = check_codes(codes, self.stage_sizes), None
         if stage_counts is not None:
             c, decoder = self._unsent_decoder(c, stage_counts)
         out = np.zeros(num_samples, dtype=np.float32)

@@ -17,7 +17,8 @@ the search here takes the minimum of each block of ARGMIN_BLOCK entries (ReduceM
 the first block holding the smallest, and the first smallest entry inside it: the same index as
 ArgMin's (first of equal minima, as torch.argmin), ~3.5x faster.
 
-Every stage is its own nodes, its codebook a constant (onnxruntime prepacks it for the Gemm; an
+Every stage is its own nodes, its codebook a constant of its own size K_s (stages may differ in
+size: issue 34's 15-bit stages before 10-bit ones; onnxruntime prepacks each for the Gemm; an
 ONNX `Loop` over the stages, tried first, cost ~65 us a stage more and copied a codebook out of
 the stack each time: 13% of the encode). A caller who needs only n codebooks (a bitrate) runs a
 copy of the graph cut after stage n (`prefix_search`, made in memory by `OnnxCodec` where the
@@ -27,6 +28,8 @@ window's context frames feed the encoder but their codes are thrown away.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -41,14 +44,26 @@ def _const(name: str, value: np.ndarray):
     return numpy_helper.from_array(np.array(value, order="C"), name)  # 0-d stays 0-d
 
 
-def _first_argmin(h, x: str, k: int, out: str, prefix: str) -> list:
-    """Nodes: `out` [F] int64 = the first index of the minimum of `x` [F, k] along axis 1."""
-    b = ARGMIN_BLOCK if k % ARGMIN_BLOCK == 0 and k > ARGMIN_BLOCK else 0
+def _blocks(k: int) -> bool:
+    """A stage of k entries is searched by blocks (`_first_argmin`): else one ArgMin."""
+    return k % ARGMIN_BLOCK == 0 and k > ARGMIN_BLOCK
+
+
+def _blocks_shape_name(k: int, first: int) -> str:
+    """The constant [-1, k / ARGMIN_BLOCK, ARGMIN_BLOCK] for stages of k entries: the first
+    stage's size keeps the name it always had (a uniform model's graph is unchanged)."""
+    return "search/blocks_shape" if k == first else f"search/blocks_shape_{k}"
+
+
+def _first_argmin(h, x: str, k: int, out: str, prefix: str, blocks_shape: str = "search/blocks_shape") -> list:
+    """Nodes: `out` [F] int64 = the first index of the minimum of `x` [F, k] along axis 1
+    (`blocks_shape`: the name of the constant [-1, k / ARGMIN_BLOCK, ARGMIN_BLOCK])."""
+    b = ARGMIN_BLOCK if _blocks(k) else 0
     if not b:
         return [h.make_node("ArgMin", [x], [out], axis=1, keepdims=0, name=f"{prefix}argmin")]
     p = prefix
     return [
-        h.make_node("Reshape", [x, "search/blocks_shape"], [f"{p}blocks"], name=f"{p}blocks"),      # [F, k/b, b]
+        h.make_node("Reshape", [x, blocks_shape], [f"{p}blocks"], name=f"{p}blocks"),      # [F, k/b, b]
         h.make_node("ReduceMin", [f"{p}blocks", "search/axis2"], [f"{p}block_min"], keepdims=0, name=f"{p}block_min"),
         h.make_node("ArgMin", [f"{p}block_min"], [f"{p}block"], axis=1, keepdims=1, name=f"{p}block"),  # [F, 1]
         h.make_node("Unsqueeze", [f"{p}block", "search/axis2"], [f"{p}block3"], name=f"{p}block3"),  # [F, 1, 1]
@@ -61,27 +76,34 @@ def _first_argmin(h, x: str, k: int, out: str, prefix: str) -> list:
     ]
 
 
-def unrolled_search_nodes(codebooks: np.ndarray, norms: np.ndarray, latent: str, codes: str,
+def unrolled_search_nodes(codebooks: Sequence[np.ndarray], norms: Sequence[np.ndarray], latent: str, codes: str,
                           prefix: str = "search/", two_level: bool = False) -> tuple[list, list]:
     """(nodes, initializers): `latent` [F, D] -> `codes` [n_q, F] int64, every stage its own
     nodes (named `{prefix}{q}/...`, which `prefix_search` cuts by) with its codebook a constant.
-    `two_level`: the argmin by blocks (for many frames at once; one frame: onnxruntime's ArgMin)."""
+    `codebooks`: each stage's [K_s, D] (a stacked [n_q, K, D] array too), `norms` each one's [K_s].
+    `two_level`: the argmin by blocks (for many frames at once; one frame: onnxruntime's ArgMin).
+    Measured on one thread, 250 frames, D = 64: a 1024-entry stage 2.0 -> 1.2 us a frame, a
+    32768-entry one ~150 -> ~90-115 us (its Gemm + Add, ~45-100 us, is the rest; blocks of 32 to
+    1024 all within noise of each other there); one frame of 32768 entries ~300 us either way
+    (the Gemm reads the whole 8 MB book: memory-bound)."""
     from onnx import helper as h
 
-    n_q, k, _ = codebooks.shape
+    n_q, sizes = len(codebooks), [int(book.shape[0]) for book in codebooks]
     p = prefix
     b = ARGMIN_BLOCK
     inits = [_const(f"{p}axis1", np.array([1], np.int64)), _const(f"{p}two", np.array(2.0, np.float32)),
              _const(f"{p}codes_shape", np.array([n_q, -1], np.int64))]
     if two_level:
         inits += [_const("search/axis2", np.array([2], np.int64)),
-                  _const("search/blocks_shape", np.array([-1, k // b, b], np.int64)),
+                  _const("search/blocks_shape", np.array([-1, sizes[0] // b, b], np.int64)),
                   _const("search/row_shape", np.array([1, 1, b], np.int64)),
                   _const("search/block_size", np.array([b], np.int64)), _const("search/flat", np.array([-1], np.int64))]
+        inits += [_const(_blocks_shape_name(k, sizes[0]), np.array([-1, k // b, b], np.int64))
+                  for k in sorted(set(sizes) - {sizes[0]}) if _blocks(k)]  # stages of other sizes
     nodes, indices, residual = [], [], latent
-    for q in range(n_q):
+    for q, k in enumerate(sizes):
         s = f"{p}{q}/"
-        inits += [_const(f"{s}book", codebooks[q].astype(np.float32)), _const(f"{s}norms", norms[q].astype(np.float32))]
+        inits += [_const(f"{s}book", np.asarray(codebooks[q], np.float32)), _const(f"{s}norms", np.asarray(norms[q], np.float32))]
         nodes += [
             h.make_node("Pow", [residual, f"{p}two"], [f"{s}sq"], name=f"{s}sq"),
             h.make_node("ReduceSum", [f"{s}sq", f"{p}axis1"], [f"{s}x2"], keepdims=1, name=f"{s}x2"),
@@ -90,7 +112,7 @@ def unrolled_search_nodes(codebooks: np.ndarray, norms: np.ndarray, latent: str,
             h.make_node("Add", [f"{s}partial", f"{s}norms"], [f"{s}dist2"], name=f"{s}dist2"),
         ]
         if two_level:
-            nodes += _first_argmin(h, f"{s}dist2", k, f"{s}index", s)
+            nodes += _first_argmin(h, f"{s}dist2", k, f"{s}index", s, _blocks_shape_name(k, sizes[0]))
         else:
             nodes.append(h.make_node("ArgMin", [f"{s}dist2"], [f"{s}index"], axis=1, keepdims=0, name=f"{s}index"))
         indices.append(f"{s}index")
@@ -103,10 +125,11 @@ def unrolled_search_nodes(codebooks: np.ndarray, norms: np.ndarray, latent: str,
     return nodes, inits
 
 
-def search_graph_nodes(codebooks: np.ndarray, norms: np.ndarray, latent: str = LATENT, codes: str = "codes"):
+def search_graph_nodes(codebooks: Sequence[np.ndarray], norms: Sequence[np.ndarray], latent: str = LATENT,
+                       codes: str = "codes"):
     """(nodes, initializers, graph inputs keep_from / keep_to) that turn `latent` [F, D] into
     `codes` [1, n_q, keep_to - keep_from] int64: the offline encoder's search (`append_search`);
-    `norms` [n_q, K] is `codebooks.pow(2).sum(-1)` as torch computes it."""
+    `codebooks` each stage's [K_s, D], `norms` each one's `pow(2).sum(-1)` as torch computes it."""
     from onnx import TensorProto
     from onnx import helper as h
 
@@ -119,7 +142,7 @@ def search_graph_nodes(codebooks: np.ndarray, norms: np.ndarray, latent: str = L
     return nodes, inits, inputs
 
 
-def append_search(path, codebooks: np.ndarray, norms: np.ndarray, output: str = "codes") -> None:
+def append_search(path, codebooks: Sequence[np.ndarray], norms: Sequence[np.ndarray], output: str = "codes") -> None:
     """Rewrite the ONNX file `path` (a graph whose one output is the latent [F, D]) so that its
     output is `output` [1, n_q, F] int64 codes of the frames its new inputs `keep_from` /
     `keep_to` pick (default: all); its convs run as 2-D ones (`onnx_rewrite.convs_as_2d`)."""
@@ -172,7 +195,8 @@ def prefix_search(model, n: int, prefix: str = "search/"):
     return model
 
 
-def replace_first_output_by_search(path, codebooks: np.ndarray, norms: np.ndarray, output: str = "codes") -> None:
+def replace_first_output_by_search(path, codebooks: Sequence[np.ndarray], norms: Sequence[np.ndarray],
+                                   output: str = "codes") -> None:
     """Rewrite the ONNX file `path`, whose first output is a latent [F, D] (a stream encoder's:
     its other outputs are states), so that its first output is `output` [n_q, F] int64 codes,
     searched by `unrolled_search_nodes`."""
@@ -184,6 +208,6 @@ def replace_first_output_by_search(path, codebooks: np.ndarray, norms: np.ndarra
     nodes, inits = unrolled_search_nodes(codebooks, norms, latent, output)
     graph.node.extend(nodes)
     graph.initializer.extend(inits)
-    graph.output[0].CopyFrom(onnx.helper.make_tensor_value_info(output, onnx.TensorProto.INT64, [codebooks.shape[0], None]))
+    graph.output[0].CopyFrom(onnx.helper.make_tensor_value_info(output, onnx.TensorProto.INT64, [len(codebooks), None]))
     onnx.checker.check_model(model)
     onnx.save(model, str(path))

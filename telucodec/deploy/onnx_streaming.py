@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from telucodec.deploy.onnx_runtime import bits_of, check_codes, stage_sizes
 from telucodec.errors import ModelError
 from telucodec.formats.pcm import input_samples
 
@@ -133,10 +134,12 @@ class OnnxStreamEncoder:
     def __init__(self, directory: str | Path, n_q: int | None = None, threads: int = 1,
                  providers: list[str] | None = None):
         folder, c = _config(directory)
+        self.directory, self.config = folder, c
         self.sample_rate, self.hop, self.max_n_q = int(c["sample_rate"]), int(c["hop_length"]), int(c["n_q"])
         if n_q is not None and not 1 <= n_q <= self.max_n_q:
             raise ModelError(f"n_q={n_q}: the model has 1..{self.max_n_q} codebooks")
         self.n_q = n_q or self.max_n_q
+        self.stage_bits = bits_of(stage_sizes(c))[: self.n_q]  # the width of each stage it sends
         # greedy residual VQ: the first n_q codes do not depend on later stages, so a graph cut
         # after stage n_q (made in memory, where the onnx package is installed) gives the same codes
         cut = self.n_q if self.n_q < self.max_n_q and c.get("version", 1) >= 2 and find_spec("onnx") else None
@@ -175,8 +178,11 @@ class OnnxStreamDecoder:
 
     def __init__(self, directory: str | Path, threads: int = 1, providers: list[str] | None = None):
         folder, c = _config(directory)
+        self.directory, self.config = folder, c
         self.hop, self.max_n_q = int(c["hop_length"]), int(c["n_q"])
-        self.codebook_size = int(c["codebook_size"])
+        self.codebook_size = int(c["codebook_size"])  # the largest stage's
+        self.stage_sizes = stage_sizes(c)  # each stage's entries: its codes are checked against them
+        self.stage_bits = bits_of(self.stage_sizes)
         self.delay = int(c["decoder_delay_samples"])
         self.lookahead_frames = -(-self.delay // self.hop)
         self.graph = _Graph(folder, c["decoder"]["file"], c["decoder"]["states"], threads, providers,
@@ -200,17 +206,11 @@ class OnnxStreamDecoder:
         self.samples_emitted = 0
 
     def _checked(self, codes: Any) -> np.ndarray:
-        c = np.asarray(codes)
-        if c.dtype.kind not in "iu" or c.ndim != 2:
-            raise ModelError(f"codes must be integers [n_q, frames], got {c.dtype} {tuple(c.shape)}")
-        if not 1 <= c.shape[0] <= self.max_n_q:
-            raise ModelError(f"codes have n_q={c.shape[0]}, the model supports 1..{self.max_n_q}")
+        c = check_codes(codes, self.stage_sizes)
         if self._n_q is not None and c.shape[0] != self._n_q:
             raise ModelError(f"codes changed from n_q={self._n_q} to {c.shape[0]} mid-stream")
-        if c.size and (int(c.min()) < 0 or int(c.max()) >= self.codebook_size):
-            raise ModelError(f"code values must be in 0..{self.codebook_size - 1}, got {int(c.min())}..{int(c.max())}")
         self._n_q = c.shape[0]
-        return c.astype(np.int64, copy=False)
+        return c
 
     def _emit(self, wav: np.ndarray, final: bool = False) -> np.ndarray:
         if self._skip:

@@ -11,7 +11,8 @@ graphs whose state is explicit inputs and outputs, run by `telucodec.deploy.onnx
                               precede the output: the spectral decoder's inverse STFT overlap)
     OUT/stream_decoder_flush.onnx   dec_state_0.. -> wav [1, delay]: the last samples at the end
                               (only where `delay` > 0)
-    OUT/streaming.json        rates, n_q, every state's name and shape, delay, lookahead, model_id,
+    OUT/streaming.json        rates, n_q, each stage's codebook size (`codebook_sizes`: stages may
+                              differ, issue 34), every state's name and shape, delay, lookahead, model_id,
                               side_kind ("none": streams carry no level side info, an `rms` model's
                               too; its decoder output plays at gain 1), and the parity report
 
@@ -39,7 +40,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from telucodec.deploy.export import DECODER_TOLERANCE, OPSET, mismatches_are_near_ties, parity_wav
+from telucodec.deploy.export import (
+    DECODER_TOLERANCE,
+    OPSET,
+    flat_table,
+    mismatches_are_near_ties,
+    parity_wav,
+    stage_books,
+    stage_offsets,
+)
 from telucodec.deploy.onnx_rewrite import convs_as_2d_file
 from telucodec.deploy.onnx_search import replace_first_output_by_search
 from telucodec.errors import TelucodecError
@@ -50,7 +59,9 @@ from telucodec.model.streaming import decoder_streamer, encoder_streamer, latenc
 ENCODER_FILE, DECODER_FILE, FLUSH_FILE = "stream_encoder.onnx", "stream_decoder.onnx", "stream_decoder_flush.onnx"
 FRAME_ENCODER_FILE, FRAME_DECODER_FILE = "stream_encoder_frame.onnx", "stream_decoder_frame.onnx"
 STREAMING_VERSION = 3  # streaming.json "version": 2 adds the one-frame graphs ("frame_file"); 3: transposed
-# convs as polyphase convs (their state: input frames), tensors and states 4-D where every step runs so
+# convs as polyphase convs (their state: input frames), tensors and states 4-D where every step runs so.
+# Stages of different sizes (issue 34: `codebook_sizes`, per-stage books and table offsets) left a
+# model with stages of one size the same graphs, so the version stayed 3
 CONFIG_FILE = "streaming.json"
 PARITY_CHUNK_MS = 20
 
@@ -82,15 +93,18 @@ def convs_for_graphs(step: Any) -> None:
 
 
 class StreamDecoderGraph(nn.Module):
-    """(codes [n, F], *state) -> (wav [1, 1, F * hop], *new state)."""
+    """(codes [n, F], *state) -> (wav [1, 1, F * hop], *new state). `books`: each stage's
+    entries [K_s, D], looked up in one table (`export.flat_table`, as the offline decoder)."""
 
-    def __init__(self, step: Step, codebooks: torch.Tensor, rank4: bool = False):
+    def __init__(self, step: Step, books: list[torch.Tensor], rank4: bool = False):
         super().__init__()
-        self.step, self.codebook_size, self.rank4 = step, codebooks.shape[1], rank4
-        self.register_buffer("table", codebooks.reshape(-1, codebooks.shape[-1]))  # [n_q * K, D]
+        self.step, self.codebook_size, self.rank4 = step, int(books[0].shape[0]), rank4
+        table, starts = flat_table(books)
+        self.register_buffer("table", table)  # [sum K_s, D]
+        self.register_buffer("stage_starts", starts)  # None for stages of one size: no constant
 
     def forward(self, codes: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        offsets = torch.arange(codes.shape[0], device=codes.device)[:, None] * self.codebook_size
+        offsets = stage_offsets(codes.shape[0], self.codebook_size, self.stage_starts, codes.device)
         latent = F.embedding(codes + offsets, self.table).sum(0).t()[None]  # [1, D, F]
         wav, new = self.step.step(latent[:, :, None] if self.rank4 else latent, list(state))
         return (wav.reshape(1, 1, -1), *new)
@@ -164,7 +178,7 @@ def export_streaming_onnx(model: Codec, out_dir: str | Path,
     device = next(model.parameters()).device
     if device.type != "cpu":
         raise TelucodecError("streaming ONNX export: move the model to the CPU first (model.cpu())")
-    hop, codebooks = model.hop, model.quantizer.codebooks().detach().float()
+    hop, books = model.hop, stage_books(model)
     with torch.no_grad(), portable():
         enc_step, dec_step = encoder_streamer(model.encoder), decoder_streamer(model.decoder)
         # a batch dimension of 1 on every tensor: the graphs' convs then need no reshaping; where
@@ -178,7 +192,7 @@ def export_streaming_onnx(model: Codec, out_dir: str | Path,
         dec_in = [f"dec_state_{i}" for i in range(len(dec_state))]
         frames = torch.export.Dim("frames", min=1, max=100_000)
         n = torch.export.Dim("n_q", min=1, max=model.max_n_q) if model.max_n_q > 1 else None
-        norms = codebooks.pow(2).sum(-1)  # as nearest_entry computes them
+        norms = [b.pow(2).sum(-1).numpy() for b in books]  # as nearest_entry computes them
         enc_out = ["latent", *[f"enc_state_out_{i}" for i in range(len(enc_state))]]
         dec_out = ["wav", *[f"dec_state_out_{i}" for i in range(len(dec_state))]]
         # the graphs for any number of frames, and the same for exactly one frame (static shapes:
@@ -186,12 +200,12 @@ def export_streaming_onnx(model: Codec, out_dir: str | Path,
         for file, count, dims in ((ENCODER_FILE, 3, {"wav": {2: hop * frames}}), (FRAME_ENCODER_FILE, 1, {"wav": None})):
             _export(StreamLatentGraph(enc_step, enc4), (torch.zeros(1, 1, count * hop), *enc_state), ["wav", *enc_in],
                     enc_out, {**dims, "state": (None,) * len(enc_in)}, out / file)
-            replace_first_output_by_search(out / file, codebooks.numpy(), norms.numpy())
+            replace_first_output_by_search(out / file, [b.numpy() for b in books], norms)
             convs_as_2d_file(out / file)
         for file, count, dims in ((DECODER_FILE, 3, {"codes": {0: n, 1: frames} if n else {1: frames}}),
                                   (FRAME_DECODER_FILE, 1, {"codes": {0: n} if n else None})):
             example = torch.zeros(model.max_n_q, count, dtype=torch.long)
-            _export(StreamDecoderGraph(dec_step, codebooks, dec4), (example, *dec_state), ["codes", *dec_in], dec_out,
+            _export(StreamDecoderGraph(dec_step, books, dec4), (example, *dec_state), ["codes", *dec_in], dec_out,
                     {**dims, "state": (None,) * len(dec_in)}, out / file)
             convs_as_2d_file(out / file)
         if dec_step.delay:
@@ -201,6 +215,7 @@ def export_streaming_onnx(model: Codec, out_dir: str | Path,
         "format": "telucodec-onnx-streaming", "version": STREAMING_VERSION, "model_id": model.model_id,
         "sample_rate": model.sample_rate, "hop_length": hop, "frame_rate": model.frame_rate,
         "n_q": model.max_n_q, "codebook_size": model.config.quantizer.codebook_size, "opset": OPSET,
+        "codebook_sizes": model.config.quantizer.stage_sizes,  # each stage's (the runners check codes by them)
         "latency_samples": latency, "decoder_delay_samples": dec_step.delay,
         "side_kind": "none",  # a stream carries no level: model/streaming.py
         "encoder": {"file": ENCODER_FILE, "input": "wav [1, 1, F * hop] float32 in [-1, 1], F >= 1 whole frames",

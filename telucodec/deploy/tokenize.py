@@ -132,6 +132,7 @@ def _meta(model: Codec, n_q: int, kbps: float | None) -> dict[str, Any]:
     return {"format": T.FORMAT, "version": 1, "model_id": model.model_id, "n_q": n_q, "kbps": kbps,
             "sample_rate": model.sample_rate, "frame_rate": model.frame_rate, "hop_length": model.hop,
             "codebook_size": model.config.quantizer.codebook_size, "codebook_bits": model.codebook_bits,
+            "stage_bits": model.stage_bits[:n_q],  # each stage's code width (tokens of stage s < 2**stage_bits[s])
             "side_kind": model.amplitude.kind, "amplitude_options": model.amplitude.options(),
             "dtype": "uint16", "layout": "shards [n_q, frames] Fortran order; index offset/frames in frames"}
 
@@ -155,21 +156,24 @@ def folder_summary(out: Path) -> dict[str, Any]:
             for q in range(arr.shape[0]):
                 counts[q] += np.bincount(block[q], minlength=size)[:size]
     reader.close()
-    return _totals(len(reader), seconds, frames, len(shards), counts)
+    return _totals(len(reader), seconds, frames, len(shards), counts, reader.meta.get("stage_bits"))
 
 
-def parquet_summary(out: Path, codebook_size: int) -> dict[str, Any]:
+def parquet_summary(out: Path, codebook_size: int, stage_bits: list[int] | None = None) -> dict[str, Any]:
     """`folder_summary` for a `--format parquet` folder (one part's codes in memory at a time)."""
     totals, counts = P.folder_counts(out, codebook_size)
-    return _totals(totals["utterances"], totals["seconds"], totals["frames"], totals["shards"], counts)
+    return _totals(totals["utterances"], totals["seconds"], totals["frames"], totals["shards"], counts, stage_bits)
 
 
-def _totals(utterances: int, seconds: float, frames: int, shards: int, counts: np.ndarray) -> dict[str, Any]:
+def _totals(utterances: int, seconds: float, frames: int, shards: int, counts: np.ndarray,
+            stage_bits: list[int] | None = None) -> dict[str, Any]:
+    """`stage_bits`: each stage's code width where the folder says (usage is of each stage's size)."""
     import torch
 
     from telucodec.model.clustering import code_statistics
 
-    usage, perplexity = code_statistics(torch.from_numpy(counts))
+    sizes = [1 << int(b) for b in stage_bits][: counts.shape[0]] if stage_bits else None
+    usage, perplexity = code_statistics(torch.from_numpy(counts), sizes)
     return {"utterances": utterances, "hours": seconds / 3600.0, "frames": frames,
             "tokens": frames * counts.shape[0], "shards": shards,
             "codebook_usage": [round(float(u), 4) for u in usage],
@@ -259,7 +263,7 @@ def tokenize_dataset(data_dir: str | Path, out: str | Path, model: Codec, kbps: 
                "seconds": round(wall, 3), "audio_hours_per_hour": round(audio_seconds / max(wall, 1e-9), 2),
                "runtime": coder.name if coder is not None else None,
                "runtime_note": coder.note if coder is not None else "runtime: none (nothing to encode)"}
-    summary.update(parquet_summary(out, model.config.quantizer.codebook_size) if fmt == "parquet"
+    summary.update(parquet_summary(out, model.config.quantizer.codebook_size, model.stage_bits) if fmt == "parquet"
                    else folder_summary(out))
     return summary
 

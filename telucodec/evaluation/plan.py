@@ -88,7 +88,7 @@ def plan_systems(model: Codec | None, kbps: str | Iterable[Any], baselines: str 
                 warnings.append(capped)
             seen_n_q.add(n_q)
             # the setting is a file budget (formats/rate.py), capped at the model's top rate
-            systems.append(System("telucodec", f"{value:g}", min(value, model.max_n_q * model.kbps_per_codebook())))
+            systems.append(System("telucodec", f"{value:g}", min(value, model.nominal_kbps())))
     names, missing = bl.available_baselines(parse_list(baselines), lyra_models)
     warnings += missing
     for name in names:

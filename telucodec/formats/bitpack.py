@@ -65,3 +65,29 @@ def pack_u32(values: np.ndarray, bits: int) -> bytes:
     values = np.asarray(values, dtype=np.int64)
     bit_rows = (values[:, None] >> np.arange(bits - 1, -1, -1, dtype=np.int64)) & 1
     return np.packbits(bit_rows.astype(np.uint8).reshape(-1)).tobytes()
+
+
+def pack_rows(rows: list[np.ndarray], widths: list[int]) -> bytes:
+    """Rows of values, row i at `widths[i]` bits each, as ONE bit string (MSB first, row after
+    row), zero-padded to a whole byte: `pack_bits` of their concatenation when the widths agree."""
+    parts = []
+    for row, bits in zip(rows, widths):
+        row = np.asarray(row).reshape(-1)
+        if row.size:
+            parts.append(np.unpackbits(np.frombuffer(pack_bits(row, bits), dtype=np.uint8), count=row.size * bits))
+    return np.packbits(np.concatenate(parts)).tobytes() if parts else b""
+
+
+def unpack_rows(data: bytes, widths: list[int], counts: list[int]) -> list[np.ndarray]:
+    """Inverse of `pack_rows`: row i holds `counts[i]` values of `widths[i]` bits, as int64."""
+    total = sum(int(n) * int(b) for n, b in zip(counts, widths))
+    need = -(-total // 8)
+    if len(data) < need:
+        raise BitstreamError(f"truncated: the codes need {need} bytes, got {len(data)}")
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8, count=need), count=total)
+    rows, pos = [], 0
+    for n, b in zip(counts, widths):
+        chunk = bits[pos: pos + n * b]
+        pos += n * b
+        rows.append(unpack_bits(np.packbits(chunk).tobytes(), b, n) if n else np.zeros(0, dtype=np.int64))
+    return rows

@@ -73,6 +73,15 @@ The code part (after the side info; for context coding, after the tag) is zero-p
 ceil(n_q * F / 32) bytes: the same bound as version 2, so the [n_q, F] array a reader allocates
 stays within 32 code slots per payload byte however the counts are set.
 
+Version 4: stages of different code widths (a model whose first stages have larger codebooks).
+The header's codebook bits is the widest stage's width. The payload starts with a width block,
+n_q bytes (stage s's width, 1..codebook bits; the widest is codebook bits, and they are not all
+equal: equal widths are written as versions 1-3), then a version-3 count block that is always
+there (its base count may be n_q: every segment sends every stage, and no values are packed),
+then the side info and a version-3 code part of the flags' coding, every code at its own stage's
+width (plain: stage after stage as one bit string; static ANS: each stage's segment at its
+width; context: the tables name each stage's size).
+
 Versions: version 2 adds only the context-coded payload, version 3 only per-segment counts. The
 writer writes version 1 for plain and static-ANS files (byte for byte what earlier releases wrote,
 so they read them) and version 2 for context-coded ones, whenever every frame sends every stage;
@@ -92,20 +101,21 @@ from typing import Any
 import numpy as np
 
 from telucodec.errors import BitstreamError
-from telucodec.formats.bitpack import pack_bits, unpack_bits
-from telucodec.formats.codes import SIDE_KINDS, TCD_RANGES, Codes
+from telucodec.formats.bitpack import pack_bits, pack_rows, unpack_bits, unpack_rows
+from telucodec.formats.codes import SIDE_KINDS, TCD_RANGES, Codes, widths_text
 from telucodec.formats.context_coder import decode_codes, encode_codes
 from telucodec.formats.context_tables import TABLES_FILE, ContextTables, tables_for
 from telucodec.formats.entropy import decode_codebook, encode_codebook
 from telucodec.formats.segment_counts import pack_counts, read_counts, sent_mask, stage_counts_of
 
 MAGIC = b"TLCD"
-FORMAT_VERSION = 3  # the newest version this telucodec reads and writes
-VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4  # the newest version this telucodec reads and writes
+VERSIONS = (1, 2, 3, 4)
 
 FLAG_ENTROPY = 1
 FLAG_CONTEXT = 2
-KNOWN_FLAGS = {1: (0, FLAG_ENTROPY), 2: (FLAG_CONTEXT,), 3: (0, FLAG_ENTROPY, FLAG_CONTEXT)}  # version -> flags
+KNOWN_FLAGS = {1: (0, FLAG_ENTROPY), 2: (FLAG_CONTEXT,), 3: (0, FLAG_ENTROPY, FLAG_CONTEXT),
+               4: (0, FLAG_ENTROPY, FLAG_CONTEXT)}  # version -> flags
 TAG_SIZE = 4
 CONTEXT_CODES_PER_BYTE = 32  # a context-coded part holds at most this many codes per byte
 CODINGS = ("plain", "static_ans", "context")
@@ -139,6 +149,17 @@ class BitstreamHeader:
     segment_frames: int = 0      # version 3: frames per segment (0: every frame sends n_q stages)
     segment_counts: bytes = b""  # version 3: the stages each segment sends, one byte each
     count_bytes: int = 0         # version 3: size of the count block at the payload's start
+    stage_bits: tuple[int, ...] = ()  # version 4: each stage's code width (the width block)
+
+    @property
+    def widths(self) -> list[int]:
+        """Each stage's code width in bits (n_q values)."""
+        return list(self.stage_bits) if self.stage_bits else [self.codebook_bits] * self.n_q
+
+    @property
+    def head_bytes(self) -> int:
+        """Bytes before the side info: the width block (version 4) and the count block (3, 4)."""
+        return len(self.stage_bits) + self.count_bytes
 
     def frame_counts(self) -> np.ndarray:
         """int64 [F]: the stages each frame sends (n_q everywhere before version 3)."""
@@ -203,12 +224,12 @@ def _min_payload(h: BitstreamHeader) -> int:
     if h.segment_frames:  # version 3: sizes of the sent codes, the code part >= n_q * F / 32 bytes
         counts = h.frame_counts()
         per_stage = np.bincount(counts, minlength=h.n_q + 1)[::-1].cumsum()[::-1][1:]  # F_s, s = 0..n_q-1
-        bound, head = -(-h.n_q * f // CONTEXT_CODES_PER_BYTE), h.count_bytes + h.side_bytes
+        bound, head = -(-h.n_q * f // CONTEXT_CODES_PER_BYTE), h.head_bytes + h.side_bytes
         if h.context_coded:
             return head + TAG_SIZE + bound
         if h.entropy_coded:
             return head + max(bound, sum(max(2, -(-int(fs) // 8)) for fs in per_stage))
-        return head + max(bound, -(-int(counts.sum()) * h.codebook_bits // 8))
+        return head + max(bound, -(-int(per_stage @ np.asarray(h.widths)) // 8))
     if h.context_coded:
         return h.side_bytes + TAG_SIZE + -(-h.n_q * f // CONTEXT_CODES_PER_BYTE)
     if h.entropy_coded:
@@ -295,9 +316,12 @@ def read_header(data: bytes) -> BitstreamHeader:
         payload_length=payload_length,
         crc32=crc_stored,
     )
-    if version == 3:  # the count block, bounded by the payload before anything is allocated
-        seg, counts, count_bytes = read_counts(data[HEADER_SIZE:], n_q, header.num_frames,
-                                               header.side_bytes, -(-n_q * header.num_frames // CONTEXT_CODES_PER_BYTE))
+    if version == 4:  # the width block
+        header = replace(header, stage_bits=_read_widths(data[HEADER_SIZE:], n_q, codebook_bits))
+    if version >= 3:  # the count block, bounded by the payload before anything is allocated
+        seg, counts, count_bytes = read_counts(data[HEADER_SIZE + n_q * (version == 4):], n_q, header.num_frames,
+                                               header.side_bytes, -(-n_q * header.num_frames // CONTEXT_CODES_PER_BYTE),
+                                               uniform_ok=version == 4)
         header = replace(header, segment_frames=seg, segment_counts=counts, count_bytes=count_bytes)
     need = _min_payload(header)
     plain_mismatch = not header.entropy_coded and need != payload_length
@@ -308,6 +332,19 @@ def read_header(data: bytes) -> BitstreamHeader:
             f"payload bytes, header says {payload_length}"
         )
     return header
+
+
+def _read_widths(payload: bytes, n_q: int, codebook_bits: int) -> tuple[int, ...]:
+    """A version-4 width block: n_q stage widths, each 1..codebook bits, the widest codebook bits,
+    not all equal."""
+    if len(payload) < n_q:
+        raise BitstreamError(f"sizes inconsistent: a version-4 payload starts with {n_q} stage widths, "
+                             f"the payload has {len(payload)} bytes")
+    widths = tuple(payload[:n_q])
+    if min(widths) < 1 or max(widths) != codebook_bits or len(set(widths)) == 1:
+        raise BitstreamError(f"bad field value: stage widths {list(widths)[:8]}{'...' if n_q > 8 else ''} must be "
+                             f"1..{codebook_bits} bits, the widest {codebook_bits}, not all equal")
+    return widths
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,19 +365,22 @@ def _codes_array(codes: Codes) -> np.ndarray:
         raise BitstreamError(f"codes must be [n_q, F], got shape {tuple(arr.shape)}")
     if arr.dtype.kind not in "iu":
         raise BitstreamError(f"codes must be integers, got dtype {arr.dtype}")
-    _validate_fields(
-        codes.sample_rate, codes.num_samples, arr.shape[0], codes.codebook_bits, codes.frame_rate
-    )
+    widths = codes.widths
+    if len(widths) != arr.shape[0]:
+        raise BitstreamError(f"codes have {arr.shape[0]} stages but {len(widths)} stage widths")
+    _validate_fields(codes.sample_rate, codes.num_samples, arr.shape[0], max(widths, default=1), codes.frame_rate)
+    if min(widths, default=1) < 1:
+        raise BitstreamError(f"stage widths must be >= 1 bit, got {widths}")
     f = num_frames_for(codes.num_samples, codes.sample_rate, codes.frame_rate)
     if arr.shape[1] != f:
         raise BitstreamError(
             f"codes have {arr.shape[1]} frames but {codes.num_samples} samples at {codes.sample_rate} Hz "
             f"and {codes.frame_rate} frames/s imply ceil(...) = {f}"
         )
-    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= 1 << codes.codebook_bits):
-        raise BitstreamError(
-            f"code values must be in [0, {1 << codes.codebook_bits}), got [{int(arr.min())}, {int(arr.max())}]"
-        )
+    for q, (row, bits) in enumerate(zip(arr, widths)):
+        if row.size and (int(row.min()) < 0 or int(row.max()) >= 1 << bits):
+            raise BitstreamError(f"code values of stage {q} must be in [0, {1 << bits}), "
+                                 f"got [{int(row.min())}, {int(row.max())}]")
     if codes.side_kind not in SIDE_KINDS:
         raise BitstreamError(f"side_kind must be one of {SIDE_KINDS}, got {codes.side_kind!r}")
     if codes.side_kind == "none" and len(codes.side) > 0:
@@ -350,24 +390,24 @@ def _codes_array(codes: Codes) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-def _code_part(arr: np.ndarray, counts: np.ndarray, bits: int, entropy: bool,
+def _code_part(arr: np.ndarray, counts: np.ndarray, widths: list[int], entropy: bool,
                tables: ContextTables | None) -> list[bytes]:
-    """Version 3: the code part of the payload for per-frame stage `counts` (module docstring)."""
+    """Versions 3 and 4: the code part of the payload for per-frame stage `counts` (module docstring)."""
     sent = sent_mask(counts, arr.shape[0])
     bound = -(-arr.shape[0] * arr.shape[1] // CONTEXT_CODES_PER_BYTE)
     if tables is not None:
         coded = encode_codes(tables, arr, counts)
         return [tables.tag, coded, bytes(max(0, bound - len(coded)))]
     if entropy:
-        coded = b"".join(encode_codebook(row[keep], bits) for row, keep in zip(arr, sent))
+        coded = b"".join(encode_codebook(row[keep], bits) for row, keep, bits in zip(arr, sent, widths))
     else:
-        coded = pack_bits(np.concatenate([row[keep] for row, keep in zip(arr, sent)]), bits)
+        coded = pack_rows([row[keep] for row, keep in zip(arr, sent)], widths)
     return [coded, bytes(max(0, bound - len(coded)))]
 
 
-def tables_fit(tables: ContextTables | None, n_q: int, codebook_bits: int) -> bool:
-    """Whether `tables` can context-code n_q codebooks of `codebook_bits` bits."""
-    return tables is not None and tables.bits == codebook_bits and n_q <= tables.n_stages
+def tables_fit(tables: ContextTables | None, widths: list[int]) -> bool:
+    """Whether `tables` can context-code stages of these code widths (`Codes.widths`)."""
+    return tables is not None and tables.fits(widths)
 
 
 def write_bitstream(codes: Codes, entropy: bool = False, tables: ContextTables | None = None) -> bytes:
@@ -379,26 +419,34 @@ def write_bitstream(codes: Codes, entropy: bool = False, tables: ContextTables |
     `stage_counts` differ between frames make a version-3 file (per-segment counts) in that coding.
     """
     arr = _codes_array(codes)
+    widths = codes.widths
+    bits = max(widths)
     counts = stage_counts_of(codes.stage_counts, arr)  # None: every frame sends every stage
     side = np.asarray([int(v) for v in codes.side], dtype=np.int64)
     side_bits = 16 if side.size and int(side.max()) > 0xFF else 8
     parts = [pack_bits(side, side_bits)]
     version, flags = 1, FLAG_ENTROPY if entropy else 0
-    if tables is not None and not tables_fit(tables, arr.shape[0], codes.codebook_bits):
-        raise BitstreamError(f"the entropy tables code {tables.n_stages} codebooks of {tables.bits} bits, "
-                             f"not {arr.shape[0]} of {codes.codebook_bits}")
-    if counts is not None:  # version 3: the count block first, then the side info and the sent codes
-        parts = [pack_counts(counts, arr.shape[0]), *parts, *_code_part(arr, counts, codes.codebook_bits, entropy, tables)]
+    if tables is not None and not tables_fit(tables, widths):
+        raise BitstreamError(f"the entropy tables code {tables.n_stages} codebooks of {widths_text(tables.stage_bits)} bits, "
+                             f"not {arr.shape[0]} of {widths_text(widths)}")
+    mixed = len(set(widths)) > 1
+    if mixed and counts is None:  # version 4 always has a count block
+        counts = np.full(arr.shape[1], arr.shape[0], dtype=np.int64)
+    if counts is not None:  # versions 3, 4: the count block first, then the side info and the sent codes
+        parts = [pack_counts(counts, arr.shape[0]), *parts, *_code_part(arr, counts, widths, entropy, tables)]
         version, flags = 3, FLAG_CONTEXT if tables is not None else flags
+        if mixed:
+            parts.insert(0, bytes(widths))
+            version = 4
     elif tables is not None:
         coded = encode_codes(tables, arr)
         need = -(-arr.size // CONTEXT_CODES_PER_BYTE)
         parts += [tables.tag, coded, bytes(max(0, need - len(coded)))]
         version, flags = 2, FLAG_CONTEXT
     elif entropy:
-        parts += [encode_codebook(row, codes.codebook_bits) for row in arr]
+        parts += [encode_codebook(row, bits) for row in arr]
     else:
-        parts.append(pack_bits(arr, codes.codebook_bits))
+        parts.append(pack_bits(arr, bits))
     payload = b"".join(parts)
     if len(payload) > MAX_U32 or side.size > MAX_U32:
         raise BitstreamError(f"payload of {len(payload)} bytes is too large for one .tcd file")
@@ -410,7 +458,7 @@ def write_bitstream(codes: Codes, entropy: bool = False, tables: ContextTables |
         codes.sample_rate,
         codes.num_samples,
         arr.shape[0],
-        codes.codebook_bits,
+        bits,
         codes.frame_rate,
         SIDE_KINDS.index(codes.side_kind),
         side_bits,
@@ -431,7 +479,7 @@ def write_smallest(codes: Codes, tables: ContextTables | None = None) -> tuple[b
     tables = tables if tables is not None else tables_for(codes.model_id)
     plain = write_bitstream(codes)
     coded = [write_bitstream(codes, entropy=True)]
-    if tables_fit(tables, int(np.shape(codes.codes)[0]), codes.codebook_bits):
+    if tables_fit(tables, codes.widths):
         coded.append(write_bitstream(codes, tables=tables))
     best = min(coded, key=len)
     return (best if len(best) < len(plain) else plain), len(plain), len(best)
@@ -450,12 +498,12 @@ def read_arrays(data: bytes, expected_model_id: str | None = None,
             f"wrong model: file was encoded by model {header.model_id}, this model is {expected_model_id}"
         )
     payload = data[HEADER_SIZE:]
-    side_at = header.count_bytes  # 0 before version 3
+    side_at = header.head_bytes  # 0 before version 3
     side = unpack_bits(payload[side_at : side_at + header.side_bytes], header.side_bits, header.side_count)
     f, n_q, bits = header.num_frames, header.n_q, header.codebook_bits
     if header.context_coded:
         arr = _read_context(header, payload, tables if tables is not None else tables_for(header.model_id))
-    elif header.segment_frames:
+    elif header.segment_frames:  # versions 3 and 4
         arr = _read_sent(header, payload)
     elif header.entropy_coded:
         pos = header.side_bytes
@@ -478,21 +526,22 @@ def read_arrays(data: bytes, expected_model_id: str | None = None,
 
 
 def _read_sent(header: BitstreamHeader, payload: bytes) -> np.ndarray:
-    """Version 3, plain or static ANS: the sent codes into [n_q, F] (unsent codes 0), the code
-    part's padding checked (zero bytes, only up to ceil(n_q * F / 32))."""
-    n_q, f, bits = header.n_q, header.num_frames, header.codebook_bits
+    """Versions 3 and 4, plain or static ANS: the sent codes into [n_q, F] (unsent codes 0), the
+    code part's padding checked (zero bytes, only up to ceil(n_q * F / 32))."""
+    n_q, f, widths = header.n_q, header.num_frames, header.widths
     sent = sent_mask(header.frame_counts(), n_q)
-    start = pos = header.count_bytes + header.side_bytes
+    start = pos = header.head_bytes + header.side_bytes
     arr = np.zeros((n_q, f), dtype=np.int64)
     if header.entropy_coded:
         for q in range(n_q):
-            arr[q, sent[q]], pos = decode_codebook(payload, pos, int(sent[q].sum()), bits, q)
+            arr[q, sent[q]], pos = decode_codebook(payload, pos, int(sent[q].sum()), widths[q], q)
     else:
-        total = int(sent.sum())
-        values = unpack_bits(payload[pos:], bits, total)
-        arr[sent] = values  # boolean indexing walks stage by stage, frame by frame: codebook-major
-        pos += -(-total * bits // 8)
-        if total * bits % 8 and payload[pos - 1] & ((1 << (8 - total * bits % 8)) - 1):
+        per_stage = [int(n) for n in sent.sum(1)]
+        for q, row in enumerate(unpack_rows(payload[pos:], widths, per_stage)):
+            arr[q, sent[q]] = row
+        total = sum(n * b for n, b in zip(per_stage, widths))
+        pos += -(-total // 8)
+        if total % 8 and payload[pos - 1] & ((1 << (8 - total % 8)) - 1):
             raise BitstreamError("bad field value: nonzero padding bits after the codes")
     want = max(pos - start, -(-n_q * f // CONTEXT_CODES_PER_BYTE))
     if len(payload) - start != want:
@@ -505,7 +554,7 @@ def _read_sent(header: BitstreamHeader, payload: bytes) -> np.ndarray:
 
 def _read_context(header: BitstreamHeader, payload: bytes, tables: ContextTables | None) -> np.ndarray:
     """The codes of a context-coded payload, after checking the tables are the ones it names."""
-    pos = header.count_bytes + header.side_bytes
+    pos = header.head_bytes + header.side_bytes
     tag = payload[pos : pos + TAG_SIZE]
     if tables is None:
         raise BitstreamError(f"context-coded file: needs the entropy tables of model {header.model_id} "
@@ -513,9 +562,9 @@ def _read_context(header: BitstreamHeader, payload: bytes, tables: ContextTables
     if tag != tables.tag:
         raise BitstreamError(f"context-coded file: coded with entropy tables {tag.hex()}, these are "
                              f"{tables.tag.hex()} (another model's tables)")
-    if not tables_fit(tables, header.n_q, header.codebook_bits):
-        raise BitstreamError(f"context-coded file: {header.n_q} codebooks of {header.codebook_bits} bits, "
-                             f"the entropy tables code {tables.n_stages} of {tables.bits}")
+    if not tables_fit(tables, header.widths):
+        raise BitstreamError(f"context-coded file: {header.n_q} codebooks of {widths_text(header.widths)} bits, "
+                             f"the entropy tables code {tables.n_stages} of {widths_text(tables.stage_bits)}")
     counts = header.frame_counts() if header.segment_frames else None
     return decode_codes(tables, payload[pos + TAG_SIZE :], header.n_q, header.num_frames, counts)
 
@@ -535,8 +584,15 @@ def read_bitstream(data: bytes, expected_model_id: str | None = None,
         codebook_bits=header.codebook_bits,
         side_kind=header.side_kind,
         side=side,
-        stage_counts=header.frame_counts() if header.segment_frames else None,
+        stage_counts=header.frame_counts() if header.segment_frames and not _uniform(header) else None,
+        stage_bits=header.stage_bits,
     )
+
+
+def _uniform(header: BitstreamHeader) -> bool:
+    """Every segment sends every stage (a version-4 file's count block may say so)."""
+    return set(header.segment_counts) == {header.n_q}
+
 
 
 def describe(data: bytes) -> dict[str, Any]:
@@ -545,6 +601,7 @@ def describe(data: bytes) -> dict[str, Any]:
     h = read_header(data)
     duration = h.duration_s
     mean_n_q = float(h.frame_counts().mean()) if h.segment_frames else float(h.n_q)
+    bits_per_frame = float(np.mean(np.concatenate([[0], np.cumsum(h.widths)])[h.frame_counts()]))
     return {
         "format_version": h.format_version,
         "model_id": h.model_id,
@@ -554,7 +611,8 @@ def describe(data: bytes) -> dict[str, Any]:
         "n_q": h.n_q,
         "codebook_bits": h.codebook_bits,
         "frame_rate": h.frame_rate,
-        "kbps_nominal": mean_n_q * h.codebook_bits * h.frame_rate / 1000.0,
+        "kbps_nominal": bits_per_frame * h.frame_rate / 1000.0,
+        "stage_bits": h.widths,  # each stage's code width (all codebook_bits before version 4)
         "kbps_actual": len(data) * 8 / duration / 1000.0,
         "num_frames": h.num_frames,
         "side_kind": h.side_kind,

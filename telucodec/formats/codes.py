@@ -39,6 +39,11 @@ def carried_frame_rate(sample_rate: int, hop: int, n_q: int, codebook_bits: int)
     return frame_rate
 
 
+def widths_text(widths: list[int]) -> str:
+    """Stage code widths for a message: '10' when equal, '15,15,10,...' where they differ."""
+    return str(widths[0]) if len(set(widths)) == 1 else ",".join(map(str, widths))
+
+
 @dataclass
 class Codes:
     """Discrete codes of one mono clip.
@@ -53,6 +58,9 @@ class Codes:
                   sends, 1..n_q (rate control's per-segment counts, .tcd version 3). The one
                   representation of "not sent": frame t sends stages 0..stage_counts[t]-1, its
                   codes at the other stages are 0 and add nothing to the decoded latent.
+    stage_bits:   () when every stage's codes are `codebook_bits` wide, else each stage's width
+                  (n_q values, the largest `codebook_bits`: a model whose stages differ in size,
+                  .tcd version 4).
     """
 
     codes: torch.Tensor
@@ -64,6 +72,12 @@ class Codes:
     side_kind: str = "none"
     side: list[int] = field(default_factory=list)
     stage_counts: np.ndarray | None = None
+    stage_bits: tuple[int, ...] = ()
+
+    @property
+    def widths(self) -> list[int]:
+        """Each stage's code width in bits (n_q values)."""
+        return list(self.stage_bits) if self.stage_bits else [self.codebook_bits] * self.n_q
 
     @property
     def n_q(self) -> int:
@@ -76,9 +90,9 @@ class Codes:
     def prefixes(self) -> list[Codes]:
         """[these codes' first n codebooks, for n = 1 .. n_q], as views: what a greedy search gives
         at every stage count (its codes are prefixes of each other), for rate control."""
-        counts = self.stage_counts
-        return [replace(self, codes=self.codes[:n], stage_counts=None if counts is None else np.minimum(counts, n))
-                for n in range(1, self.n_q + 1)]
+        counts, bits = self.stage_counts, self.stage_bits
+        return [replace(self, codes=self.codes[:n], stage_counts=None if counts is None else np.minimum(counts, n),
+                        stage_bits=bits[:n]) for n in range(1, self.n_q + 1)]
 
     @property
     def frame_counts(self) -> np.ndarray:
@@ -94,7 +108,8 @@ class Codes:
 
     @property
     def kbps_nominal(self) -> float:
-        """Raw code bits per second: n_q x codebook bits x frame rate, with the mean count per
-        frame in place of n_q when frames send different counts."""
-        n = self.n_q if self.uniform or self.num_frames == 0 else float(np.mean(self.frame_counts))
-        return n * self.codebook_bits * self.frame_rate / 1000.0
+        """Raw code bits per second: the widths of the stages sent x frame rate (n_q x codebook
+        bits x frame rate for uniform stages), averaged over frames when they send different counts."""
+        cumulative = np.concatenate([[0], np.cumsum(self.widths)])
+        counts = self.frame_counts if not self.uniform and self.num_frames else np.array([self.n_q])
+        return float(np.mean(cumulative[counts])) * self.frame_rate / 1000.0

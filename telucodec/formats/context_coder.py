@@ -8,9 +8,11 @@ determine. A whole clip is one `push` and `finish`: the same bytes, however the 
 
 The coder is the byte-wise range coder of LZMA (32-bit `low` with carry propagation through a
 cached byte and a count of pending 0xFF bytes, 32-bit `range` renormalized below 2**24), with a
-fixed total of 2**16 per distribution. Everything is Python integer arithmetic on integer tables:
-no float, no platform-dependent rounding, so decoding is bit-exact on every machine (unlike a
-coder driven by a float softmax: facebookresearch/encodec issue 85). LZMA's first output byte is
+total of 2**T_q per distribution of stage q: 2**16 for stages of up to 4096 codes (every table
+before mixed stage sizes: their files are unchanged), 2**21 for larger ones (`context_tables.py`).
+Everything is Python integer arithmetic on integer tables: no float, no platform-dependent
+rounding, so decoding is bit-exact on every machine (unlike a coder driven by a float softmax:
+facebookresearch/encodec issue 85). LZMA's first output byte is
 always 0 and is not written; at the end the encoder picks the value in its final interval with the
 most trailing zero bits and drops the trailing zero bytes: the decoder reads missing bytes as 0.
 A decoder that meets a value no code maps to (damaged data) raises BitstreamError; it never
@@ -18,18 +20,22 @@ reads past what it is given, and never runs longer than the frames it is asked f
 
 Per-frame stage counts (`counts`, .tcd version 3): frame t codes only its stages
 0..counts[t]-1. A stage the previous frame did not send has no previous code: it is coded in the
-context of a stream's first frame (previous code 2**bits, no repeat mass). The previous stage in
+context of a stream's first frame (previous code V_q, no repeat mass). The previous stage in
 the same frame is always sent. The streaming coder keeps uniform counts (None).
+
+Stages of different sizes (V_q = 2**b_q codes): each stage's codes are checked against its own
+size, and its "no previous code" is V_q (any value >= V_q given as `prev` means the same).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
+from itertools import repeat
 
 import numpy as np
 
 from telucodec.errors import BitstreamError
-from telucodec.formats.context_tables import TOTAL, TOTAL_BITS, ContextTables
+from telucodec.formats.context_tables import TOTAL_BITS, ContextTables
 
 _TOP = 1 << 32
 _BOT = 1 << 24
@@ -41,29 +47,61 @@ def _check_n_q(tables: ContextTables, n_q: int) -> None:
         raise BitstreamError(f"context coding: n_q={n_q}, the entropy tables cover 1..{tables.n_stages} codebooks")
 
 
-def intervals(tables: ContextTables, codes: np.ndarray, prev: np.ndarray,
-              counts: np.ndarray | None = None) -> tuple[list[int], list[int]]:
-    """(start, frequency) of every sent code of `codes` [n_q, f] in coding order (frame-major);
-    `prev` [n_q]: the codes of the frame before (2**bits where there is none); `counts` [f]: the
+def stage_intervals(tables: ContextTables, codes: np.ndarray, prev: np.ndarray,
+                    counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, frequencies), int64 [n_q, f] each: the interval of every code of `codes` [n_q, f]
+    (values of an unsent code are meaningless), of a total of 2**stage_total_bits[q]; `prev`
+    [n_q]: the codes of the frame before (V_q or more where there is none); `counts` [f]: the
     stages each frame sends (None: all)."""
     n_q, f = codes.shape
     starts = np.empty((n_q, f), dtype=np.int64)
     freqs = np.empty((n_q, f), dtype=np.int64)
     for q in range(n_q):
-        prev_class, stage_class, context, cdf, freq, repeat = tables.lookups()[q][:6]
+        prev_class, stage_class, context, cdf, freq, repeat = tables.lookup(q)[:6]
+        v = tables.stage_sizes[q]
         c = codes[q]
-        p = np.concatenate((prev[q : q + 1], c[:-1]))
+        p = np.concatenate((np.minimum(prev[q : q + 1], v), c[:-1]))
         if counts is not None:  # the frame before did not send stage q: no previous code
-            p[1:] = np.where(counts[:-1] > q, p[1:], tables.size)
+            p[1:] = np.where(counts[:-1] > q, p[1:], v)
         b = stage_class[codes[q - 1]] if q else np.zeros(f, dtype=np.int64)
         k = context[prev_class[p], b]
         r = repeat[k]
-        starts[q] = cdf[k, c] + np.where(c > p, r, 0)  # p == 2**bits (no frame before): no repeat
+        starts[q] = cdf[k, c] + np.where(c > p, r, 0)  # p == V_q (no frame before): no repeat
         freqs[q] = freq[k, c] + np.where(c == p, r, 0)
+    return starts, freqs
+
+
+def _sent(n_q: int, counts: np.ndarray) -> np.ndarray:
+    """bool [f, n_q]: which codes the frames send, in coding order."""
+    return (np.arange(n_q)[:, None] < counts[None, :]).T
+
+
+def intervals(tables: ContextTables, codes: np.ndarray, prev: np.ndarray,
+              counts: np.ndarray | None = None) -> tuple[list[int], list[int]]:
+    """(start, frequency) of every sent code of `codes` [n_q, f] in coding order (frame-major);
+    `prev` [n_q]: the codes of the frame before (V_q, or any larger value such as `tables.size`,
+    where there is none); `counts` [f]: the stages each frame sends (None: all). Stage q's
+    frequencies are of 2**tables.stage_total_bits[q] (`code_bits` gives the bits directly)."""
+    starts, freqs = stage_intervals(tables, codes, prev, counts)
     if counts is None:
         return starts.T.ravel().tolist(), freqs.T.ravel().tolist()
-    sent = (np.arange(n_q)[:, None] < counts[None, :]).T
+    sent = _sent(codes.shape[0], counts)
     return starts.T[sent].tolist(), freqs.T[sent].tolist()
+
+
+def code_bits(tables: ContextTables, codes: np.ndarray, prev: np.ndarray | None = None,
+              counts: np.ndarray | None = None) -> np.ndarray:
+    """float64 [n_q, f]: the ideal code length in bits of each code of `codes` [n_q, f] (what the
+    range coder spends, up to a few bytes a file); 0 where `counts` says a code is not sent.
+    `prev`: as `intervals` (None: a stream's first frame)."""
+    n_q, f = np.shape(codes)
+    arr = np.asarray(codes, dtype=np.int64)
+    prev = np.asarray(tables.stage_sizes[:n_q], dtype=np.int64) if prev is None else np.asarray(prev, dtype=np.int64)
+    _, freqs = stage_intervals(tables, arr, prev, counts)
+    bits = np.asarray(tables.stage_total_bits[:n_q], dtype=np.float64)[:, None] - np.log2(freqs.astype(np.float64))
+    if counts is not None:
+        bits[~_sent(n_q, np.asarray(counts)).T] = 0.0
+    return bits
 
 
 def _as_counts(counts: np.ndarray | None, n_q: int, f: int) -> np.ndarray | None:
@@ -76,14 +114,20 @@ def _as_counts(counts: np.ndarray | None, n_q: int, f: int) -> np.ndarray | None
     return c.astype(np.int64, copy=False)
 
 
-def _as_codes(codes: np.ndarray, n_q: int, size: int) -> np.ndarray:
+def _as_codes(codes: np.ndarray, n_q: int, sizes: list[int]) -> np.ndarray:
+    """Codes [n_q, f] as int64, stage q's values checked against its size sizes[q]."""
     arr = np.asarray(codes)
     if arr.ndim != 2 or arr.shape[0] != n_q:
         raise BitstreamError(f"context coding: codes must be [{n_q}, frames], got shape {tuple(arr.shape)}")
     if arr.dtype.kind not in "iu":
         raise BitstreamError(f"context coding: codes must be integers, got dtype {arr.dtype}")
-    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= size):
-        raise BitstreamError(f"context coding: code values must be in [0, {size}), got [{int(arr.min())}, {int(arr.max())}]")
+    if arr.size:
+        low, high = arr.min(1), arr.max(1)
+        for q, size in enumerate(sizes[:n_q]):
+            if int(low[q]) < 0 or int(high[q]) >= size:
+                where = "" if len(set(sizes[:n_q])) == 1 else f"stage {q}: "
+                raise BitstreamError(f"context coding: {where}code values must be in [0, {size}), "
+                                     f"got [{int(low[q])}, {int(high[q])}]")
     return arr.astype(np.int64, copy=False)
 
 
@@ -96,7 +140,10 @@ class ContextEncoder:
         _check_n_q(tables, n_q)
         self.tables, self.n_q = tables, n_q
         self.frames = 0
-        self._prev = np.full(n_q, tables.size, dtype=np.int64)
+        self._sizes = np.asarray(tables.stage_sizes[:n_q], dtype=np.int64)
+        self._prev = self._sizes.copy()  # no previous code
+        self._shifts = np.asarray(tables.stage_total_bits[:n_q], dtype=np.int64)
+        self._uniform = bool(np.all(self._shifts == TOTAL_BITS))  # every table before mixed sizes
         self._low, self._range, self._cache, self._pending, self._started = 0, _TOP - 1, 0, 0, False
         self._finished = False
 
@@ -104,7 +151,7 @@ class ContextEncoder:
         """`counts` [f]: the stages each frame sends (None: all n_q); only sent codes are coded."""
         if self._finished:
             raise BitstreamError("context coding: push after finish")
-        arr = _as_codes(codes, self.n_q, self.tables.size)
+        arr = _as_codes(codes, self.n_q, self.tables.stage_sizes)
         counts = _as_counts(counts, self.n_q, arr.shape[1])
         out = bytearray()
         for lo in range(0, arr.shape[1], _BLOCK):  # in blocks: a long clip's Python ints stay few
@@ -113,10 +160,15 @@ class ContextEncoder:
             starts, freqs = intervals(self.tables, block, self._prev, sent)
             self._prev = block[:, -1].copy()
             if sent is not None:  # a stage the last frame did not send: no previous code for the next
-                self._prev[sent[-1]:] = self.tables.size
+                self._prev[sent[-1]:] = self._sizes[sent[-1]:]
             low, rng = self._low, self._range
-            for s, f in zip(starts, freqs):
-                r = rng >> TOTAL_BITS
+            if self._uniform:  # every code's total is 2**16
+                shifts = repeat(TOTAL_BITS)
+            else:  # stages of different totals: each code's own
+                shifts = np.broadcast_to(self._shifts, (block.shape[1], self.n_q))
+                shifts = (shifts.ravel() if sent is None else shifts[_sent(self.n_q, sent)]).tolist()
+            for s, f, t in zip(starts, freqs, shifts):
+                r = rng >> t
                 low += r * s
                 rng = r * f
                 while rng < _BOT:
@@ -178,7 +230,8 @@ class ContextDecoder:
         self._pos = 0
         self._code: int | None = None
         self._range = _TOP - 1
-        self._prev = [tables.size] * n_q
+        self._sizes = tables.stage_sizes[:n_q]
+        self._prev = list(self._sizes)  # no previous code
         self._finished = False
 
     def feed(self, data: bytes, frames: int) -> np.ndarray:
@@ -211,8 +264,9 @@ class ContextDecoder:
                 return blocks[0]
             self._code = int.from_bytes(bytes(self._buf[:4]).ljust(4, b"\x00"), "big")
             self._pos = 4
-        size, buf, n = self.tables.size, self._buf, len(self._buf)
-        stages = [lk[6:] for lk in self.tables.lookups()[: self.n_q]]
+        buf, n, sizes = self._buf, len(self._buf), self._sizes
+        stages = [(*self.tables.lookup(q)[6:], v, t, 1 << t)
+                  for q, (v, t) in enumerate(zip(sizes, self.tables.stage_total_bits[: self.n_q]))]
         pos, code, rng, prev = self._pos, self._code, self._range, self._prev
         counts, n_q = self._counts, self.n_q
         if counts is not None:
@@ -221,13 +275,13 @@ class ContextDecoder:
             saved, frame = (pos, code, rng), []
             sent = stages if counts is None else stages[: counts[self.frames + len(frames)]]
             try:
-                for q, (prev_class, stage_class, context, cdf, repeat) in enumerate(sent):
+                for q, (prev_class, stage_class, context, cdf, repeat, size, shift, total) in enumerate(sent):
                     p = prev[q]
                     k = context[prev_class[p]][stage_class[frame[q - 1]] if q else 0]
                     row, rep = cdf[k], repeat[k]
-                    r = rng >> TOTAL_BITS
+                    r = rng >> shift
                     v = code // r
-                    if v >= TOTAL:
+                    if v >= total:
                         raise BitstreamError(f"bad context-coded data at frame {self.frames + len(frames)}, stage {q}")
                     if p < size and v >= row[p]:
                         hi = row[p + 1] + rep
@@ -254,7 +308,7 @@ class ContextDecoder:
                 pos, code, rng = saved
                 break
             if len(frame) < n_q:  # unsent stages: code 0, and no previous code for the next frame
-                prev = frame + [size] * (n_q - len(frame))
+                prev = frame + sizes[len(frame):]
                 frame = frame + [0] * (n_q - len(frame))
             else:
                 prev = frame

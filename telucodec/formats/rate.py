@@ -51,7 +51,7 @@ from telucodec.errors import TelucodecError
 from telucodec.formats.bitstream import tables_fit, write_smallest
 from telucodec.formats.codes import Codes
 from telucodec.formats.context_coder import intervals
-from telucodec.formats.context_tables import TOTAL_BITS, tables_for
+from telucodec.formats.context_tables import tables_for
 
 SEGMENT_SECONDS = 0.1  # rate control's segment: frames of one stage count
 LATER_TRIES = 8        # additions tried one by one after the bisection
@@ -101,16 +101,10 @@ def fit_to_rate(candidates: Sequence[Codes], kbps: float, strict: bool = True,
     def attempt(n_q: int) -> RateChoice:
         return _choice(candidates[n_q - 1], seconds, budget_bits)
 
-    # start at the nominal count (raw bits alone), then climb while the next one fits, or descend
-    nominal = kbps / (first.codebook_bits * first.frame_rate / 1000.0)
-    best = attempt(min(len(candidates), max(1, int(math.floor(nominal + 1e-9)))))
-    while best.within and best.n_q < len(candidates):
-        bigger = attempt(best.n_q + 1)
-        if not bigger.within:
-            break
-        best = bigger
-    while best.n_q > 1 and not best.within:
-        best = attempt(best.n_q - 1)
+    # every count is tried: a file's size need not grow with its count (a beam's codes differ per
+    # count, and so do their context-coded sizes), so the first count that does not fit says nothing
+    uniform = [attempt(n) for n in range(1, len(candidates) + 1)]
+    best = next((choice for choice in reversed(uniform) if choice.within), uniform[0])
     if not best.within:
         if strict:
             raise TelucodecError(f"--kbps {kbps:g}: too low for this clip: one codebook makes a "
@@ -122,7 +116,7 @@ def fit_to_rate(candidates: Sequence[Codes], kbps: float, strict: bool = True,
     gains, bits = _gains_and_bits(candidates)
     options = [best, _fill(candidates, best, seconds, budget_bits, seg, gains, bits)]
     if best.n_q > 1:  # quiet segments may send fewer than N stages, so that speech gets more
-        options.append(_fill(candidates, attempt(1), seconds, budget_bits, seg, gains, bits))
+        options.append(_fill(candidates, uniform[0], seconds, budget_bits, seg, gains, bits))
     return max(options, key=lambda choice: expected_gain(choice.codes))  # the first of equals
 
 
@@ -184,10 +178,11 @@ def _gains_and_bits(candidates: Sequence[Codes]) -> tuple[np.ndarray, np.ndarray
     else:  # no energies registered: every code is worth the same, the cheapest go first
         gains = np.ones((n, f))
     tables = tables_for(top.model_id)
-    bits = np.full((n, f), float(top.codebook_bits))
-    if tables_fit(tables, n, top.codebook_bits):
-        _, freqs = intervals(tables, np.asarray(top.codes, dtype=np.int64), np.full(n, tables.size))
-        bits = TOTAL_BITS - np.log2(np.asarray(freqs, dtype=np.float64).reshape(f, n).T)
+    bits = np.repeat(np.asarray(top.widths, dtype=np.float64)[:, None], f, axis=1)
+    if tables_fit(tables, top.widths):
+        _, freqs = intervals(tables, np.asarray(top.codes, dtype=np.int64), np.asarray(tables.stage_sizes[:n]))
+        totals = np.asarray(tables.stage_total_bits[:n], dtype=np.float64)[:, None]
+        bits = totals - np.log2(np.asarray(freqs, dtype=np.float64).reshape(f, n).T)
     return gains, bits
 
 

@@ -57,30 +57,37 @@ def segments(counts: np.ndarray) -> tuple[int, np.ndarray]:
 
 
 def pack_counts(counts: np.ndarray, n_q: int) -> bytes:
-    """The count block of per-frame `counts` (validated, not uniform)."""
+    """The count block of per-frame `counts` (validated; uniform only in version 4, where the
+    block is always there: base n_q and no packed values)."""
     seg, per_segment = segments(counts)
     base = int(per_segment.min())
-    return _FIXED.pack(seg, base) + pack_bits(per_segment - base, (n_q - base).bit_length())
+    width = (n_q - base).bit_length()
+    return _FIXED.pack(seg, base) + (pack_bits(per_segment - base, width) if width else b"")
 
 
-def read_counts(payload: bytes, n_q: int, frames: int, side_bytes: int, bound: int) -> tuple[int, bytes, int]:
+def read_counts(payload: bytes, n_q: int, frames: int, side_bytes: int, bound: int,
+                uniform_ok: bool = False) -> tuple[int, bytes, int]:
     """Parse and validate a count block: (L, each segment's count as one byte, block size). The
     block, the side info and the `bound` bytes every code part holds must fit in the payload
-    before the counts are unpacked, so a small file cannot make the reader allocate much."""
+    before the counts are unpacked, so a small file cannot make the reader allocate much.
+    `uniform_ok` (version 4): the block may say every segment sends n_q (base n_q, no values)."""
     if len(payload) < COUNTS_FIXED:
         raise BitstreamError(f"sizes inconsistent: a version-3 payload starts with a {COUNTS_FIXED}-byte count "
                              f"block, the payload has {len(payload)} bytes")
     seg, base = _FIXED.unpack_from(payload, 0)
     if seg < 1:
         raise BitstreamError("bad field value: segment length 0 frames, must be >= 1")
-    if not 1 <= base < n_q:
-        raise BitstreamError(f"bad field value: base stage count {base}, must be 1..{n_q - 1} (n_q={n_q})")
+    top = n_q if uniform_ok else n_q - 1
+    if not 1 <= base <= top:
+        raise BitstreamError(f"bad field value: base stage count {base}, must be 1..{top} (n_q={n_q})")
     n_seg, width = -(-frames // seg), (n_q - base).bit_length()
     size = COUNTS_FIXED + -(-n_seg * width // 8)
     if size + side_bytes + bound > len(payload):
         raise BitstreamError(f"sizes inconsistent: {n_seg} segment counts of {width} bits, {side_bytes} side bytes "
                              f"and {frames} frames of up to {n_q} codes need at least {size + side_bytes + bound} "
                              f"payload bytes, header says {len(payload)}")
+    if not width:  # version 4, every segment sends n_q
+        return seg, bytes([n_q]) * n_seg, size
     values = unpack_bits(payload[COUNTS_FIXED:size], width, n_seg) + base
     if n_seg * width % 8 and payload[size - 1] & ((1 << (8 - n_seg * width % 8)) - 1):
         raise BitstreamError("bad field value: nonzero padding bits after the segment counts")

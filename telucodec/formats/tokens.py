@@ -245,4 +245,17 @@ def codes_for(directory: str | Path, utt_id: str, model: HasModelId | None = Non
 
     return Codes(codes=torch.from_numpy(codes), num_samples=_field(entry, "num_samples", int, where),
                  model_id=meta["model_id"], sample_rate=meta["sample_rate"], frame_rate=meta["frame_rate"],
-                 codebook_bits=meta["codebook_bits"], side_kind=entry["side_kind"], side=side)
+                 codebook_bits=meta["codebook_bits"], side_kind=entry["side_kind"], side=side,
+                 stage_bits=_stage_bits(meta, codes.shape[0], where))
+
+
+def _stage_bits(meta: dict[str, Any], n_q: int, where: str) -> tuple[int, ...]:
+    """`Codes.stage_bits` of a folder's codes: () when its stages have the one width "codebook_bits"
+    (folders written before "stage_bits" existed have one); kept when they are narrower (the first
+    stages of a model whose later ones are wider)."""
+    bits = meta.get("stage_bits")
+    if bits is None:
+        return ()
+    if not isinstance(bits, list) or len(bits) < n_q or not all(isinstance(b, int) and 1 <= b <= 16 for b in bits):
+        raise TokensError(f"{where}: stage_bits must list 1..16 bits for each of the {n_q} stages")
+    return tuple(bits[:n_q]) if set(bits[:n_q]) != {meta["codebook_bits"]} else ()

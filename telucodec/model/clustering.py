@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+SEARCH_ELEMENTS = 1 << 25  # distances computed at once (128 MiB of float32): 1,024 rows of a 32,768-entry search
+
 
 def nearest_entry(x: torch.Tensor, entries: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
     """x [N, D], entries [K, D] -> indices [N] of the nearest entries (squared L2, as matrix
@@ -13,6 +15,9 @@ def nearest_entry(x: torch.Tensor, entries: torch.Tensor, norms: torch.Tensor | 
     the caller keeps it (a stream searches a frame at a time, where computing it each time was
     half the search's cost); the same numbers either way."""
     norms = entries.pow(2).sum(1) if norms is None else norms
+    rows = max(1, SEARCH_ELEMENTS // max(1, entries.shape[0]))
+    if x.shape[0] > rows:  # k-means over many frames: row blocks, not one huge distance matrix
+        return torch.cat([nearest_entry(x[i: i + rows], entries, norms) for i in range(0, x.shape[0], rows)])
     dist2 = x.pow(2).sum(1, keepdim=True) - 2 * x @ entries.t() + norms[None]
     return dist2.argmin(dim=1)
 
@@ -32,23 +37,35 @@ def code_counts(codes: torch.Tensor, size: int) -> torch.Tensor:
     return entry_counts(codes + offsets, n * size).view(n, size)
 
 
-def code_statistics(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def code_statistics(counts: torch.Tensor, sizes: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Entry counts [n, K] -> (fraction of entries used [n], perplexity = exp(entropy) of the
-    code distribution [n]); the one definition training, validation and tokenize report."""
+    code distribution [n]); the one definition training, validation and tokenize report.
+    `sizes`: each stage's own entry count where stages differ (K is then the largest)."""
     counts = counts.double()
     probs = counts / counts.sum(1, keepdim=True).clamp_min(1.0)
     entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(1)
-    return (counts > 0).double().mean(1), torch.exp(entropy)
+    used = (counts > 0).double().sum(1)
+    total = torch.tensor(sizes, dtype=used.dtype, device=used.device) if sizes else torch.full_like(used, counts.shape[1])
+    return used / total, torch.exp(entropy)
+
+
+KMEANS_PP_MAX = 4096  # more entries: random seeds (k-means++ is k passes over the samples, one after another)
 
 
 def kmeans(samples: torch.Tensor, k: int, iters: int) -> torch.Tensor:
     """k-means on samples [N, D] -> centroids [k, D], seeded k-means++ style (each new seed drawn
     with probability proportional to its squared distance from the seeds so far), so separate
-    clusters are not left sharing one centroid. With N < k, seeds repeat and are jittered apart."""
+    clusters are not left sharing one centroid. With N < k, seeds repeat and are jittered apart.
+    Above KMEANS_PP_MAX entries the seeds are distinct random samples: k-means++ seeding is k
+    sequential passes over the samples (for 32,768 entries over 400k frames, ~20 CPU minutes, more
+    than the Lloyd iterations), and at that many entries random seeds lose little (two 15-bit stages
+    seeded so: +0.40 PESQ-WB over three 10-bit ones, docs/training-log.md session 14)."""
     n = samples.shape[0]
     if n <= k:  # every sample becomes a seed; the rest repeat random samples
         extra = torch.randint(0, n, (k - n,), device=samples.device)
         seeds = torch.cat([torch.randperm(n, device=samples.device), extra])
+    elif k > KMEANS_PP_MAX:
+        seeds = torch.randperm(n, device=samples.device)[:k]
     else:
         seeds = torch.empty(k, dtype=torch.long, device=samples.device)
         seeds[0] = torch.randint(0, n, ())
@@ -69,8 +86,9 @@ def kmeans(samples: torch.Tensor, k: int, iters: int) -> torch.Tensor:
     return centroids
 
 
-def beam_search(x: torch.Tensor, books: torch.Tensor, beam: int) -> torch.Tensor:
-    """Residual-VQ codes by beam search over the stages: x [N, D], books [S, K, D] -> [S, N, S]
+def beam_search(x: torch.Tensor, books: torch.Tensor | list[torch.Tensor], beam: int) -> torch.Tensor:
+    """Residual-VQ codes by beam search over the stages: x [N, D], books [S, K, D] (or S tensors
+    [K_s, D] of different sizes) -> [S, N, S]
     int64, where row s holds each frame's best path through the first s + 1 stages (its last
     S - s - 1 entries are 0).
 
@@ -81,16 +99,17 @@ def beam_search(x: torch.Tensor, books: torch.Tensor, beam: int) -> torch.Tensor
     Plain tensor ops (matmul, topk, gather): it exports to ONNX as it is. Ties break toward the
     lower flat index, as topk does; `nearest_entry` stays the search for beam 1."""
     n, d = x.shape
-    stages, k = books.shape[0], books.shape[1]
-    # one matrix product gives every path's error after every entry: [r, err, 1] . [-2c, 1, |c|^2]
-    books_aug = torch.cat([-2 * books, torch.ones_like(books[..., :1]), books.pow(2).sum(-1, keepdim=True)], -1)
+    stages = len(books)
     residual = x[:, None, :]                            # [N, b, D]
     err = residual.pow(2).sum(-1)                       # [N, b]
     paths = torch.zeros(n, 1, 0, dtype=torch.long, device=x.device)
     rows = []
     for s in range(stages):
+        k = books[s].shape[0]
+        # one matrix product gives every path's error after every entry: [r, err, 1] . [-2c, 1, |c|^2]
+        book_aug = torch.cat([-2 * books[s], torch.ones_like(books[s][:, :1]), books[s].pow(2).sum(-1, keepdim=True)], -1)
         path_aug = torch.cat([residual, err[..., None], torch.ones_like(err[..., None])], -1)
-        total = path_aug @ books_aug[s].t()             # [N, b, K]
+        total = path_aug @ book_aug.t()                 # [N, b, K]
         b = total.shape[1]
         err, flat = total.reshape(n, b * k).topk(min(beam, b * k), dim=1, largest=False)  # ascending
         parent, code = flat // k, flat % k

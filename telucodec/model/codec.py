@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from torch.nn import functional as F
 
 from telucodec.config import ADDED_LATER, CodecConfig
 from telucodec.errors import ModelError, TelucodecError
-from telucodec.formats.codes import Codes, carried_frame_rate
+from telucodec.formats.codes import Codes, carried_frame_rate, widths_text
 from telucodec.formats.context_tables import TABLES_FILE, ContextTables, register
 from telucodec.formats.pcm import input_samples
 from telucodec.formats.pcm import pcm_to_float as numpy_pcm_to_float
@@ -66,6 +65,7 @@ class Codec(nn.Module):
         # the canonical form: a field its families do not read holds the value they imply (a
         # SoundStream model reads causal), and that form is what its id hashes (config.py)
         try:
+            config.quantizer.check_sizes()
             self.config = config = config.canonical()
         except TelucodecError as exc:  # an unknown family or option: a model that cannot be built
             raise ModelError(str(exc)) from exc
@@ -96,17 +96,32 @@ class Codec(nn.Module):
     def max_n_q(self) -> int:
         return self.config.quantizer.n_q
 
+    @property
+    def _mixed(self) -> bool:
+        """The stages differ in size (their codes in width)."""
+        return len(set(self.stage_bits)) > 1
+
+    @property
+    def stage_bits(self) -> list[int]:
+        """Each stage's code width (all `codebook_bits` unless the stages differ in size)."""
+        return self.config.quantizer.stage_bits
+
     def kbps_per_codebook(self) -> float:
-        return self.codebook_bits * self.frame_rate / 1000.0
+        """The first codebook's raw rate: every codebook's, when the stages have one size."""
+        return self.nominal_kbps(1)
+
+    def nominal_kbps(self, n_q: int | None = None) -> float:
+        """Raw code bits per second of the first `n_q` stages (None: all)."""
+        return sum(self.stage_bits[: self.max_n_q if n_q is None else n_q]) * self.frame_rate / 1000.0
 
     def n_q_for_kbps(self, kbps: float | None) -> int:
         """The largest n_q whose nominal bitrate does not exceed `kbps` (None = all)."""
         if kbps is None:
             return self.max_n_q
-        n_q = int(math.floor(kbps / self.kbps_per_codebook() + 1e-9))
+        n_q = sum(1 for n in range(1, self.max_n_q + 1) if self.nominal_kbps(n) <= kbps + 1e-9)
         if n_q < 1:
             raise ModelError(f"--kbps {kbps}: below one codebook ({self.kbps_per_codebook():g} kbps)")
-        return min(n_q, self.max_n_q)
+        return n_q
 
     def kbps_note(self, kbps: float | None, name: str = "--kbps ") -> str | None:
         """What `--kbps` turns into, for the user: the n_q used, or that it is capped at the
@@ -114,13 +129,13 @@ class Codec(nn.Module):
         if kbps is None:
             return None
         n_q = self.n_q_for_kbps(kbps)
-        return self.kbps_cap_note(kbps, name) or f"{name}{kbps:g}: using n_q={n_q} ({n_q * self.kbps_per_codebook():g} kbps nominal)"
+        return self.kbps_cap_note(kbps, name) or f"{name}{kbps:g}: using n_q={n_q} ({self.nominal_kbps(n_q):g} kbps nominal)"
 
     def kbps_cap_note(self, kbps: float | None, name: str = "--kbps ") -> str | None:
         """The one rule for a bitrate above this model's maximum, said the same way by the CLI, the
         API (a warning) and `eval`: it is capped there (None when `kbps` is not above it).
         `name`: how the caller's user spelled the option ("--kbps ", "kbps=")."""
-        top = self.max_n_q * self.kbps_per_codebook()
+        top = self.nominal_kbps()
         if kbps is None or kbps <= top + 1e-9:
             return None
         return f"{name}{kbps:g}: capped at the maximum, {top:g} kbps (n_q={self.max_n_q}, all codebooks)"
@@ -152,7 +167,10 @@ class Codec(nn.Module):
         if tables is not None:  # so the .tcd writer and reader find them from a file's model id
             register(model_id, tables)
         if not self.config.quantizer.codebook_dim:  # rate control's fill order (formats/rate.py)
-            register_entry_gains(model_id, self.quantizer.codebooks().double().pow(2).sum(-1).cpu().numpy())
+            gains = np.zeros((self.max_n_q, self.config.quantizer.codebook_size))  # a smaller stage: 0 past its end
+            for row, book in zip(gains, self.quantizer.stage_codebooks()):
+                row[: book.shape[0]] = book.double().pow(2).sum(-1).cpu().numpy()
+            register_entry_gains(model_id, gains)
         return model_id
 
     @property
@@ -163,9 +181,10 @@ class Codec(nn.Module):
 
     @entropy_tables.setter
     def entropy_tables(self, tables: ContextTables | None) -> None:
-        if tables is not None and tables.bits != self.codebook_bits:
-            raise ModelError(f"{tables.source}: tables for {tables.bits}-bit codes, the model's codes have "
-                             f"{self.codebook_bits} bits")
+        if tables is not None and tables.stage_bits[: self.max_n_q] != self.stage_bits:
+            have, want = tables.stage_bits[: self.max_n_q], self.stage_bits
+            raise ModelError(f"{tables.source}: tables for codes of {widths_text(have)} bits, the model's codes have "
+                             f"{widths_text(want)} bits")
         self.__dict__["_entropy_tables"] = tables
 
     # ---- training ------------------------------------------------------------------------
@@ -238,6 +257,7 @@ class Codec(nn.Module):
         `side_kind` None: the model's amplitude ("none" for a stream's codes, which carry no level)."""
         return Codes(codes=codes, num_samples=num_samples, model_id=self.model_id, sample_rate=self.sample_rate,
                      frame_rate=self.frame_rate, codebook_bits=self.codebook_bits,
+                     stage_bits=tuple(self.stage_bits[: codes.shape[0]]) if self._mixed else (),
                      side_kind=side_kind or self.amplitude.kind, side=side)
 
     def _side_kind(self, level: bool) -> str:
@@ -289,16 +309,23 @@ class Codec(nn.Module):
         """Refuse codes this model cannot have made (a forged or damaged file with a valid CRC):
         other rates or code width, values outside the codebooks, missing amplitude side info."""
         for name, have, want in (("sample rate", codes.sample_rate, self.sample_rate),
-                                 ("frame rate", codes.frame_rate, self.frame_rate),
-                                 ("codebook bits", codes.codebook_bits, self.codebook_bits)):
+                                 ("frame rate", codes.frame_rate, self.frame_rate)):
             if have != want:
                 raise ModelError(f"codes have {name} {have}, the model uses {want}")
-        size = self.config.quantizer.codebook_size
-        if codes.codes.numel() and (int(codes.codes.min()) < 0 or int(codes.codes.max()) >= size):
-            raise ModelError(f"code values must be in 0..{size - 1}, got {int(codes.codes.min())}..{int(codes.codes.max())}")
+        widths, want = codes.widths, self.stage_bits[: codes.n_q]
+        if widths[: len(want)] != want:
+            raise ModelError(f"codes have codebook bits {widths_text(widths)}, the model uses {widths_text(want)}")
+        self.check_code_values(codes.codes)
         if codes.side_kind != "none" and not codes.side:
             raise ModelError(f"codes carry no '{codes.side_kind}' amplitude side info")
         check_stage_counts(codes.stage_counts, codes.n_q, codes.num_frames)
+
+    def check_code_values(self, codes: torch.Tensor) -> None:
+        """Refuse (ModelError) a code [n, F] outside its stage's codebook."""
+        for q, (row, size) in enumerate(zip(codes, self.config.quantizer.stage_sizes)):
+            if row.numel() and (int(row.min()) < 0 or int(row.max()) >= size):
+                where = f" of stage {q}" if self._mixed else ""
+                raise ModelError(f"code values{where} must be in 0..{size - 1}, got {int(row.min())}..{int(row.max())}")
 
     def check_decodable(self, codes: Codes, check_model: bool = True) -> None:
         """Refuse (ModelError) codes this model cannot decode, for every runtime (deploy/runtimes.py)."""
@@ -448,3 +475,4 @@ def _build_for_weights(cls: type[Codec], config: CodecConfig, cfg_path: Path, we
         raise ModelError(f"{cfg_path}: describes a model of {need // 2:,} values, more than {weights.name} "
                          f"({weights.stat().st_size:,} bytes) can hold")
     return cls(config)
+

@@ -8,7 +8,8 @@ everything else talks to the parts through the small interface every entry imple
     decoder:   forward(latent [B, D, F]) -> wav [B, 1, F * hop]
                stream_frames() -> (context, lookahead) frames a streamed frame needs
     quantizer: forward(latent, n_q) -> QuantizerOutput; encode(latent, n_q) -> codes [B, n_q, F];
-               decode(codes) -> latent; set_codebooks([n_q, K, D]); codebooks() -> [n_q, K, D]
+               decode(codes) -> latent; set_codebooks([n_q, K, D] or [K_s, D] each);
+               codebooks() -> [n_q, K, D]; stage_codebooks() -> [[K_s, D] per stage]
 
 Each encoder and decoder entry is a `Family`: its builder and its config section (the options it
 reads, with their defaults, and the fields it fixes by construction). Assigning an entry registers

@@ -181,9 +181,9 @@ class _CodeLookup:
 
     def __init__(self, quantizer: ResidualVQ):
         vectors = [layer.latent_codebook().detach() for layer in quantizer.layers]
-        self.size = vectors[0].shape[0]
-        self.table = torch.cat(vectors)  # [n_q * K, D]
-        self.offsets = torch.arange(len(vectors), device=self.table.device)[:, None] * self.size
+        self.table = torch.cat(vectors)  # [sum of the stages' sizes, D]
+        starts = [0] + [v.shape[0] for v in vectors[:-1]]
+        self.offsets = torch.tensor(starts, device=self.table.device).cumsum(0)[:, None]  # stage s's first row
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [n, F] (n <= n_q) -> latent [D, F]."""
@@ -279,9 +279,7 @@ class StreamDecoder:
             raise ModelError(f"codes have n_q={c.shape[0]}, the model supports 1..{self.model.max_n_q}")
         if self._n_q is not None and c.shape[0] != self._n_q:
             raise ModelError(f"codes changed from n_q={self._n_q} to {c.shape[0]} mid-stream")
-        size = self.model.config.quantizer.codebook_size
-        if c.numel() and (int(c.min()) < 0 or int(c.max()) >= size):
-            raise ModelError(f"code values must be in 0..{size - 1}, got {int(c.min())}..{int(c.max())}")
+        self.model.check_code_values(c)
         self._n_q = c.shape[0]
         return c
 

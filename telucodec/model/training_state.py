@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from telucodec.model.quantizer import TRAINING_BUFFERS, VectorQuantizer
+from telucodec.model.vq_stages import TRAINING_BUFFERS, VectorQuantizer
 
 
 def training_state(model: nn.Module) -> dict[str, torch.Tensor]:

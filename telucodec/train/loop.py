@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from telucodec.config import CodecConfig
 from telucodec.errors import TelucodecError
+from telucodec.formats.codes import widths_text
 from telucodec.model.codec import Codec, load_matching_state, match_state
 from telucodec.model.loading import base_config, checkpoint_config, init_config, load_checkpoint, read_weights
 from telucodec.model.spectral import start_new_blocks_as_identity
@@ -199,14 +200,16 @@ class Trainer:
     def _print_summary(self, train_seconds: float) -> None:
         cfg, m = self.config, self.model
         params = sum(p.numel() for p in m.parameters())
-        kbps = m.max_n_q * m.kbps_per_codebook()
+        kbps = m.nominal_kbps()
+        stages = (f"{m.kbps_per_codebook():g} kbps per codebook x {m.max_n_q}" if len(set(m.stage_bits)) == 1
+                  else f"{m.max_n_q} codebooks of {widths_text(m.stage_bits)} bits")
         self.log(f"telucodec train: {self.root}  preset {cfg.name}  device {self.device}"
                  + (f"  DDP x{self.world}" if self.world > 1 else ""))
         self.log(f"model: {params / 1e6:.2f} M parameters ({cfg.model.decoder} decoder, amplitude {cfg.model.amplitude}); "
-                 f"{m.frame_rate} frames/s; {m.kbps_per_codebook():g} kbps per codebook x {m.max_n_q} = {kbps:g} kbps")
+                 f"{m.frame_rate} frames/s; {stages} = {kbps:g} kbps")
         if self.frozen:
             self.log(f"frozen: {', '.join(cfg.train.freeze)} ({self.frozen / 1e6:.2f} M parameters, not trained); "
-                     f"serves {m.kbps_per_codebook():g} to {kbps:g} kbps in steps of {m.kbps_per_codebook():g}")
+                     f"serves {m.kbps_per_codebook():g} to {kbps:g} kbps, one codebook at a time")
         self.log(f"data: {notes.plural(len(self.data.train), 'train clip')} ({train_seconds / 60:.1f} min), "
                  f"{notes.plural(self.data.held_out, 'validation clip')}, {len(self.data.skipped)} skipped; "
                  f"{notes.plural(self.steps_per_epoch, 'step')}/epoch x {notes.plural(cfg.train.num_epochs, 'epoch')}, "

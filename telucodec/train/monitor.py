@@ -74,7 +74,7 @@ def validate(model: Codec, clips: list[Clip], device: torch.device, loss_fn, max
             stois.append(metrics.stoi(ref, np.clip(y, -1, 1), sr))
         if i < keep_examples:
             examples.append((ref, y))
-    usage, perplexity = (s.tolist() for s in code_statistics(counts))
+    usage, perplexity = (s.tolist() for s in code_statistics(counts, model.config.quantizer.stage_sizes))
     model.train()
     return ValidationResult(
         val_loss=float(np.mean(losses)), output_min=lo, output_max=hi,

@@ -62,12 +62,12 @@ def kmeans_residual_start(quantizer: ResidualVQ, latents: torch.Tensor, sample: 
     torch.manual_seed(seed)
     books, energy = [], []
     for s in range(first, quantizer.cfg.n_q):
-        entries = kmeans(residual, quantizer.cfg.codebook_size, quantizer.cfg.kmeans_iters)
+        entries = kmeans(residual, quantizer.layers[s].size, quantizer.cfg.kmeans_iters)
         residual -= entries[nearest_entry(residual, entries)]
         books.append(entries)
         energy.append(float(residual.pow(2).sum(1).mean()))
         log(f"  k-means stage {s + 1}/{quantizer.cfg.n_q}: residual energy {energy[-1]:.3f}")
-    quantizer.set_codebooks(torch.stack(books), first)
+    quantizer.set_codebooks(books, first)
     return energy
 
 
