@@ -139,3 +139,15 @@ def assert_pieces_round_trip(tables, arr, cuts: list[int], byte_cuts: list[int])
             assert dec.frames <= taken
     got.append(dec.finish(frames))
     np.testing.assert_array_equal(np.concatenate(got, axis=1), arr)
+
+
+def load_benchmark(name: str, module_name: str | None = None):
+    """A script of benchmarks/ as a module (they are scripts, not a package): benchmarks/NAME.py."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(module_name or name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

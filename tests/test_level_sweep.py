@@ -3,20 +3,13 @@ bitrate, a finite ratio in every cell; a bad flag is a one-line error."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark
 
 
 def _sweep():
-    spec = importlib.util.spec_from_file_location("level_sweep", ROOT / "benchmarks" / "level_sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("level_sweep")
 
 
 def test_level_sweep_prints_one_table_of_ratios(capsys) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import as_unprivileged
+from conftest import as_unprivileged, load_benchmark
 
 from telucodec.cli import main
 from telucodec.config import CodecConfig, get_config
@@ -260,13 +260,7 @@ REGRESSIONS = ROOT / "tests" / "fuzz_regressions"
 
 
 def _fuzz_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("telucodec_fuzz", ROOT / "benchmarks" / "fuzz.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("fuzz", "telucodec_fuzz")
 
 
 @pytest.mark.parametrize("path", sorted(p for p in REGRESSIONS.rglob("*") if p.is_file()),

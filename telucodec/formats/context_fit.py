@@ -16,10 +16,12 @@ kept sparse (scipy; it has at most one entry per training frame), so the same cl
 memory and time that grow with the frames, not the square of the alphabet; a large stage keeps
 at most LARGE_MAX_CONTEXTS contexts (the coder holds K x (V + 1) cumulative frequencies), and at
 most as many previous-frame classes as contexts (on 15-bit k-means codes of telugu-v7 latents,
-held-out speakers, both stages: 64 classes merged into 32 contexts 24.02 bits a frame, 48: 23.92,
-32: 23.86; the marginal 28.12, the same stage's previous frame folded to 64 k-means classes of the
-codebook 25.54). The previous codes' classes are learnt from the codes alone: classes of the
-codebook's geometry (k-means of its entries) code stage 0 no better (11.84 bits, as these).
+both stages: 64 classes merged into 32 contexts 24.02 bits a frame, 48: 23.92, 32: 23.86. Those
+books had been fitted on frames that included the measured clips, which flatters every figure; on
+unseen speakers the two stages of `state/v8-fit` cost 26.7 bits of their 30, and the class and
+context counts barely matter there: 26.36-26.68, docs/training-log.md session 15). The previous
+codes' classes are learnt from the codes alone: classes of the codebook's geometry (k-means of its
+entries) code stage 0 no better.
 
 Fitting uses floats; only its integer result is stored and coded with, so the fit need not be
 reproducible across machines for files to decode everywhere (it is deterministic on one machine).

@@ -21,9 +21,10 @@ ones, where a total of 2**16 would spend half or more of its mass on the floor o
 (32768 codes: half). The coder's resolution r = range >> T_q stays >= 2**(24 - T_q) (the range is
 renormalized to >= 2**24), so a larger T_q costs up to -log2(1 - 2**(T_q - 24)) bits a code in
 truncation (T = 21: 0.19 at worst), a smaller one more on the floor and on rounding small
-probabilities. Measured on telugu-v7 latents coded by 2 x 15-bit k-means stages (held-out speakers,
-real bytes of both stages, bits a frame): T = 19: 23.95, 20: 23.88, 21: 23.86, 22: 23.88,
-23: 23.93, 24: 24.05; so T = 21.
+probabilities. Measured on telugu-v7 latents coded by 2 x 15-bit k-means stages (real bytes of
+both stages, bits a frame; books fitted on frames that included these clips, so the level is
+flattering, the order between totals is what counts): T = 19: 23.95, 20: 23.88, 21: 23.86,
+22: 23.88, 23: 23.93, 24: 24.05; so T = 21.
 
 The tables are integers end to end (uint8 maps, uint16/uint32 frequencies), stored in the model
 folder as `entropy_tables.safetensors`; the coder (`context_coder.py`) does integer arithmetic

@@ -58,8 +58,7 @@ def kmeans(samples: torch.Tensor, k: int, iters: int) -> torch.Tensor:
     clusters are not left sharing one centroid. With N < k, seeds repeat and are jittered apart.
     Above KMEANS_PP_MAX entries the seeds are distinct random samples: k-means++ seeding is k
     sequential passes over the samples (for 32,768 entries over 400k frames, ~20 CPU minutes, more
-    than the Lloyd iterations), and at that many entries random seeds lose little (two 15-bit stages
-    seeded so: +0.40 PESQ-WB over three 10-bit ones, docs/training-log.md session 14)."""
+    than the Lloyd iterations), and at that many entries each seed has few samples to share."""
     n = samples.shape[0]
     if n <= k:  # every sample becomes a seed; the rest repeat random samples
         extra = torch.randint(0, n, (k - n,), device=samples.device)
