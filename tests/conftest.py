@@ -151,3 +151,28 @@ def load_benchmark(name: str, module_name: str | None = None):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def mixed_tables(seed: int, stage_bits: list[int], a: int = 3, b: int = 2, k: int = 3):
+    """Valid tables for stages of `stage_bits`, from integer draws only (an adversary's tables:
+    any class maps, flat to very peaked frequencies, any repeat mass)."""
+    from telucodec.formats.context_tables import TOTAL_BITS, ContextTables, StageTables, total_bits_for
+
+    rng = np.random.default_rng(seed)
+    stages = []
+    for q, bits in enumerate(stage_bits):
+        v = 1 << bits
+        v_before = 1 << stage_bits[q - 1] if q else v
+        total = 1 << total_bits_for(v)
+        wide = np.uint32 if total_bits_for(v) != TOTAL_BITS else np.uint16
+        bq = b if q else 1
+        repeat = rng.integers(0, total - 4 * v + 1, size=k)
+        weights = rng.integers(1, 1000, size=(k, v)) ** int(rng.integers(1, 4))
+        tot = total - repeat
+        freq = 1 + weights * (tot - v)[:, None] // weights.sum(1, keepdims=True)
+        freq[np.arange(k), np.argmax(weights, 1)] += tot - freq.sum(1)
+        stages.append(StageTables(prev_class=rng.integers(0, a, v + 1).astype(np.uint8),
+                                  stage_class=rng.integers(0, bq, v_before).astype(np.uint8),
+                                  context=rng.integers(0, k, (a, bq)).astype(np.uint8),
+                                  freq=freq.astype(wide), repeat=repeat.astype(wide)))
+    return ContextTables(stages, f"mixed tables {seed}")

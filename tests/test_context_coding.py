@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_pieces_round_trip
+from conftest import assert_pieces_round_trip, mixed_tables
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +30,7 @@ from telucodec.formats.bitstream import (
 from telucodec.formats.codes import Codes
 from telucodec.formats.context_coder import ContextDecoder, decode_codes, encode_codes
 from telucodec.formats.context_fit import fit_tables, stage_cost_bits
-from telucodec.formats.context_tables import TABLES_FILE, TOTAL, ContextTables, StageTables, register
+from telucodec.formats.context_tables import TABLES_FILE, ContextTables, register
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("uniform", "constant", "repeats", "rarest", "likeliest", "extremes", "markov")
@@ -38,22 +38,9 @@ PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 
 def random_tables(seed: int, bits: int, n_stages: int, a: int = 3, b: int = 2, k: int = 3) -> ContextTables:
-    """Valid tables from integer draws only (any shape within the limits: an adversary's tables)."""
-    rng = np.random.default_rng(seed)
-    v = 1 << bits
-    stages = []
-    for q in range(n_stages):
-        bq = b if q else 1
-        repeat = rng.integers(0, TOTAL - 4 * v + 1, size=k)
-        weights = rng.integers(1, 1000, size=(k, v)) ** int(rng.integers(1, 4))  # from flat to very peaked
-        tot = TOTAL - repeat
-        freq = 1 + weights * (tot - v)[:, None] // weights.sum(1, keepdims=True)
-        freq[np.arange(k), np.argmax(weights, 1)] += tot - freq.sum(1)
-        stages.append(StageTables(prev_class=rng.integers(0, a, v + 1).astype(np.uint8),
-                                  stage_class=rng.integers(0, bq, v).astype(np.uint8),
-                                  context=rng.integers(0, k, (a, bq)).astype(np.uint8),
-                                  freq=freq.astype(np.uint16), repeat=repeat.astype(np.uint16)))
-    return ContextTables(stages, f"random tables {seed}")
+    """Valid tables from integer draws only (any shape within the limits: an adversary's tables),
+    every stage `bits` wide (`conftest.mixed_tables` of one width)."""
+    return mixed_tables(seed, [bits] * n_stages, a, b, k)
 
 
 def make_codes_for(tables: ContextTables, n_q: int, frames: int, kind: str, seed: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_pieces_round_trip
+from conftest import assert_pieces_round_trip, mixed_tables
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,9 +24,7 @@ from telucodec.formats.context_tables import (
     LARGE_TOTAL_BITS,
     TOTAL_BITS,
     ContextTables,
-    StageTables,
     _metadata,
-    total_bits_for,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,29 +35,6 @@ PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 # 2**21 total, uint32 frequencies), 15 bits the largest
 WIDTHS = st.sampled_from([1, 2, 3, 4, 5, 7, 10, 12, 13, 15])
 KINDS = ("uniform", "repeats", "extremes", "rarest", "likeliest")
-
-
-def mixed_tables(seed: int, stage_bits: list[int], a: int = 3, b: int = 2, k: int = 3) -> ContextTables:
-    """Valid tables for stages of `stage_bits`, from integer draws only (an adversary's tables:
-    any class maps, flat to very peaked frequencies, any repeat mass)."""
-    rng = np.random.default_rng(seed)
-    stages = []
-    for q, bits in enumerate(stage_bits):
-        v = 1 << bits
-        v_before = 1 << stage_bits[q - 1] if q else v
-        total = 1 << total_bits_for(v)
-        wide = np.uint32 if total_bits_for(v) != TOTAL_BITS else np.uint16
-        bq = b if q else 1
-        repeat = rng.integers(0, total - 4 * v + 1, size=k)
-        weights = rng.integers(1, 1000, size=(k, v)) ** int(rng.integers(1, 4))
-        tot = total - repeat
-        freq = 1 + weights * (tot - v)[:, None] // weights.sum(1, keepdims=True)
-        freq[np.arange(k), np.argmax(weights, 1)] += tot - freq.sum(1)
-        stages.append(StageTables(prev_class=rng.integers(0, a, v + 1).astype(np.uint8),
-                                  stage_class=rng.integers(0, bq, v_before).astype(np.uint8),
-                                  context=rng.integers(0, k, (a, bq)).astype(np.uint8),
-                                  freq=freq.astype(wide), repeat=repeat.astype(wide)))
-    return ContextTables(stages, f"mixed tables {seed}")
 
 
 def mixed_codes(tables: ContextTables, n_q: int, frames: int, kind: str, seed: int) -> np.ndarray:

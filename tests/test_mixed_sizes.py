@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import mixed_tables  # valid tables for stages of given widths
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_context_mixed import mixed_tables  # valid tables for stages of given widths
 from test_segment_counts import uniform_choice  # the old rule: the most codebooks whose file fits
 
 from telucodec.config import CodecConfig, get_config

@@ -180,7 +180,6 @@ class OnnxStreamDecoder:
         folder, c = _config(directory)
         self.directory, self.config = folder, c
         self.hop, self.max_n_q = int(c["hop_length"]), int(c["n_q"])
-        self.codebook_size = int(c["codebook_size"])  # the largest stage's
         self.stage_sizes = stage_sizes(c)  # each stage's entries: its codes are checked against them
         self.stage_bits = bits_of(self.stage_sizes)
         self.delay = int(c["decoder_delay_samples"])

@@ -102,7 +102,7 @@ import numpy as np
 
 from telucodec.errors import BitstreamError
 from telucodec.formats.bitpack import pack_bits, pack_rows, unpack_bits, unpack_rows
-from telucodec.formats.codes import SIDE_KINDS, TCD_RANGES, Codes, widths_text
+from telucodec.formats.codes import SIDE_KINDS, TCD_RANGES, Codes, mean_sent_bits, stage_widths, widths_text
 from telucodec.formats.context_coder import decode_codes, encode_codes
 from telucodec.formats.context_tables import TABLES_FILE, ContextTables, tables_for
 from telucodec.formats.entropy import decode_codebook, encode_codebook
@@ -154,7 +154,7 @@ class BitstreamHeader:
     @property
     def widths(self) -> list[int]:
         """Each stage's code width in bits (n_q values)."""
-        return list(self.stage_bits) if self.stage_bits else [self.codebook_bits] * self.n_q
+        return stage_widths(self.stage_bits, self.codebook_bits, self.n_q)
 
     @property
     def head_bytes(self) -> int:
@@ -601,7 +601,7 @@ def describe(data: bytes) -> dict[str, Any]:
     h = read_header(data)
     duration = h.duration_s
     mean_n_q = float(h.frame_counts().mean()) if h.segment_frames else float(h.n_q)
-    bits_per_frame = float(np.mean(np.concatenate([[0], np.cumsum(h.widths)])[h.frame_counts()]))
+    bits_per_frame = mean_sent_bits(h.widths, h.frame_counts())
     return {
         "format_version": h.format_version,
         "model_id": h.model_id,

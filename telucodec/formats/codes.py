@@ -39,6 +39,16 @@ def carried_frame_rate(sample_rate: int, hop: int, n_q: int, codebook_bits: int)
     return frame_rate
 
 
+def stage_widths(stage_bits: tuple[int, ...], codebook_bits: int, n_q: int) -> list[int]:
+    """Each of n_q stages' code width: `stage_bits` where the stages differ, else `codebook_bits`."""
+    return list(stage_bits) if stage_bits else [codebook_bits] * n_q
+
+
+def mean_sent_bits(widths: list[int], counts: np.ndarray) -> float:
+    """Raw code bits a frame, averaged over frames that send `counts[t]` stages of these widths."""
+    return float(np.mean(np.concatenate([[0], np.cumsum(widths)])[np.asarray(counts)]))
+
+
 def widths_text(widths: list[int]) -> str:
     """Stage code widths for a message: '10' when equal, '15,15,10,...' where they differ."""
     return str(widths[0]) if len(set(widths)) == 1 else ",".join(map(str, widths))
@@ -77,7 +87,7 @@ class Codes:
     @property
     def widths(self) -> list[int]:
         """Each stage's code width in bits (n_q values)."""
-        return list(self.stage_bits) if self.stage_bits else [self.codebook_bits] * self.n_q
+        return stage_widths(self.stage_bits, self.codebook_bits, self.n_q)
 
     @property
     def n_q(self) -> int:
@@ -110,6 +120,5 @@ class Codes:
     def kbps_nominal(self) -> float:
         """Raw code bits per second: the widths of the stages sent x frame rate (n_q x codebook
         bits x frame rate for uniform stages), averaged over frames when they send different counts."""
-        cumulative = np.concatenate([[0], np.cumsum(self.widths)])
         counts = self.frame_counts if not self.uniform and self.num_frames else np.array([self.n_q])
-        return float(np.mean(cumulative[counts])) * self.frame_rate / 1000.0
+        return mean_sent_bits(self.widths, counts) * self.frame_rate / 1000.0

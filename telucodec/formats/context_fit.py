@@ -37,9 +37,9 @@ from telucodec.errors import ModelError
 from telucodec.formats.context_tables import (
     MAX_BITS,
     SMALL_MAX_BITS,
-    TOTAL_BITS,
     ContextTables,
     StageTables,
+    freq_dtype,
     total_bits_for,
 )
 
@@ -160,7 +160,7 @@ def _stage_tables(ev: _Stage, v: int, maps: tuple[np.ndarray, np.ndarray, np.nda
     total = 1 << total_bits_for(v)
     repeat = np.minimum(np.floor(rho * total), total - 4 * v).astype(np.int64)
     freq = _quantize(_smooth(n, _marginal(ev, v), alpha), total - repeat)
-    wide = np.uint16 if total_bits_for(v) == TOTAL_BITS else np.uint32
+    wide = freq_dtype(v)
     return StageTables(prev_class=a_map.astype(np.uint8), stage_class=b_map.astype(np.uint8),
                        context=j_map.reshape(na, nb).astype(np.uint8), freq=freq.astype(wide),
                        repeat=repeat.astype(wide))
@@ -212,9 +212,8 @@ def fit_tables(clips: Sequence[np.ndarray], bits: int | Sequence[int], prev_clas
     """Tables fitted on `clips` (each [n_stages, F_i] int codes) whose stages are `bits` wide: one
     width for all, or one per stage. Stage 0 uses `prev_classes_first` classes (it has no
     previous stage, so its previous frame carries all the context); the smoothing of each stage
-    is the one of `alphas` (scaled by V / 4096 for a stage of V > 4096 codes) that codes a
-    held-out tenth of the clips (every tenth clip) best. A stage of more than 4096 codes keeps at
-    most LARGE_MAX_CONTEXTS contexts."""
+    is the one of `alphas` that codes a held-out tenth of the clips (every tenth clip) best. A
+    stage of more than 4096 codes keeps at most LARGE_MAX_CONTEXTS contexts."""
     clips = [np.asarray(c, dtype=np.int64) for c in clips if np.shape(c)[-1] > 0]
     if not clips or len({c.shape[0] for c in clips}) != 1:
         raise ModelError("fit_tables: give one or more clips of codes, all with the same number of stages")

@@ -68,11 +68,14 @@ def total_bits_for(size: int) -> int:
     return TOTAL_BITS if size <= 1 << SMALL_MAX_BITS else LARGE_TOTAL_BITS
 
 
+def freq_dtype(size: int) -> type:
+    """The stored dtype of the frequencies and repeat mass of a stage of `size` codes."""
+    return np.uint16 if total_bits_for(size) == TOTAL_BITS else np.uint32
+
+
 def _dtype(name: str, size: int) -> type:
     """The stored dtype of field `name` of a stage of `size` codes."""
-    if name in ("freq", "repeat") and size > 1 << SMALL_MAX_BITS:
-        return np.uint32
-    return _DTYPES[name]
+    return freq_dtype(size) if name in ("freq", "repeat") else _DTYPES[name]
 
 
 def _stage_size(prev_class: np.ndarray, q: int, source: str) -> int:

@@ -50,7 +50,7 @@ import numpy as np
 from telucodec.errors import TelucodecError
 from telucodec.formats.bitstream import tables_fit, write_smallest
 from telucodec.formats.codes import Codes
-from telucodec.formats.context_coder import intervals
+from telucodec.formats.context_coder import code_bits
 from telucodec.formats.context_tables import tables_for
 
 SEGMENT_SECONDS = 0.1  # rate control's segment: frames of one stage count
@@ -180,9 +180,7 @@ def _gains_and_bits(candidates: Sequence[Codes]) -> tuple[np.ndarray, np.ndarray
     tables = tables_for(top.model_id)
     bits = np.repeat(np.asarray(top.widths, dtype=np.float64)[:, None], f, axis=1)
     if tables_fit(tables, top.widths):
-        _, freqs = intervals(tables, np.asarray(top.codes, dtype=np.int64), np.asarray(tables.stage_sizes[:n]))
-        totals = np.asarray(tables.stage_total_bits[:n], dtype=np.float64)[:, None]
-        bits = totals - np.log2(np.asarray(freqs, dtype=np.float64).reshape(f, n).T)
+        bits = code_bits(tables, np.asarray(top.codes, dtype=np.int64))
     return gains, bits
 
 
