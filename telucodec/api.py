@@ -27,7 +27,7 @@ from telucodec.errors import BitstreamError
 from telucodec.formats.bitstream import describe, read_bitstream, write_bitstream, write_smallest
 from telucodec.formats.codes import Codes
 from telucodec.formats.pcm import check_sample_rate
-from telucodec.formats.rate import fit_to_rate
+from telucodec.formats.rate import encode_to_rate
 from telucodec.model.codec import Codec
 from telucodec.model.loading import (
     DEFAULT_MODEL,
@@ -87,7 +87,7 @@ def compress(wav: np.ndarray | torch.Tensor, sample_rate: int, model: Codec | No
         warnings.warn(note, UserWarning, stacklevel=2)
     engine = runtime_for(model, runtime, beam)
     if kbps is not None:  # rate control: the file's actual rate, header included, within kbps
-        return fit_to_rate(engine.encode_prefixes(wav, sample_rate), kbps).data
+        return encode_to_rate(engine, wav, sample_rate, kbps).data
     codes = engine.encode(wav, sample_rate)
     return write_smallest(codes)[0] if entropy else write_bitstream(codes)
 

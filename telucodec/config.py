@@ -236,6 +236,8 @@ class QuantizerConfig:
     dead_code_steps: int = 50               # replace entries unused for this many steps (0 = never)
     quantizer_dropout: bool = True          # random n_q per batch so one model serves every bitrate
     min_n_q_dropout: int = 1
+    max_n_q_dropout: int = 0                # > 0: a dropped batch or item draws n_q in [min, this] (low rates
+                                            # trained more often); 0: up to n_q
     dropout_fraction: float = 0.0           # > 0: per-item dropout on this fraction of items (DAC: 0.5); 0: per batch
     codebook_dim: int = 0                   # > 0: DAC's factorized codes, searched L2-normalized in this many dims
     codebook_sizes: tuple[int, ...] = ()    # per-stage entry counts (n_q powers of two, the largest

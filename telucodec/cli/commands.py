@@ -16,7 +16,7 @@ from telucodec.deploy.runtimes import Runtime, choose_runtime
 from telucodec.errors import TelucodecError
 from telucodec.formats.audio import load_audio, output_format, write_audio
 from telucodec.formats.bitstream import describe, write_bitstream, write_smallest
-from telucodec.formats.rate import fit_to_rate
+from telucodec.formats.rate import encode_to_rate
 from telucodec.model.codec import Codec
 from telucodec.model.loading import shipped_model_name
 
@@ -76,7 +76,7 @@ def encode(args: argparse.Namespace) -> int:
         print(note, file=sys.stderr)
     runtime = _runtime(model, args)
     if args.kbps is not None:  # rate control: the actual rate, header included, within --kbps
-        choice = fit_to_rate(runtime.encode_prefixes(wav, model.sample_rate), args.kbps)
+        choice = encode_to_rate(runtime, wav, model.sample_rate, args.kbps)
         print(choice.note(args.kbps), file=sys.stderr)
         data = choice.data
     elif args.entropy:

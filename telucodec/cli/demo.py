@@ -34,7 +34,7 @@ from telucodec.evaluation import metrics
 from telucodec.evaluation.plots import save_spectrograms
 from telucodec.formats.audio import load_audio, write_audio
 from telucodec.formats.bitstream import read_bitstream, write_bitstream
-from telucodec.formats.rate import fit_to_rate
+from telucodec.formats.rate import encode_to_rate
 from telucodec.model.codec import Codec
 from telucodec.model.loading import default_model_dir
 
@@ -97,7 +97,7 @@ def round_trip(model: Codec, wav: np.ndarray, kbps: float | None, stem: Path) ->
     """wav -> STEM.tcd -> STEM.wav through `model`; returns the decoded audio and its scores.
     `kbps`: the file's actual rate, as `telucodec encode --kbps` writes it (None: every codebook)."""
     data = (write_bitstream(model.encode(wav, model.sample_rate)) if kbps is None
-            else fit_to_rate(model.encode_prefixes(wav, model.sample_rate), kbps).data)
+            else encode_to_rate(model, wav, model.sample_rate, kbps).data)
     stem.with_name(stem.name + ".tcd").write_bytes(data)
     codes = read_bitstream(data, expected_model_id=model.model_id)
     out = model.decode(codes).numpy()

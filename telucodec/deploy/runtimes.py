@@ -71,9 +71,10 @@ class TorchRuntime(_ModelFacts):
     def encode(self, wav: Any, sample_rate: Any = None, kbps: float | None = None) -> Codes:
         return self.model.encode(wav, sample_rate, kbps, self.beam)
 
-    def encode_prefixes(self, wav: Any, sample_rate: Any = None) -> list[Codes]:
-        """`Codec.encode_prefixes`: the codes at every stage count, for rate control."""
-        return self.model.encode_prefixes(wav, sample_rate, None, self.beam)
+    def encode_prefixes(self, wav: Any, sample_rate: Any = None, fit_kbps: float | None = None) -> list[Codes]:
+        """`Codec.encode_prefixes`: the codes at every stage count, for rate control (`fit_kbps`:
+        the rate it will fit them to)."""
+        return self.model.encode_prefixes(wav, sample_rate, None, self.beam, fit_kbps=fit_kbps)
 
     def decode(self, codes: Codes, check_model: bool = True) -> np.ndarray:
         return self.model.decode(codes, check_model).numpy()
@@ -99,9 +100,10 @@ class OnnxRuntime(_ModelFacts):
         codes = torch.from_numpy(np.ascontiguousarray(clip.codes, dtype=np.int64))
         return self.model.make_codes(codes, clip.num_samples, [int(v) for v in clip.side])
 
-    def encode_prefixes(self, wav: Any, sample_rate: Any = None) -> list[Codes]:
+    def encode_prefixes(self, wav: Any, sample_rate: Any = None, fit_kbps: float | None = None) -> list[Codes]:
         """The codes at every stage count: the graph searches greedily, so they are prefixes of
-        one array (`Codes.prefixes`). Beam search runs in PyTorch (`choose_runtime(beam=...)`)."""
+        one array (`Codes.prefixes`), whatever rate they will be fitted to (`fit_kbps` changes
+        only a beam's choice). Beam search runs in PyTorch (`choose_runtime(beam=...)`)."""
         return self.encode(wav, sample_rate, None).prefixes()
 
     def decode(self, codes: Codes, check_model: bool = True) -> np.ndarray:

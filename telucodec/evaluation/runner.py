@@ -25,7 +25,7 @@ from telucodec.evaluation.metrics import align, score_all, shift_to
 from telucodec.evaluation.plan import ClipTask, System
 from telucodec.formats.audio import write_wav
 from telucodec.formats.bitstream import read_bitstream
-from telucodec.formats.rate import fit_to_rate
+from telucodec.formats.rate import encode_to_rate
 
 REFERENCE_MAX_SHIFT = 1600  # samples (0.1 s at 16 kHz) searched either way when aligning --reference files
 
@@ -71,7 +71,7 @@ def _run_telucodec(system: System, task: ClipTask) -> tuple[np.ndarray, int, int
     """(decoded [T] clipped to [-1, 1], bytes of the .tcd file, delay 0, clipped samples)."""
     model = _WORKER["model"]
     # the setting is the file's actual rate, header included (formats/rate.py), as `encode --kbps` writes
-    data = fit_to_rate(model.encode_prefixes(task.wav, task.sample_rate), float(system.setting), strict=False).data
+    data = encode_to_rate(model, task.wav, task.sample_rate, float(system.setting), strict=False).data
     decoded = np.asarray(model.decode(read_bitstream(data, expected_model_id=model.model_id)))
     clipped = int(np.count_nonzero(np.abs(decoded) > 1.0))
     return np.clip(decoded, -1.0, 1.0).astype(np.float32), len(data), 0, clipped

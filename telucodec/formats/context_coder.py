@@ -104,6 +104,27 @@ def code_bits(tables: ContextTables, codes: np.ndarray, prev: np.ndarray | None 
     return bits
 
 
+def candidate_bits(tables: ContextTables, q: int, prev: np.ndarray, stage_prev: np.ndarray | None) -> np.ndarray:
+    """float64 [N, b, V_q]: the code length in bits of every code of stage q, for N frames whose
+    previous frame sent `prev` [N] at stage q (V_q or more: none) and b candidate paths per frame
+    whose stage q-1 code is `stage_prev` [N, b] (None for stage 0: b = 1). Entry c equals
+    `code_bits` of code c in that context: what an encoder that weighs bits against error
+    (`model/rd_search.py`) compares."""
+    prev_class, stage_class, context, _, freq, repeat = tables.lookup(q)[:6]
+    v = tables.stage_sizes[q]
+    p = np.minimum(np.asarray(prev, dtype=np.int64), v)
+    n = p.shape[0]
+    b_cls = np.zeros((n, 1), dtype=np.int64) if stage_prev is None else stage_class[np.asarray(stage_prev, dtype=np.int64)]
+    k = context[prev_class[p][:, None], b_cls]                                  # [N, b]
+    total = float(tables.stage_total_bits[q])
+    bits = total - np.log2(freq[k].astype(np.float64))                           # [N, b, V_q]
+    has = np.nonzero(p < v)[0]
+    if has.size:  # the repeat mass sits on the previous frame's code
+        ph = p[has]
+        bits[has, :, ph] = total - np.log2((freq[k[has], ph[:, None]] + repeat[k[has]]).astype(np.float64))
+    return bits
+
+
 def _as_counts(counts: np.ndarray | None, n_q: int, f: int) -> np.ndarray | None:
     """Per-frame stage counts, checked: int [f], each 1..n_q (None passes through)."""
     if counts is None:

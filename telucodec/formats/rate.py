@@ -44,6 +44,7 @@ import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -113,11 +114,27 @@ def fit_to_rate(candidates: Sequence[Codes], kbps: float, strict: bool = True,
     seg = int(round(segment_seconds * first.frame_rate))
     if seg < 1 or best.n_q >= len(candidates):
         return best
-    gains, bits = _gains_and_bits(candidates)
+    gains, bits = gains_and_bits(candidates)
     options = [best, _fill(candidates, best, seconds, budget_bits, seg, gains, bits)]
     if best.n_q > 1:  # quiet segments may send fewer than N stages, so that speech gets more
         options.append(_fill(candidates, uniform[0], seconds, budget_bits, seg, gains, bits))
     return max(options, key=lambda choice: expected_gain(choice.codes))  # the first of equals
+
+
+def encode_to_rate(engine: Any, wav: Any, sample_rate: int | None, kbps: float, strict: bool = True) -> RateChoice:
+    """`fit_to_rate` of `engine.encode_prefixes(wav, sample_rate, fit_kbps=kbps)`: the one path
+    from audio to a file of an actual rate (encode, compress, eval, demo). `engine`: a Codec or a
+    runtime (deploy/runtimes.py); told the rate, a beam search weighs bits against error.
+
+    Its bits are estimates (contexts from a first pass), and on a clip of a few frames its codes'
+    smallest file can come out a byte or two larger than the plain codes' (found by
+    tests/test_rd_search.py: a 0.16 s clip the plain beam fitted in 2.5 kbps and the weighed one
+    did not). So where its file does not fit, the plain codes are fitted as before: the search
+    never turns a budget that fitted into a refusal, and a refusal names the plain codes' size."""
+    choice = fit_to_rate(engine.encode_prefixes(wav, sample_rate, fit_kbps=kbps), kbps, strict=False)
+    if choice.within:
+        return choice
+    return fit_to_rate(engine.encode_prefixes(wav, sample_rate), kbps, strict)
 
 
 def expected_gain(codes: Codes) -> float:
@@ -166,7 +183,7 @@ def _like(template: object, arr: np.ndarray) -> object:
     return arr
 
 
-def _gains_and_bits(candidates: Sequence[Codes]) -> tuple[np.ndarray, np.ndarray]:
+def gains_and_bits(candidates: Sequence[Codes]) -> tuple[np.ndarray, np.ndarray]:
     """[N, F] expected error removed by stage s at each frame (from the candidate with s + 1
     stages: its last code), and [N, F] the bits it is estimated to cost."""
     top = candidates[-1]

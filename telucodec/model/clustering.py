@@ -3,9 +3,15 @@ the usage / perplexity statistics that training, validation and tokenize report.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 SEARCH_ELEMENTS = 1 << 25  # distances computed at once (128 MiB of float32): 1,024 rows of a 32,768-entry search
+
+
+# (stage s, the paths' stage s-1 codes [N, b] or None at stage 0) -> each entry's cost [N, b, K_s]
+StageCosts = Callable[[int, "torch.Tensor | None"], torch.Tensor]
 
 
 def nearest_entry(x: torch.Tensor, entries: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
@@ -85,7 +91,8 @@ def kmeans(samples: torch.Tensor, k: int, iters: int) -> torch.Tensor:
     return centroids
 
 
-def beam_search(x: torch.Tensor, books: torch.Tensor | list[torch.Tensor], beam: int) -> torch.Tensor:
+def beam_search(x: torch.Tensor, books: torch.Tensor | list[torch.Tensor], beam: int,
+                costs: StageCosts | None = None) -> torch.Tensor:
     """Residual-VQ codes by beam search over the stages: x [N, D], books [S, K, D] (or S tensors
     [K_s, D] of different sizes) -> [S, N, S]
     int64, where row s holds each frame's best path through the first s + 1 stages (its last
@@ -96,11 +103,17 @@ def beam_search(x: torch.Tensor, books: torch.Tensor | list[torch.Tensor], beam:
     decoder are unchanged, only the encoder's choice. A beam stopped after stage s is exactly the
     beam search for s + 1 stages, so one pass serves every bitrate (and one exported graph).
     Plain tensor ops (matmul, topk, gather): it exports to ONNX as it is. Ties break toward the
-    lower flat index, as topk does; `nearest_entry` stays the search for beam 1."""
+    lower flat index, as topk does; `nearest_entry` stays the search for beam 1.
+
+    `costs` (a rate-distortion search, `model/rd_search.py`): costs(s, prev) -> [N, b, K_s], what
+    each entry of stage s adds to a path's score besides its squared error, given the b paths'
+    stage s-1 codes `prev` [N, b] (None at stage 0); paths are ranked by squared error plus the
+    sum of their costs. None: squared error alone, as before."""
     n, d = x.shape
     stages = len(books)
     residual = x[:, None, :]                            # [N, b, D]
     err = residual.pow(2).sum(-1)                       # [N, b]
+    spent = torch.zeros_like(err)                       # [N, b]: the paths' summed costs
     paths = torch.zeros(n, 1, 0, dtype=torch.long, device=x.device)
     rows = []
     for s in range(stages):
@@ -110,7 +123,12 @@ def beam_search(x: torch.Tensor, books: torch.Tensor | list[torch.Tensor], beam:
         path_aug = torch.cat([residual, err[..., None], torch.ones_like(err[..., None])], -1)
         total = path_aug @ book_aug.t()                 # [N, b, K]
         b = total.shape[1]
-        err, flat = total.reshape(n, b * k).topk(min(beam, b * k), dim=1, largest=False)  # ascending
+        if costs is None:
+            err, flat = total.reshape(n, b * k).topk(min(beam, b * k), dim=1, largest=False)  # ascending
+        else:
+            spent_after = spent[..., None] + costs(s, paths[:, :, s - 1] if s else None).to(total)
+            _, flat = (total + spent_after).reshape(n, b * k).topk(min(beam, b * k), dim=1, largest=False)
+            err, spent = total.reshape(n, b * k).gather(1, flat), spent_after.reshape(n, b * k).gather(1, flat)
         parent, code = flat // k, flat % k
         paths = torch.cat([paths.gather(1, parent[..., None].expand(-1, -1, s)), code[..., None]], dim=2)
         residual = residual.gather(1, parent[..., None].expand(-1, -1, d)) - books[s][code]

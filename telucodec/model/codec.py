@@ -34,6 +34,7 @@ from telucodec.formats.rate import register_entry_gains
 from telucodec.model.amplitude import Amplitude, get_amplitude
 from telucodec.model.families import build_decoder, build_encoder, build_quantizer
 from telucodec.model.quantizer import QuantizerOutput
+from telucodec.model.rd_search import rd_prefixes, rd_weight
 from telucodec.model.sent_stages import check_stage_counts, decode_sent
 from telucodec.model.streaming import LEVELLESS_AMPLITUDES, StreamDecoder, StreamEncoder, encoder_reach_frames
 from telucodec.model.weights import StateMatch as StateMatch  # re-exported: older imports
@@ -236,9 +237,13 @@ class Codec(nn.Module):
 
     @torch.no_grad()
     def encode_prefixes(self, wav: np.ndarray | torch.Tensor, sample_rate: int | None = None,
-                        n_q: int | None = None, beam: int = 1, level: bool = True) -> list[Codes]:
+                        n_q: int | None = None, beam: int = 1, level: bool = True,
+                        fit_kbps: float | None = None) -> list[Codes]:
         """[`encode`'s Codes at n = 1 .. n_q codebooks], from one encoder pass and one search:
-        greedy codes are views of one array (`Codes.prefixes`); a beam's differ per count."""
+        greedy codes are views of one array (`Codes.prefixes`); a beam's differ per count. What
+        rate control chooses from; `fit_kbps`: the actual rate it will fit them to, where a beam
+        with the model's context tables then weighs each code's bits against its error at that
+        rate's exchange of error for bits (`model/rd_search.py`)."""
         n_q = n_q or self.max_n_q
         kind = self._side_kind(level)
         amplitude = self._amplitude_for(kind)
@@ -248,9 +253,18 @@ class Codec(nn.Module):
             codes = torch.cat([self.quantizer.encode(latent, n_q)[..., keep].cpu()
                                for latent, keep in self._encoder_windows(x, side, amplitude)], dim=-1)[0]
             return self.make_codes(codes, x.shape[-1], side_ints, kind).prefixes()
-        pieces = [[c[..., keep].cpu() for c in self.quantizer.encode_prefixes(latent, n_q, beam)]
-                  for latent, keep in self._encoder_windows(x, side, amplitude)]
-        return [self.make_codes(torch.cat(per_n, dim=-1)[0], x.shape[-1], side_ints, kind) for per_n in zip(*pieces)]
+        windows = [(latent[..., keep], [c[..., keep].cpu() for c in self.quantizer.encode_prefixes(latent, n_q, beam)])
+                   for latent, keep in self._encoder_windows(x, side, amplitude)]
+        per_n = [torch.cat(codes, dim=-1)[0] for codes in zip(*(c for _, c in windows))]
+        made = [self.make_codes(codes, x.shape[-1], side_ints, kind) for codes in per_n]
+        tables = self.entropy_tables
+        if fit_kbps is not None and tables is not None and tables.fits(self.stage_bits[:n_q]):
+            weight = rd_weight(made, fit_kbps)
+            if weight > 0:
+                latent = torch.cat([z for z, _ in windows], dim=-1)[0]
+                per_n = rd_prefixes(self.quantizer, latent, per_n[-1], beam, tables, weight)
+                made = [self.make_codes(codes, x.shape[-1], side_ints, kind) for codes in per_n]
+        return made
 
     def make_codes(self, codes: torch.Tensor, num_samples: int, side: list[int], side_kind: str | None = None) -> Codes:
         """Codes [n, F] of a `num_samples` clip (with its amplitude side info) as this model's;

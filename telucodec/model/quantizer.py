@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from telucodec.config import QuantizerConfig
-from telucodec.model.clustering import beam_search, code_counts, code_statistics
+from telucodec.model.clustering import StageCosts, beam_search, code_counts, code_statistics
 from telucodec.model.vq_stages import (  # noqa: F401  (the stages and their constants, importable from here too)
     KMEANS_VECTORS_PER_ENTRY,
     TRAINING_BUFFERS,
@@ -149,14 +149,14 @@ class ResidualVQ(nn.Module):
 
     def _items_n_q(self, x: torch.Tensor) -> torch.Tensor | None:
         """DAC's quantizer dropout (`dropout_fraction` > 0, training only): that fraction of the
-        items gets a random n_q in [min_n_q_dropout, n_q], the rest every stage. Per item rather
+        items gets a random n_q in `dropout_range()`, the rest every stage. Per item rather
         than per batch, so every batch trains the later codebooks and the low bitrates at once."""
         fraction = self.cfg.dropout_fraction
         if not (self.training and self.cfg.quantizer_dropout and fraction > 0):
             return None
         b = x.shape[0]
-        lo = max(1, self.cfg.min_n_q_dropout)
-        drawn = torch.randint(lo, self.cfg.n_q + 1, (b,), device=x.device)
+        lo, hi = self.dropout_range()
+        drawn = torch.randint(lo, hi + 1, (b,), device=x.device)
         dropped = torch.rand(b, device=x.device) < fraction
         return torch.where(dropped, drawn, torch.full_like(drawn, self.cfg.n_q))
 
@@ -166,15 +166,17 @@ class ResidualVQ(nn.Module):
         return self.encode_prefixes(x, n_q, beam)[-1]
 
     @torch.no_grad()
-    def encode_prefixes(self, x: torch.Tensor, n_q: int | None = None, beam: int = 1) -> list[torch.Tensor]:
+    def encode_prefixes(self, x: torch.Tensor, n_q: int | None = None, beam: int = 1,
+                        costs: StageCosts | None = None) -> list[torch.Tensor]:
         """latent [B, D, F] -> [codes [B, n, F] for n = 1 .. n_q], from one search: greedy codes are
         prefixes of each other, a beam's best path after stage n is the beam search for n
-        (`clustering.beam_search`). What rate control chooses from."""
+        (`clustering.beam_search`; `costs`: its rate-distortion ranking, B * F frames in order).
+        What rate control chooses from."""
         n_q = n_q or self.cfg.n_q
         b, d, f = x.shape
         residual = x.transpose(1, 2).reshape(-1, d)
         if beam > 1:
-            rows = beam_search(residual, [c.to(residual) for c in self.stage_codebooks()[:n_q]], beam)  # [n_q, N, n_q]
+            rows = beam_search(residual, [c.to(residual) for c in self.stage_codebooks()[:n_q]], beam, costs)  # [n_q, N, n_q]
             return [rows[n - 1, :, :n].reshape(b, f, n).transpose(1, 2) for n in range(1, n_q + 1)]
         codes = []
         for layer in self.layers[:n_q]:
@@ -196,5 +198,11 @@ class ResidualVQ(nn.Module):
         (with `dropout_fraction` > 0 every batch uses every stage and `forward` drops per item)."""
         if not self.cfg.quantizer_dropout or self.cfg.dropout_fraction > 0 or torch.rand((), generator=generator) < 0.5:
             return self.cfg.n_q
-        lo = max(1, self.cfg.min_n_q_dropout)
-        return int(torch.randint(lo, self.cfg.n_q + 1, (), generator=generator))
+        lo, hi = self.dropout_range()
+        return int(torch.randint(lo, hi + 1, (), generator=generator))
+
+    def dropout_range(self) -> tuple[int, int]:
+        """The stage counts quantizer dropout draws from: [min_n_q_dropout, max_n_q_dropout or n_q],
+        clamped to 1..n_q."""
+        hi = min(self.cfg.n_q, self.cfg.max_n_q_dropout or self.cfg.n_q)
+        return min(max(1, self.cfg.min_n_q_dropout), hi), hi
