@@ -22,6 +22,7 @@ import torch
 
 import telucodec
 from telucodec.api import decompress
+from telucodec.deploy.runtimes import TorchRuntime
 from telucodec.evaluation.metrics import pesq_wb, stoi
 from telucodec.formats.dataset import index_audio, load_clip
 from telucodec.formats.rate import encode_to_rate, fit_to_rate
@@ -38,7 +39,7 @@ def measure(model, wavs, kbps: float, beam: int, share: float | None) -> dict[st
             if share is None:
                 choice = fit_to_rate(model.encode_prefixes(wav, model.sample_rate, None, beam), kbps, strict=False)
             else:
-                choice = encode_to_rate(_Beam(model, beam), wav, model.sample_rate, kbps, strict=False)
+                choice = encode_to_rate(TorchRuntime(model, beam=beam), wav, model.sample_rate, kbps, strict=False)
             spent += time.perf_counter() - t0
             out, _ = decompress(choice.data, model, runtime="torch")
             out = np.clip(out[: wav.size], -1, 1)
@@ -50,16 +51,6 @@ def measure(model, wavs, kbps: float, beam: int, share: float | None) -> dict[st
         rd_search.RD_SHARE = shipped
     return {"pesq_wb": float(np.mean(pesq)), "stoi": float(np.mean(st)), "stages": float(np.mean(stages)),
             "kbps_actual": float(np.mean(actual)), "seconds": spent}
-
-
-class _Beam:
-    """A Codec's encode_prefixes at a fixed beam, as a runtime offers it."""
-
-    def __init__(self, model, beam: int):
-        self.model, self.beam = model, beam
-
-    def encode_prefixes(self, wav, sample_rate, fit_kbps=None):
-        return self.model.encode_prefixes(wav, sample_rate, None, self.beam, fit_kbps=fit_kbps)
 
 
 def main() -> None:

@@ -153,6 +153,24 @@ def load_benchmark(name: str, module_name: str | None = None):
     return module
 
 
+def tiny_with_tables(tables_seed: int):
+    """The `tiny` preset with started codebooks, later stages smaller (as trained RVQ stages are),
+    and random context tables (`mixed_tables` of `tables_seed`): rate control and the weighed beam
+    have real codebooks and tables to work with."""
+    import torch
+
+    from telucodec.config import get_config
+    from telucodec.model.codec import Codec
+
+    torch.manual_seed(0)
+    model = Codec(get_config("tiny")).eval()
+    with torch.no_grad():
+        scale = torch.tensor([0.5 ** i for i in range(model.max_n_q)])[:, None, None]
+        model.quantizer.set_codebooks(torch.randn_like(model.quantizer.codebooks()) * 0.3 * scale)
+    model.entropy_tables = mixed_tables(tables_seed, [model.codebook_bits] * model.max_n_q)
+    return model
+
+
 def mixed_tables(seed: int, stage_bits: list[int], a: int = 3, b: int = 2, k: int = 3):
     """Valid tables for stages of `stage_bits`, from integer draws only (an adversary's tables:
     any class maps, flat to very peaked frequencies, any repeat mass)."""

@@ -11,11 +11,12 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import mixed_tables
+from conftest import mixed_tables, tiny_with_tables
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import telucodec
+from telucodec.deploy.runtimes import TorchRuntime
 from telucodec.errors import TelucodecError
 from telucodec.formats.bitstream import read_bitstream
 from telucodec.formats.codes import Codes
@@ -138,51 +139,34 @@ def test_compress_and_encode_write_the_rd_beams_file(example_clips, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_with_tables():
-    from telucodec.config import get_config
-    from telucodec.model.codec import Codec
-
-    torch.manual_seed(0)
-    model = Codec(get_config("tiny")).eval()
-    with torch.no_grad():
-        scale = torch.tensor([0.5 ** i for i in range(model.max_n_q)])[:, None, None]
-        model.quantizer.set_codebooks(torch.randn_like(model.quantizer.codebooks()) * 0.3 * scale)
-    model.entropy_tables = mixed_tables(11, [model.codebook_bits] * model.max_n_q)
-    return model
+def tiny_tables_model():
+    return tiny_with_tables(11)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(length=st.integers(1, 40000), kbps=st.floats(0.05, 4.0), seed=st.integers(0, 2**31 - 1),
        beam=st.sampled_from([2, 4]))
-def test_rd_files_keep_every_promise_of_rate_control(tiny_with_tables, length, kbps, seed, beam):
+def test_rd_files_keep_every_promise_of_rate_control(tiny_tables_model, length, kbps, seed, beam):
     """Off the happy path (clips of one sample to 2.5 s, budgets far too small to generous): the
     beam told its rate writes a file within the budget that decodes to its codes wherever the
     plain beam's codes fit (its bit estimates can miss on a few frames: then the plain codes are
     fitted), and is refused exactly as they are where they do not; every code lies in its
     codebook."""
-    model = tiny_with_tables
+    model = tiny_tables_model
     wav = np.random.default_rng(seed).normal(0, 0.1, length).astype(np.float32)
     plain = model.encode_prefixes(wav, model.sample_rate, None, beam)
     try:
         want = fit_to_rate(plain, kbps)
     except TelucodecError as plain_error:  # refused exactly as the plain codes are
         with pytest.raises(TelucodecError) as rd_error:
-            encode_to_rate(_AtBeam(model, beam), wav, model.sample_rate, kbps)
+            encode_to_rate(TorchRuntime(model, beam=beam), wav, model.sample_rate, kbps)
         assert str(rd_error.value) == str(plain_error)
         return
     assert want.within
-    choice = encode_to_rate(_AtBeam(model, beam), wav, model.sample_rate, kbps)
+    choice = encode_to_rate(TorchRuntime(model, beam=beam), wav, model.sample_rate, kbps)
     assert choice.within and len(choice.data) * 8 <= kbps * 1000 * length / model.sample_rate + 1e-6
     codes = np.asarray(choice.codes.codes)
     assert codes.min() >= 0 and codes.max() < model.quantizer.codebooks().shape[1]
     back = read_bitstream(choice.data, expected_model_id=model.model_id)
     assert torch.equal(back.codes, choice.codes.codes)
     assert np.isfinite(model.decode(back).numpy()).all()
-
-
-class _AtBeam:
-    def __init__(self, model, beam):
-        self.model, self.beam = model, beam
-
-    def encode_prefixes(self, wav, sample_rate, fit_kbps=None):
-        return self.model.encode_prefixes(wav, sample_rate, None, self.beam, fit_kbps=fit_kbps)

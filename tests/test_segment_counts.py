@@ -10,11 +10,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_with_tables
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_context_coding import random_tables  # the same valid random tables
 
-from telucodec.config import get_config
 from telucodec.errors import BitstreamError
 from telucodec.formats.bitstream import (
     HEADER_SIZE,
@@ -197,13 +197,7 @@ def test_a_tiny_v3_file_cannot_claim_a_huge_clip(seg, n_q, base, num_samples) ->
 
 @pytest.fixture(scope="module")
 def tiny() -> Codec:
-    torch.manual_seed(0)
-    model = Codec(get_config("tiny")).eval()
-    with torch.no_grad():  # started codebooks, later stages smaller (as trained RVQ stages are)
-        scale = torch.tensor([0.5 ** i for i in range(model.max_n_q)])[:, None, None]
-        model.quantizer.set_codebooks(torch.randn_like(model.quantizer.codebooks()) * 0.3 * scale)
-    model.entropy_tables = random_tables(7, model.codebook_bits, model.max_n_q)
-    return model
+    return tiny_with_tables(7)
 
 
 def uniform_choice(candidates: list[Codes], budget_bits: float) -> tuple[int, bytes]:
